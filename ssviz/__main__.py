@@ -1,0 +1,5 @@
+import sys
+
+from ssviz.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""``python -m ssviz``: one subcommand per module in this package.
+
+Errors a user caused print one line on stderr and exit with status 2; ``--json``
+prints machine-readable results on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from ssviz.errors import SsvizError, StoppedError
+
+# each module defines register(subparsers, parent) and sets a handler via set_defaults(run=...)
+COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses")
+
+
+def emit(args, payload: dict, text: str | None = None) -> None:
+    """Print JSON with --json, otherwise a human summary (falls back to indented JSON)."""
+    if getattr(args, "json", False) or text is None:
+        print(json.dumps(payload, indent=None if getattr(args, "json", False) else 2, default=_jsonable))
+    else:
+        print(text)
+
+
+def _jsonable(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def progress_printer(label: str, enabled: bool):
+    """A progress callback writing a carriage-return line on stderr (silent when disabled)."""
+    if not enabled:
+        return None
+
+    def report(done: int, total: int) -> None:
+        sys.stderr.write(f"\r{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ssviz", description="Measure and extract secrets memorized by language models (The Secret Sharer).")
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    parent.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"ssviz.cli.{name}").register(sub, parent)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except StoppedError as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("stopped: interrupted", file=sys.stderr)
+        return 130
+    except SsvizError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line unless asked for detail
+        if getattr(args, "debug", False):
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)", file=sys.stderr)
+        return 1

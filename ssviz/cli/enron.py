@@ -1,0 +1,5 @@
+"""Placeholder: the `enron` subcommands are added by their own issue."""
+
+
+def register(sub, parent) -> None:
+    pass

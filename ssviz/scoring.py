@@ -1,0 +1,194 @@
+"""Log-perplexity of texts and of template fillers, in bits.
+
+Definition (the paper's Px, in bits): for a text x_1..x_n,
+``Px = -sum_{i=2..n} log2 P(x_i | x_1..x_{i-1})``, the model starting from its
+initial (zero) state at x_1.
+
+:func:`score_digits` is the fast path for many fillers of one template: the
+literal prefix is run once, fillers are processed in lexicographic order in
+chunks, and inside a chunk every shared filler prefix (a trie node) is stepped
+once. Memory is bounded by the chunk size, not by the number of fillers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ssviz.errors import SpaceTooLargeError, StoppedError
+from ssviz.models.base import LanguageModel, State
+from ssviz.templates import Template
+
+LN2 = math.log(2.0)
+DEFAULT_CHUNK = 1 << 15
+EXHAUSTIVE_LIMIT = 10 ** 7
+
+Progress = Callable[[int, int], None]
+StopFlag = Callable[[], bool]
+
+
+def _check_stop(stop) -> None:
+    if stop is not None and (stop.is_set() if hasattr(stop, "is_set") else stop()):
+        raise StoppedError("stopped by the user")
+
+
+@dataclass
+class PrefixContext:
+    """The model after reading a template's literal prefix: shared by every filler."""
+
+    state: State          # batch of 1
+    log_probs: torch.Tensor  # [1, V], distribution of the first character after the prefix
+    bits: float           # log-perplexity of the prefix itself
+
+
+def prefix_context(model: LanguageModel, template: Template) -> PrefixContext:
+    template.check_vocab(model.vocab)
+    ids = torch.tensor([model.vocab.encode(template.prefix)])
+    with torch.inference_mode():
+        lp, state = model.run(ids, model.initial_state(1))
+        bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).sum()) / LN2
+    return PrefixContext(state, lp[:, -1], bits)
+
+
+def position_tokens(model: LanguageModel, template: Template) -> list[np.ndarray]:
+    """Vocabulary ids of each position's allowed characters (after the prefix)."""
+    return [np.array(model.vocab.encode(a), dtype=np.int64) for a in template.positions]
+
+
+def digits_to_tokens(model: LanguageModel, template: Template, digits: np.ndarray,
+                     lut: list[np.ndarray] | None = None) -> np.ndarray:
+    """Alphabet offsets ``[N, F]`` -> token ids ``[N, P]`` of every position after the prefix."""
+    lut = lut or position_tokens(model, template)
+    out = np.empty((len(digits), len(template.positions)), dtype=np.int64)
+    slot_of = {p: k for k, p in enumerate(template.slot_positions)}
+    for p, ids in enumerate(lut):
+        out[:, p] = ids[digits[:, slot_of[p]]] if p in slot_of else ids[0]
+    return out
+
+
+def _score_sorted_chunk(model: LanguageModel, ctx: PrefixContext, tokens: np.ndarray) -> np.ndarray:
+    """Bits of each row of lexicographically sorted ``tokens [n, P]``, one model step per trie node."""
+    n, depth = tokens.shape
+    if n == 0:
+        return np.zeros(0)
+    new = np.ones((n, depth), dtype=bool)
+    if n > 1:
+        new[1:] = np.logical_or.accumulate(tokens[1:] != tokens[:-1], axis=1)
+    state, log_probs = ctx.state, ctx.log_probs
+    cost = torch.full((1,), ctx.bits, dtype=torch.float64)
+    node_of_row = np.zeros(n, dtype=np.int64)
+    for d in range(depth):
+        starts = np.flatnonzero(new[:, d])
+        parents = torch.from_numpy(node_of_row[starts])
+        tok = torch.from_numpy(tokens[starts, d])
+        cost = cost[parents] - log_probs[parents, tok].double() / LN2
+        node_of_row = np.cumsum(new[:, d]) - 1
+        if d < depth - 1:
+            if len(starts) != len(log_probs):
+                state = model.select_state(state, parents)
+            log_probs, state = model.step(tok, state)
+    return cost.numpy()[node_of_row]
+
+
+def score_tokens(model: LanguageModel, template: Template, tokens: np.ndarray, *, presorted: bool = False,
+                 chunk_size: int = DEFAULT_CHUNK, ctx: PrefixContext | None = None,
+                 progress: Progress | None = None, stop: StopFlag | None = None) -> np.ndarray:
+    ctx = ctx or prefix_context(model, template)
+    n = len(tokens)
+    order = None
+    if not presorted and n > 1:
+        order = np.lexsort(tokens.T[::-1])
+        tokens = tokens[order]
+    out = np.empty(n, dtype=np.float64)
+    with torch.inference_mode():
+        for lo in range(0, n, chunk_size):
+            _check_stop(stop)
+            out[lo:lo + chunk_size] = _score_sorted_chunk(model, ctx, tokens[lo:lo + chunk_size])
+            if progress:
+                progress(min(lo + chunk_size, n), n)
+    if order is not None:
+        unsorted = np.empty_like(out)
+        unsorted[order] = out
+        out = unsorted
+    return out
+
+
+def score_digits(model: LanguageModel, template: Template, digits: np.ndarray, **kw) -> np.ndarray:
+    """Log-perplexity (bits) of the full text of each filler given as alphabet offsets ``[N, F]``."""
+    return score_tokens(model, template, digits_to_tokens(model, template, np.asarray(digits)), **kw)
+
+
+def score_fillers(model: LanguageModel, template: Template, fillers: Sequence[str], **kw) -> np.ndarray:
+    """Log-perplexity (bits) of the full text of each filler (bare or formatted)."""
+    return score_digits(model, template, template.fillers_to_digits(list(fillers)), **kw)
+
+
+def iter_space_chunks(template: Template, chunk_size: int = DEFAULT_CHUNK) -> Iterable[tuple[int, np.ndarray]]:
+    """The whole space in lexicographic order, as ``(first_index, digits)`` chunks."""
+    for lo in range(0, template.space_size, chunk_size):
+        hi = min(lo + chunk_size, template.space_size)
+        yield lo, template.digits_of_indices(np.arange(lo, hi, dtype=np.int64))
+
+
+def check_exhaustive(template: Template, limit: int = EXHAUSTIVE_LIMIT, rate: float = 1e6) -> None:
+    if template.space_size > limit:
+        seconds = template.space_size / rate
+        raise SpaceTooLargeError(
+            f"the space of {template.text!r} has {template.space_size:.3g} fillers, more than the "
+            f"limit of {limit:.3g} for exhaustive enumeration (about {_human_seconds(seconds)} on this CPU); "
+            f"use sampling / skew-normal or search instead")
+
+
+def _human_seconds(s: float) -> str:
+    for unit, size in (("years", 3.15e7), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if s >= size:
+            return f"{s / size:.3g} {unit}"
+    return f"{s:.2g} seconds"
+
+
+def score_space(model: LanguageModel, template: Template, *, limit: int = EXHAUSTIVE_LIMIT,
+                chunk_size: int = DEFAULT_CHUNK, progress: Progress | None = None,
+                stop: StopFlag | None = None) -> np.ndarray:
+    """Log-perplexity of every filler, indexed by filler number (refuses spaces beyond ``limit``)."""
+    check_exhaustive(template, limit)
+    ctx = prefix_context(model, template)
+    lut = position_tokens(model, template)
+    total = template.space_size
+    out = np.empty(total, dtype=np.float64)
+    with torch.inference_mode():
+        for lo, digits in iter_space_chunks(template, chunk_size):
+            _check_stop(stop)
+            tokens = digits_to_tokens(model, template, digits, lut)
+            out[lo:lo + len(digits)] = _score_sorted_chunk(model, ctx, tokens)
+            if progress:
+                progress(lo + len(digits), total)
+    return out
+
+
+def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+    """Naive reference: each text run in full from the initial state (batched by length)."""
+    out = np.empty(len(texts), dtype=np.float64)
+    by_len: dict[int, list[int]] = {}
+    for i, t in enumerate(texts):
+        by_len.setdefault(len(t), []).append(i)
+    with torch.inference_mode():
+        for length, idx in by_len.items():
+            if length < 2:
+                out[idx] = 0.0
+                continue
+            for lo in range(0, len(idx), batch_size):
+                rows = idx[lo:lo + batch_size]
+                ids = torch.tensor([model.vocab.encode(texts[i]) for i in rows])
+                lp, _ = model.run(ids[:, :-1], model.initial_state(len(rows)))
+                bits = -lp.gather(2, ids[:, 1:, None])[..., 0].double().sum(1) / LN2
+                out[rows] = bits.numpy()
+    return out
+
+
+def log_perplexity(model: LanguageModel, text: str) -> float:
+    """Log-perplexity of one text, in bits."""
+    return float(score_texts(model, [text])[0])

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny models and a tiny canary-trained model, so the suite stays fast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssviz.demo import DEMO_CORPUS
+from ssviz.models import CharRNN
+from ssviz.templates import Template
+from ssviz.train import Canary, TrainConfig, train
+
+TINY_VOCAB = list(" abcdefghijklmnopqrstuvwxyzMNPSIY0123456789-.{}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> CharRNN:
+    """An untrained 2-layer LSTM over a small vocabulary (deterministic weights)."""
+    torch.manual_seed(1234)
+    return CharRNN(TINY_VOCAB, arch="lstm", embedding_dim=8, hidden_size=24, num_layers=2).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_gru() -> CharRNN:
+    torch.manual_seed(99)
+    return CharRNN(TINY_VOCAB, arch="gru", embedding_dim=8, hidden_size=16, num_layers=1).eval()
+
+
+@pytest.fixture(scope="session")
+def small_corpus() -> str:
+    return DEMO_CORPUS.read_text(encoding="utf-8")[:40_000]
+
+
+CANARY_TEMPLATE = "My PIN is {d:4}"
+CANARY_SECRET = "4821"
+
+
+@pytest.fixture(scope="session")
+def canary_result(small_corpus):
+    """A 1x64 LSTM trained a few epochs on 40 KB with a 4-digit canary inserted 30 times."""
+    config = TrainConfig(layers=1, hidden=64, embedding_dim=16, epochs=6, lr=0.005, batch_size=64, seed=3,
+                         patience=None)
+    return train(small_corpus, config, Canary(Template(CANARY_TEMPLATE), CANARY_SECRET, 30))
+
+
+@pytest.fixture(scope="session")
+def canary_model(canary_result) -> CharRNN:
+    return canary_result.model

@@ -1,0 +1,89 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ssviz import exposure
+from ssviz.errors import SpaceTooLargeError, SsvizError
+from ssviz.scoring import score_texts
+from ssviz.templates import Template
+
+
+def test_interpolation_matches_hand_ranks_in_input_order():
+    refs = [5.0, 1.0, 3.0, 3.0, 9.0, 7.0, 2.0, 8.0]  # m = 8
+    secrets = [3.0, 0.5, 10.0]
+    # ranks: 1 + #refs <= s  -> 3.0: 1+4=5 ; 0.5: 1 ; 10.0: 9
+    expected = [3 - math.log2(5), 3 - 0.0, 3 - math.log2(9)]
+    assert exposure.interpolation(secrets, refs) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", [[1.0, float("nan")], [float("inf")]])
+def test_non_finite_inputs_are_refused(bad):
+    with pytest.raises(SsvizError, match="NaN or infinite"):
+        exposure.interpolation(bad, [1.0, 2.0])
+    with pytest.raises(SsvizError, match="NaN or infinite"):
+        exposure.extrapolation([1.0], np.r_[np.arange(20.0), bad])
+
+
+def test_extrapolation_recovers_known_skewnormal_quantiles():
+    a, loc, scale = 4.0, 50.0, 8.0
+    refs = stats.skewnorm.rvs(a, loc, scale, size=20_000, random_state=np.random.default_rng(0))
+    qs = [0.5, 0.1, 1e-3]
+    secrets = stats.skewnorm.ppf(qs, a, loc, scale)
+    got = exposure.extrapolation(secrets, refs)
+    assert got == pytest.approx(-np.log2(qs), abs=0.35)
+    fit = exposure.fit_skewnorm(refs)
+    assert fit.ks_pvalue > 0.01
+
+
+def test_extrapolation_is_finite_and_monotone_far_in_the_tail():
+    refs = stats.skewnorm.rvs(3.0, 60, 6, size=5000, random_state=np.random.default_rng(1))
+    secrets = np.array([40.0, 20.0, 5.0, -50.0, -500.0])
+    got = exposure.extrapolation(secrets, refs)
+    assert np.all(np.isfinite(got))
+    assert np.all(np.diff(got) > 0)
+    assert got[-1] > 1000  # far beyond log2|R|: the paper notes estimated exposure is unbounded
+
+
+def test_tail_logcdf_agrees_with_scipy_where_both_are_accurate():
+    for a in (-2.0, 0.0, 1.5):
+        for z in (-8.0, -15.0, -25.0):
+            ref = float(stats.skewnorm.logcdf(z, a))
+            if np.isfinite(ref) and ref > -600:
+                assert exposure._tail_logcdf(z, a) == pytest.approx(ref, rel=1e-6)
+    # where scipy underflows, the tail follows the asymptote log F ~ -(1 + a^2) z^2 / 2 - 2 log|z| + c
+    d1 = exposure._tail_logcdf(-200.0, 1.5) - exposure._tail_logcdf(-100.0, 1.5)
+    assert d1 == pytest.approx(-(1 + 1.5 ** 2) * (200 ** 2 - 100 ** 2) / 2 - 2 * np.log(2), abs=0.01)
+
+
+def test_exact_exposure_equals_hand_computed_rank(tiny_model):
+    t = Template("My PIN is {d:3}")
+    lps = score_texts(tiny_model, [t.format(t.filler_at(i)) for i in range(t.space_size)])
+    secret = "417"
+    rank = int(np.sum(lps <= lps[417] + 1e-9))
+    res = exposure.measure(tiny_model, t, secret, "exact")
+    assert res.rank == rank
+    assert res.exposure == pytest.approx(math.log2(1000) - math.log2(rank))
+    assert res.log_perplexity == pytest.approx(lps[417], abs=1e-4)
+    best = t.filler_at(int(np.argmin(lps)))
+    top = exposure.measure(tiny_model, t, best, "exact")
+    assert top.rank == 1 and top.exposure == pytest.approx(math.log2(1000))
+
+
+def test_auto_picks_exact_then_skewnorm(tiny_model):
+    assert exposure.measure(tiny_model, Template("My PIN is {d:2}"), "12", "auto").method == "exact"
+    res = exposure.measure(tiny_model, Template("My PIN is {d:9}"), "123456789", "auto", samples=500, limit=10 ** 4)
+    assert res.method == "skewnorm" and res.rank is None
+    assert res.ci[0] <= res.exposure <= res.ci[1] or abs(res.ci[0] - res.ci[1]) < 1.0
+    assert 0 <= res.ks_pvalue <= 1 and set(res.skewnorm) == {"a", "loc", "scale"}
+    with pytest.raises(SpaceTooLargeError):
+        exposure.measure(tiny_model, Template("My PIN is {d:9}"), "123456789", "exact")
+
+
+def test_sampled_is_reproducible_and_capped(tiny_model):
+    t = Template("My PIN is {d:6}")
+    a = exposure.sampled(tiny_model, t, "000123", samples=300, seed=4)
+    b = exposure.sampled(tiny_model, t, "000123", samples=300, seed=4)
+    assert a.exposure == b.exposure and a.ci == b.ci
+    assert a.exposure <= math.log2(300)
