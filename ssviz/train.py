@@ -49,6 +49,17 @@ class TrainConfig:
     exposure_method: str = "auto"  # per-epoch canary exposure
     exposure_samples: int = 5_000
     exposure_limit: int = 10 ** 6  # largest space enumerated exactly per epoch
+    # defenses (ssviz.defenses): 8-bit weight quantization after training; DP-SGD with Opacus
+    quantize: int | None = None    # bits per weight (8 in the paper's Appendix D); None = off
+    dp_epsilon: float | None = None  # target epsilon: Opacus picks the noise for `epochs` epochs
+    dp_noise: float | None = None    # or a fixed noise multiplier sigma
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0             # per-example gradient clipping norm
+    dp_accountant: str = "rdp"       # Opacus accountant: "rdp" (moments accountant, as the paper) or "prv"
+
+    @property
+    def uses_dp(self) -> bool:
+        return self.dp_epsilon is not None or self.dp_noise is not None
 
     def validate(self) -> "TrainConfig":
         if self.arch not in ARCHS:
@@ -64,6 +75,22 @@ class TrainConfig:
             raise SsvizError("dropout must be in [0, 1)")
         if self.lr <= 0:
             raise SsvizError("lr must be positive")
+        if self.weight_decay < 0:
+            raise SsvizError("weight_decay must be >= 0")
+        if self.quantize is not None and not 2 <= self.quantize <= 16:
+            raise SsvizError("quantize must be a number of bits between 2 and 16 (the paper uses 8)")
+        if self.dp_epsilon is not None and self.dp_noise is not None:
+            raise SsvizError("give either a DP target epsilon or a noise multiplier, not both")
+        if self.dp_epsilon is not None and not self.dp_epsilon > 0:
+            raise SsvizError("dp_epsilon must be positive")
+        if self.dp_noise is not None and not self.dp_noise >= 0:
+            raise SsvizError("dp_noise must be >= 0 (0 = clipping only)")
+        if not 0 < self.dp_delta < 1:
+            raise SsvizError("dp_delta must be in (0, 1)")
+        if not self.dp_clip > 0:
+            raise SsvizError("dp_clip must be positive")
+        if self.dp_accountant not in ("rdp", "prv"):
+            raise SsvizError("dp_accountant must be 'rdp' or 'prv'")
         return self
 
     @classmethod
@@ -95,10 +122,17 @@ class TrainResult:
     stopped: bool = False
     seconds: float = 0.0
     test_loss: float | None = None
+    epsilon: float | None = None          # DP guarantee spent (with config.dp_delta); None without DP
+    dp_noise: float | None = None         # the noise multiplier DP training used (chosen by Opacus for a target)
+    final: dict | None = None             # exposure of the returned model (best epoch when restored)
+    quantization: dict | None = None      # before/after figures when config.quantize is set
 
     def metadata(self) -> dict:
         return {"training": {"config": asdict(self.config), "epochs": self.epochs,
-                             "canary": self.canary.to_json() if self.canary else None}}
+                             "canary": self.canary.to_json() if self.canary else None,
+                             "epsilon": self.epsilon if self.epsilon is None or math.isfinite(self.epsilon)
+                             else None, "dp_noise": self.dp_noise, "test_loss": self.test_loss,
+                             "quantization": self.quantization}}
 
     def save(self, path) -> Path:
         return save_checkpoint(self.model, path, extra=self.metadata())
@@ -204,12 +238,57 @@ def prepare(text: str, config: TrainConfig, canary: Canary | None = None, vocab:
     return vocab, torch.tensor(vocab.encode(train_text)), torch.tensor(vocab.encode(val_text))
 
 
+def dropout_forward(model: CharRNN, tokens: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-time logits with dropout on the embeddings and the RNN output.
+
+    CharRNN only drops between stacked layers, which does nothing for a
+    1-layer model; dropping inputs and outputs as well (Zaremba et al.) makes
+    the dropout defense real for every depth without changing the checkpoint.
+    """
+    if p <= 0 or not model.training:
+        return model(tokens)[0]
+    out, _ = model.rnn(nn.functional.dropout(model.embedding(tokens), p, True))
+    return model.head(nn.functional.dropout(out, p, True))
+
+
+class PlainBackend:
+    """Ordinary training: RMSProp on the model itself, batches from a seeded permutation."""
+
+    epsilon = None
+
+    def __init__(self, model: CharRNN, config: TrainConfig, train_ids: torch.Tensor, rng: np.random.Generator):
+        self.model, self.config, self.train_ids, self.rng = model, config, train_ids, rng
+        self.optimizer = torch.optim.RMSprop(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.module = model
+
+    def batches(self):
+        cfg = self.config
+        data = windows(self.train_ids, cfg.seq_len, offset=int(self.rng.integers(0, cfg.seq_len)))
+        order = torch.from_numpy(self.rng.permutation(len(data)))
+        n = math.ceil(len(data) / cfg.batch_size)
+        return n, (data[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]] for b in range(n))
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return dropout_forward(self.model, tokens, self.config.dropout)
+
+    def clip(self) -> None:
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+
+    def export(self) -> CharRNN:
+        return self.model
+
+
 def train(text: str, config: TrainConfig | None = None, canary: Canary | None = None, *,
           on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
           stop=None, model: CharRNN | None = None) -> TrainResult:
     """Train a char-LM on ``text`` (with ``canary`` inserted); stoppable via ``stop`` (Event or callable).
 
     A stop request ends training after the current batch and returns the best model so far.
+    With ``config.dp_epsilon``/``dp_noise`` training runs DP-SGD (Opacus, see
+    :mod:`ssviz.defenses.dp`) and ``result.epsilon`` reports the privacy spent;
+    with ``config.quantize`` the returned model's weights are quantized and
+    ``result.quantization`` holds test loss and exposure before and after.
     """
     config = (config or TrainConfig()).validate()
     torch.manual_seed(config.seed)
@@ -218,50 +297,55 @@ def train(text: str, config: TrainConfig | None = None, canary: Canary | None = 
         raise SsvizError("corpus too short for the sequence length")
     model = model or CharRNN(vocab, arch=config.arch, embedding_dim=config.embedding_dim,
                              hidden_size=config.hidden, num_layers=config.layers, dropout=config.dropout)
-    opt = torch.optim.RMSprop(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
+    if config.uses_dp:
+        from ssviz.defenses.dp import DPBackend  # Opacus is imported only when DP is asked for
+        backend = DPBackend(model, config, train_ids, rng)
+    else:
+        backend = PlainBackend(model, config, train_ids, rng)
     result = TrainResult(model=model, config=config, canary=canary)
-    best_val, best_state, bad_epochs = math.inf, None, 0
+    best_val, best_state, best_record, bad_epochs = math.inf, None, None, 0
     t0 = time.perf_counter()
 
     def stopped() -> bool:
         return stop is not None and (stop.is_set() if hasattr(stop, "is_set") else stop())
 
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        data = windows(train_ids, config.seq_len, offset=int(rng.integers(0, config.seq_len)))
-        order = torch.from_numpy(rng.permutation(len(data)))
-        n_batches = math.ceil(len(data) / config.batch_size)
+        backend.module.train()
+        n_batches, batches = backend.batches()
         total, count = 0.0, 0
-        for b in range(n_batches):
+        for b, batch in enumerate(batches):
             if stopped():
                 result.stopped = True
                 break
-            batch = data[order[b * config.batch_size:(b + 1) * config.batch_size]]
-            logits, _ = model(batch[:, :-1])
+            if len(batch) == 0:  # Poisson sampling can draw an empty batch
+                continue
+            logits = backend.logits(batch[:, :-1])
             loss = nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), batch[:, 1:].reshape(-1))
-            opt.zero_grad(set_to_none=True)
+            backend.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
+            backend.clip()
+            backend.optimizer.step()
             total += loss.item() * len(batch)
             count += len(batch)
             if on_batch:
                 on_batch(b + 1, n_batches, loss.item())
         if count == 0:
             break
+        model = backend.export()
         model.eval()
         record = {"epoch": epoch, "train_loss": total / count,
                   "val_loss": evaluate_loss(model, val_ids, config.seq_len),
                   "exposure": None, "seconds": time.perf_counter() - t0}
+        if config.uses_dp:
+            record["epsilon"] = backend.epsilon()
         if canary is not None:
             record.update(canary_exposure(model, canary, config))
         result.epochs.append(record)
         if on_epoch:
             on_epoch(record)
         if record["val_loss"] < best_val:
-            best_val, bad_epochs = record["val_loss"], 0
+            best_val, bad_epochs, best_record = record["val_loss"], 0, record
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
@@ -269,7 +353,26 @@ def train(text: str, config: TrainConfig | None = None, canary: Canary | None = 
             break
     if best_state is not None and config.patience is not None:
         model.load_state_dict(best_state)
+    else:
+        best_record = result.epochs[-1] if result.epochs else None
     model.eval()
+    result.model = model
+    if config.uses_dp:
+        result.epsilon, result.dp_noise = backend.epsilon(), backend.noise_multiplier
     result.test_loss = evaluate_loss(model, val_ids, config.seq_len)
+    if best_record is not None and canary is not None:
+        result.final = {k: best_record[k] for k in ("epoch", "exposure", "exposure_method", "rank",
+                                                    "log_perplexity")}
+    if config.quantize:
+        from ssviz.defenses.quantize import quantize_model
+        before = {"test_loss": result.test_loss, "exposure": (result.final or {}).get("exposure")}
+        quantize_model(model, config.quantize)
+        result.test_loss = evaluate_loss(model, val_ids, config.seq_len)
+        after = {"test_loss": result.test_loss, "exposure": None}
+        if canary is not None:
+            result.final = {"epoch": result.final["epoch"] if result.final else None,
+                            **canary_exposure(model, canary, config)}
+            after["exposure"] = result.final["exposure"]
+        result.quantization = {"bits": config.quantize, "before": before, "after": after}
     result.seconds = time.perf_counter() - t0
     return result
