@@ -87,6 +87,15 @@ def _score_sorted_chunk(model: LanguageModel, ctx: PrefixContext, tokens: np.nda
         tok = torch.from_numpy(tokens[starts, d])
         cost = cost[parents] - log_probs[parents, tok].double() / LN2
         node_of_row = np.cumsum(new[:, d]) - 1
+        if d < depth - 1 and len(starts) == n:
+            # every row is its own node from here on: no more sharing, so run the
+            # remaining characters as one fused multi-step call instead of step by step
+            if len(starts) != len(log_probs):
+                state = model.select_state(state, parents)
+            rest = torch.from_numpy(tokens[:, d + 1:])
+            lp_seq, _ = model.run(torch.from_numpy(tokens[:, d:depth - 1]), state)
+            cost = cost - lp_seq.gather(2, rest[..., None])[..., 0].double().sum(1) / LN2
+            break
         if d < depth - 1:
             if len(starts) != len(log_probs):
                 state = model.select_state(state, parents)

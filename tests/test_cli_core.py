@@ -1,0 +1,79 @@
+"""The core CLI: JSON contracts and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ssviz.cli import main
+from ssviz.exposure import measure
+from ssviz.models import load_checkpoint, save_checkpoint
+from ssviz.scoring import score_fillers
+from ssviz.templates import Template
+
+
+def run_json(capsys, *argv):
+    code = main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, canary_model):
+    return str(save_checkpoint(canary_model, tmp_path_factory.mktemp("ck") / "c.safetensors"))
+
+
+def test_score_json(capsys, ckpt, tmp_path, canary_model):
+    fillers = tmp_path / "f.txt"
+    fillers.write_text("4821\n0000\n\n9999\n")
+    out = run_json(capsys, "score", "--checkpoint", ckpt, "--template", "My PIN is {d:4}", "--fillers", str(fillers))
+    expected = score_fillers(canary_model, Template("My PIN is {d:4}"), ["4821", "0000", "9999"])
+    assert [r["filler"] for r in out["results"]] == ["4821", "0000", "9999"]
+    assert [r["log_perplexity"] for r in out["results"]] == pytest.approx(list(expected), abs=1e-6)
+
+
+def test_exposure_json_matches_library(capsys, ckpt, canary_model):
+    out = run_json(capsys, "exposure", "--checkpoint", ckpt, "--template", "PIN", "--secret", "4821",
+                   "--method", "exact")
+    lib = measure(canary_model, Template("My PIN is {d:4}"), "4821", "exact")
+    for key in ("exposure", "method", "space_size", "log_perplexity", "rank", "samples", "ks_pvalue", "ci"):
+        assert key in out
+    assert out["exposure"] == pytest.approx(lib.exposure) and out["rank"] == lib.rank
+    out = run_json(capsys, "exposure", "--checkpoint", ckpt, "--template", "PIN", "--secret", "4821",
+                   "--method", "skewnorm", "--samples", "200", "--seed", "3")
+    assert out["rank"] is None and set(out["skewnorm"]) == {"a", "loc", "scale"} and len(out["ci"]) == 2
+
+
+def test_train_json(capsys, tmp_path, small_corpus):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(small_corpus[:6000])
+    out = run_json(capsys, "train", str(corpus), "--out", str(tmp_path / "m.safetensors"), "--canary",
+                   "My PIN is {d:2}", "--secret", "42", "--insertions", "3", "--layers", "1", "--hidden", "16",
+                   "--embedding-dim", "8", "--epochs", "2", "--batch-size", "32", "--patience", "0")
+    assert out["checkpoint"].endswith("m.safetensors")
+    assert [e["epoch"] for e in out["epochs"]] == [1, 2]
+    assert {"epoch", "train_loss", "val_loss", "exposure"} <= set(out["epochs"][0])
+    assert load_checkpoint(out["checkpoint"]).hidden_size == 16
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["exposure", "--checkpoint", "missing.safetensors", "--template", "PIN", "--secret", "1"], "not found"),
+    (["score", "--checkpoint", "CKPT", "--template", "no slot", "--secret", "1"], "no slot"),
+    (["score", "--checkpoint", "CKPT", "--template", "PIN", "--secret", "12x4"], "does not fit"),
+    (["exposure", "--checkpoint", "CKPT", "--template", "My PIN is {d:9}", "--secret", "123456789",
+      "--method", "exact"], "limit"),
+])
+def test_errors_are_one_line(capsys, ckpt, argv, msg):
+    argv = [ckpt if a == "CKPT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and msg in err and "\n" not in err
+
+
+def test_module_entry_point(ckpt):
+    proc = subprocess.run([sys.executable, "-m", "ssviz", "score", "--checkpoint", ckpt, "--template", "PIN",
+                           "--secret", "4821", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["filler"] == "4821"
