@@ -91,6 +91,9 @@ class SkewNormalFit:
     def logcdf(self, x) -> np.ndarray:
         return skewnorm_logcdf(x, self.a, self.loc, self.scale)
 
+    def params(self) -> dict:
+        return {"a": self.a, "loc": self.loc, "scale": self.scale}
+
     def pdf(self, x) -> np.ndarray:
         return stats.skewnorm.pdf(x, self.a, self.loc, self.scale)
 
@@ -149,8 +152,31 @@ def exact(model: LanguageModel, template: Template, secret: str, *, limit: int =
     lps = score_space(model, template, limit=limit, progress=progress, stop=stop)
     secret_lp = float(lps[template.index_of(secret)])
     rank = int(np.count_nonzero(lps <= secret_lp))
+    fit = _fit_subsample(lps)
     return ExposureResult(math.log2(template.space_size) - math.log2(rank), "exact", template.space_size,
-                          secret_lp, rank=rank, samples=len(lps), reference_lps=lps)
+                          secret_lp, rank=rank, samples=len(lps), ks_pvalue=fit.ks_pvalue,
+                          skewnorm=fit.params(), reference_lps=lps)
+
+
+class _NoFit:
+    ks_pvalue = None
+
+    @staticmethod
+    def params():
+        return None
+
+
+def _fit_subsample(lps: np.ndarray, size: int = 20_000, seed: int = 0):
+    """The skew-normal fit shown beside exact and sampled results (on a seeded subsample: fitting is O(n)).
+
+    Tiny spaces cannot be fitted; they get no fit rather than an error, since the exact rank stands alone.
+    """
+    if len(lps) > size:
+        lps = lps[np.random.default_rng(seed).choice(len(lps), size, replace=False)]
+    try:
+        return fit_skewnorm(lps)
+    except SsvizError:
+        return _NoFit()
 
 
 def _sample(model, template, secret, samples, seed, progress, stop):
@@ -168,8 +194,9 @@ def sampled(model: LanguageModel, template: Template, secret: str, *, samples: i
     secret_lp, refs = _sample(model, template, secret, samples, seed, progress, stop)
     exp = float(interpolation([secret_lp], refs)[0])
     ci = _bootstrap_ci(lambda s, r: interpolation([s], r)[0], secret_lp, refs, n_boot, seed + 1)
+    fit = _fit_subsample(refs)
     return ExposureResult(exp, "sampled", template.space_size, secret_lp, samples=samples, ci=ci,
-                          reference_lps=refs)
+                          ks_pvalue=fit.ks_pvalue, skewnorm=fit.params(), reference_lps=refs)
 
 
 def skewnorm(model: LanguageModel, template: Template, secret: str, *, samples: int = 10_000, seed: int = 0,
@@ -181,7 +208,7 @@ def skewnorm(model: LanguageModel, template: Template, secret: str, *, samples: 
     ci = _bootstrap_ci(lambda s, r: extrapolation([s], r)[0], secret_lp, refs, n_boot, seed + 1)
     return ExposureResult(exp, "skewnorm", template.space_size, secret_lp, samples=samples,
                           ks_pvalue=fit.ks_pvalue, ci=ci,
-                          skewnorm={"a": fit.a, "loc": fit.loc, "scale": fit.scale}, reference_lps=refs)
+                          skewnorm=fit.params(), reference_lps=refs)
 
 
 def measure(model: LanguageModel, template: Template, secret: str, method: str = "auto", *,

@@ -87,3 +87,10 @@ def test_sampled_is_reproducible_and_capped(tiny_model):
     b = exposure.sampled(tiny_model, t, "000123", samples=300, seed=4)
     assert a.exposure == b.exposure and a.ci == b.ci
     assert a.exposure <= math.log2(300)
+
+
+def test_exact_and_sampled_report_the_fit(tiny_model):
+    res = exposure.measure(tiny_model, Template("My PIN is {d:3}"), "123", "exact")
+    assert 0 <= res.ks_pvalue <= 1 and set(res.skewnorm) == {"a", "loc", "scale"}
+    tiny = exposure.measure(tiny_model, Template("My PIN is {[01]:2}"), "01", "exact")
+    assert tiny.skewnorm is None and tiny.rank >= 1  # 4 fillers: nothing to fit, exact rank stands
