@@ -32,7 +32,7 @@ class BigramModel(LanguageModel):
 
 @pytest.fixture(scope="module")
 def bigram():
-    return BigramModel(list("My PINs0123456789"), seed=3)
+    return BigramModel(list("My PINis0123456789"), seed=3)
 
 
 def by_hand(model, text):
