@@ -1,0 +1,282 @@
+"""The per-user study: corpus -> model -> exposure and extraction per secret -> store.
+
+For every user with at least ``min_secrets`` distinct secrets in their sent
+mail (the paper trains one model per such user):
+
+1. the user's corpus (see :mod:`ssviz.enron.maildir`) is scanned for secrets;
+2. a char model is trained on it, or a cached checkpoint is reused when the
+   corpus and the training settings are the same (key: their hashes);
+3. each secret's exposure is measured by every method that applies:
+   ``exact`` when the space is small enough to enumerate, ``search`` (exact rank
+   by best-first enumeration, when the secret comes out within the node
+   budget) and ``skewnorm`` (always; the paper's estimate). The reported
+   (``primary``) figure is the first of those that succeeded, in that order;
+4. shortest-path search, under a node budget, says whether the secret is
+   extracted (it is the most likely filler of its template);
+5. the user's rows are committed in one transaction.
+
+Re-running with the same settings resumes the same run and skips users whose
+rows are committed for the same corpus; a killed run loses at most the users
+in progress. With ``workers > 1`` users run in parallel processes (one torch
+thread each) and the parent process is the only writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ssviz.demo import ROOT
+from ssviz.enron.maildir import build_corpora
+from ssviz.enron.scanner import scan
+from ssviz.errors import SsvizError, StoppedError
+from ssviz.store import Store
+from ssviz.train import TrainConfig
+
+DEFAULT_CACHE = ROOT / "data/enron-cache"
+EXPOSURE_ORDER = ("exact", "search", "skewnorm")
+
+
+@dataclass
+class StudySettings:
+    """Everything that determines a user's results (their hash keys a run)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    exposure_samples: int = 5_000       # skew-normal references
+    exact_limit: int = 10 ** 6          # largest space enumerated exactly
+    search_nodes: int = 20_000          # node budget of search-based exposure
+    extraction_nodes: int = 20_000      # node budget of shortest-path extraction
+    batch_size: int = 64                # nodes popped per batched search step
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "train": asdict(self.train)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "StudySettings":
+        return cls(**{**d, "train": TrainConfig.from_dict(d["train"])})
+
+    def validate(self) -> "StudySettings":
+        self.train.validate()
+        for name in ("exposure_samples", "search_nodes", "extraction_nodes", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SsvizError(f"{name.replace('_', '-')} must be >= 1")
+        if self.exposure_samples < 10:
+            raise SsvizError("exposure-samples must be at least 10")
+        return self
+
+
+def _stopped(stop) -> bool:
+    return stop is not None and (stop.is_set() if hasattr(stop, "is_set") else stop())
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- one user (runs in a worker process) ------------------------------------------------------
+def checkpoint_path(cache_dir, user: str, corpus_hash: str, train_settings: dict) -> Path:
+    """Where the model for this corpus and these training settings is cached."""
+    key = _sha(corpus_hash + json.dumps(train_settings, sort_keys=True))[:20]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
+    return Path(cache_dir) / f"{safe}-{key}.safetensors"
+
+
+def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, stop=None):
+    """``(model, test_loss, train_seconds, cached)``: the cached checkpoint or a freshly trained one."""
+    from ssviz.models import load_checkpoint
+    from ssviz.models.rnn import CharRNN
+    from ssviz.train import build_vocab, train
+
+    path = checkpoint_path(cache_dir, user, _sha(text), asdict(config))
+    if path.exists():
+        model = load_checkpoint(path)
+        return model, model.extra_config.get("test_loss"), 0.0, True
+    vocab = build_vocab(text, *templates)
+    model = CharRNN(vocab, arch=config.arch, embedding_dim=config.embedding_dim, hidden_size=config.hidden,
+                    num_layers=config.layers, dropout=config.dropout)
+    result = train(text, config, model=model, stop=stop)
+    if result.stopped:
+        raise StoppedError(f"stopped while training the model of {user}")
+    meta = result.metadata()
+    meta["test_loss"] = result.test_loss
+    from ssviz.models.checkpoint import save_checkpoint
+    save_checkpoint(result.model, path, extra=meta)
+    return result.model, result.test_loss, result.seconds, False
+
+
+def measure_secret(model, template, secret: str, settings: StudySettings, seed: int, stop=None) -> dict:
+    """Exposure by each applicable method and a shortest-path extraction of one secret."""
+    from ssviz import exposure
+    from ssviz.extraction import search_exposure, shortest_path
+
+    measurements = []
+
+    def record(method: str, run) -> None:
+        t0 = time.perf_counter()
+        try:
+            res = run()
+        except StoppedError:
+            raise
+        except SsvizError as e:  # e.g. SearchBudgetError: the secret did not come out within the budget
+            measurements.append({"method": method, "exposure": None, "message": str(e),
+                                 "seconds": time.perf_counter() - t0})
+            return
+        measurements.append({"method": method, "exposure": res.exposure, "ci": res.ci, "rank": res.rank,
+                             "log_perplexity": res.log_perplexity, "samples": res.samples,
+                             "log2_space_size": res.to_json()["log2_space_size"],
+                             "seconds": time.perf_counter() - t0, "message": ""})
+
+    if template.space_size <= settings.exact_limit:
+        record("exact", lambda: exposure.exact(model, template, secret, limit=settings.exact_limit, stop=stop))
+    record("search", lambda: search_exposure(model, template, secret, max_nodes=settings.search_nodes,
+                                             batch_size=settings.batch_size, stop=stop))
+    record("skewnorm", lambda: exposure.skewnorm(model, template, secret, samples=settings.exposure_samples,
+                                                 seed=seed, stop=stop))
+    primary = next((m for method in EXPOSURE_ORDER for m in measurements
+                    if m["method"] == method and m["exposure"] is not None), None)
+    if primary is not None:
+        primary["primary"] = True
+
+    res = shortest_path(model, template, top_k=1, max_nodes=settings.extraction_nodes,
+                        batch_size=settings.batch_size, stop=stop)
+    fillers = [t["filler"] for t in res.top]
+    extraction = {"algorithm": res.algorithm, "found": res.found == secret,
+                  "secret_rank": fillers.index(secret) + 1 if secret in fillers else None,
+                  "nodes": res.nodes_expanded, "model_steps": res.model_steps, "seconds": res.seconds,
+                  "complete": res.complete, "max_nodes": settings.extraction_nodes}
+    return {"measurements": measurements, "extractions": [extraction]}
+
+
+def measure_user(job: dict, stop=None) -> dict:
+    """Train (or reuse) one user's model and measure every secret; returns rows for ``Store.save_user``.
+
+    ``job``: ``user``, ``corpus_path``, ``messages``, ``secrets`` (``type``, ``value``,
+    ``template``, ``times_present``), ``settings`` (:meth:`StudySettings.to_json`), ``cache_dir``.
+    """
+    from ssviz.templates import Template
+    from ssviz.train import split_corpus
+
+    t0 = time.perf_counter()
+    settings = StudySettings.from_json(job["settings"])
+    text = Path(job["corpus_path"]).read_text(encoding="utf-8")
+    templates = [Template(s["template"]) for s in job["secrets"]]
+    model, test_loss, train_seconds, cached = user_model(text, templates, settings.train, job["cache_dir"],
+                                                         job["user"], stop)
+    trained = scan(split_corpus(text, settings.train.val_fraction)[0])
+    secrets = []
+    for i, (s, template) in enumerate(zip(job["secrets"], templates)):
+        row = dict(s)
+        row["times_trained"] = trained[(s["type"], s["value"])].count if (s["type"], s["value"]) in trained else 0
+        row.update(measure_secret(model, template, s["value"], settings, settings.train.seed + 1000 * i, stop))
+        secrets.append(row)
+    return {"user": job["user"], "corpus_chars": len(text), "messages": job["messages"],
+            "corpus_hash": _sha(text), "test_loss": test_loss, "train_seconds": train_seconds,
+            "cached_model": cached, "seconds": time.perf_counter() - t0, "secrets": secrets}
+
+
+def _init_worker() -> None:
+    import torch
+    torch.set_num_threads(1)
+
+
+def _measure_in_worker(job: dict) -> dict:
+    return measure_user(job)
+
+
+# --- the study (parent process: the only writer) -----------------------------------------------
+def user_jobs(corpora: dict, settings: StudySettings, cache_dir, min_secrets: int = 1) -> list[dict]:
+    """One job per user with at least ``min_secrets`` distinct secrets."""
+    jobs = []
+    for user, corpus in corpora.items():
+        found = scan(corpus.text())
+        if len(found) < min_secrets or not found:
+            continue
+        secrets = [{"type": s.type, "value": s.value, "template": s.template().text, "times_present": s.count}
+                   for s in sorted(found.values(), key=lambda s: (s.type, -s.count, s.value))]
+        jobs.append({"user": user, "corpus_path": str(corpus.path), "messages": corpus.messages,
+                     "secrets": secrets, "settings": settings.to_json(), "cache_dir": str(cache_dir)})
+    return jobs
+
+
+def run_study(source, db, *, settings: StudySettings | None = None, users=None, min_secrets: int = 1,
+              workers: int = 1, cache_dir=None, source_label: str | None = None, log: Callable[[str], None] | None = None,
+              progress: Callable[[int, int], None] | None = None, stop=None) -> list[dict]:
+    """Run (or resume) the study of ``source`` into the store at ``db``; returns the result rows
+    (the :meth:`Store.comparison` rows of the users studied, as dicts). ``source_label`` names the
+    source in the store when its path means nothing later (e.g. a temporary folder)."""
+    settings = (settings or StudySettings()).validate()
+    if workers < 1:
+        raise SsvizError("workers must be >= 1")
+    if min_secrets < 1:
+        raise SsvizError("min-secrets must be >= 1")
+    log = log or (lambda msg: None)
+    cache_dir = Path(cache_dir or DEFAULT_CACHE)
+    store = Store(db)
+    with tempfile.TemporaryDirectory(prefix="ssviz-enron-") as work:
+        corpora = build_corpora(source, work, users=users, stop=stop,
+                                on_user=lambda c: log(f"{c.user}: {c.messages} messages, {c.chars:,} characters"))
+        missing = sorted(set(users or ()) - set(corpora))
+        if missing:
+            raise SsvizError(f"no sent mail for user(s) {', '.join(missing)} in {source}")
+        jobs = user_jobs(corpora, settings, cache_dir, min_secrets)
+        run_id = store.start_run(settings.to_json(), source=source_label or str(source))
+        done = store.query('SELECT "user", corpus_hash FROM users WHERE run_id = ?', [run_id])
+        done = {} if done is None else dict(zip(done["user"], done["corpus_hash"]))
+        todo = [j for j in jobs if done.get(j["user"]) != _sha(Path(j["corpus_path"]).read_text(encoding="utf-8"))]
+        log(f"run {run_id}: {len(jobs)} user(s) with secrets, {len(jobs) - len(todo)} already stored")
+        finished = len(jobs) - len(todo)
+        if progress:
+            progress(finished, len(jobs))
+
+        def save(result: dict) -> None:
+            nonlocal finished
+            store.save_user(run_id, result)
+            finished += 1
+            log(f"{result['user']}: stored {len(result['secrets'])} secret(s) in {result['seconds']:.1f} s"
+                + (" (cached model)" if result.get("cached_model") else ""))
+            if progress:
+                progress(finished, len(jobs))
+
+        if workers == 1 or len(todo) <= 1:
+            for job in todo:
+                if _stopped(stop):
+                    raise StoppedError("stopped between users")
+                save(measure_user(job, stop=stop))
+        else:
+            _run_parallel(todo, workers, save, stop)
+        if {j["user"] for j in jobs} <= store.done_users(run_id):
+            store.finish_run(run_id)
+        studied = {j["user"] for j in jobs}
+    df = store.comparison(run_id)
+    return df[df["user"].isin(studied)].to_dict("records")
+
+
+def _run_parallel(jobs: list[dict], workers: int, save, stop) -> None:
+    ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+        pending = {pool.submit(_measure_in_worker, job) for job in jobs}
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    save(fut.result())
+                if _stopped(stop):
+                    raise StoppedError("stopped: users in progress are lost, finished users are stored")
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def result_rows(rows: list[dict]) -> list[dict]:
+    """The CLI's JSON rows: ``user, type, last4, times_present, exposure, exposure_method, extracted``."""
+    keys = ("user", "type", "last4", "times_present", "exposure", "exposure_method", "extracted")
+    return [{k: (bool(r[k]) if k == "extracted" else r[k]) for k in keys} for r in rows]

@@ -1,0 +1,168 @@
+"""Finding secrets in a user's mail: social security and credit card numbers.
+
+Rules (deliberately simple and documented, so a stakeholder can check them):
+
+* SSN: ``ddd-dd-dddd`` anywhere, or a bare 9-digit number within
+  :data:`CONTEXT_WINDOW` characters after an SSN context word (``SSN``,
+  ``social security``, ``soc. sec.``, ``SS#``). Numbers that can never be issued
+  (area 000, 666 or 9xx, group 00, serial 0000) are skipped. Well-known test
+  numbers such as ``123-45-6789`` are **kept**, unlike Presidio: a canary must be
+  found.
+* Card number: 13-19 digits, contiguous or in groups separated by single spaces
+  or dashes (4-4-4-4, 4-6-5, 4-4-4-4-3), with a valid Luhn check digit.
+
+Each distinct secret gets a :class:`~ssviz.templates.Template`: its most common
+observed context (the text just before it, after the last digit and within
+the same message) followed by slots in its most common observed format.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ssviz.templates import Template
+
+CONTEXT_WINDOW = 40      # characters before a bare 9-digit number searched for an SSN word
+TEMPLATE_CONTEXT = 32    # at most this many characters of observed context become the template prefix
+MESSAGE_SEPARATOR = "\n\n\n"  # how the corpus joins messages (see maildir.build_corpus)
+
+_SSN_DASHED = re.compile(r"(?<!\d)(?<!\d-)(\d{3})-(\d{2})-(\d{4})(?!\d)(?!-\d)")
+_NINE = re.compile(r"(?<!\d)(?<!\d-)\d{9}(?!\d)(?!-\d)")
+_SSN_WORDS = re.compile(r"\b(?:ssn|s\.s\.n\.?|social\s+security|soc\.?\s*sec\.?|ss\s*#|ss\s+no\.?)",
+                        re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[.!?;,]\s+|\n")
+_CARD_PATTERNS = (
+    re.compile(r"(?<!\d)(?<!\d-)\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?(?!\d)(?!\1\d)"),
+    re.compile(r"(?<!\d)(?<!\d-)\d{4}([ -])\d{6}\1\d{5}(?!\d)(?!\1\d)"),
+    re.compile(r"(?<!\d)(?<!\d-)\d{13,19}(?!\d)(?!-\d)"),
+)
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum every payment card number satisfies."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        d = int(c)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def luhn_check_digit(partial: str) -> str:
+    """The digit that makes ``partial + digit`` Luhn-valid."""
+    for d in "0123456789":
+        if luhn_valid(partial + d):
+            return d
+    raise AssertionError("unreachable: one check digit always fits")
+
+
+def ssn_issuable(digits: str) -> bool:
+    """False for numbers the SSA never issues (area 000/666/9xx, group 00, serial 0000)."""
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One occurrence: ``value`` is the bare digits, ``text`` as written, ``start`` its offset."""
+
+    type: str  # "ssn" | "ccn"
+    value: str
+    text: str
+    start: int
+
+
+def find_secrets(text: str) -> list[Finding]:
+    """Every SSN and card number occurrence in ``text``, in order of position."""
+    found: list[Finding] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(kind: str, m: re.Match) -> None:
+        s, e = m.span()
+        if any(s < te and ts < e for ts, te in taken):
+            return
+        taken.append((s, e))
+        found.append(Finding(kind, re.sub(r"\D", "", m.group(0)), m.group(0), s))
+
+    for pattern in _CARD_PATTERNS:
+        for m in pattern.finditer(text):
+            if luhn_valid(re.sub(r"\D", "", m.group(0))):
+                add("ccn", m)
+    for m in _SSN_DASHED.finditer(text):
+        if ssn_issuable(m.group(1) + m.group(2) + m.group(3)):
+            add("ssn", m)
+    for m in _NINE.finditer(text):
+        window = text[max(0, m.start() - CONTEXT_WINDOW):m.start()]
+        if _SSN_WORDS.search(window) and ssn_issuable(m.group(0)):
+            add("ssn", m)
+    return sorted(found, key=lambda f: f.start)
+
+
+@dataclass
+class SecretSummary:
+    """A distinct secret of one user: how often it occurs and in what context and format."""
+
+    type: str
+    value: str
+    count: int = 0
+    contexts: Counter = field(default_factory=Counter)
+    formats: Counter = field(default_factory=Counter)
+
+    @property
+    def last4(self) -> str:
+        return self.value[-4:]
+
+    def template(self) -> Template:
+        """Most common context + slots in the most common format, e.g. ``my SSN is {d:3}-{d:2}-{d:4}``."""
+        context = self.contexts.most_common(1)[0][0] if self.contexts else ""
+        written = self.formats.most_common(1)[0][0] if self.formats else self.value
+        return Template(_escape(context or "\n") + format_slots(written))
+
+
+def format_slots(written: str) -> str:
+    """``4111-1111-1111-1111`` -> ``{d:4}-{d:4}-{d:4}-{d:4}``: digit runs become slots."""
+    return re.sub(r"\d+", lambda m: f"{{d:{len(m.group(0))}}}", _escape(written))
+
+
+def _escape(literal: str) -> str:
+    return literal.replace("{", "{{").replace("}", "}}")
+
+
+def observed_context(text: str, start: int, width: int = TEMPLATE_CONTEXT) -> str:
+    """The text before ``start`` in its clause: within the same message, after the last digit and
+    the last sentence or clause end (``. ``, ``, ``, a newline), else starting at a word.
+
+    Cutting after the last digit keeps other numbers (possibly other secrets)
+    out of the template, which is stored with the results.
+    """
+    lo = max(0, start - width)
+    window = text[lo:start]
+    cut = window.rfind(MESSAGE_SEPARATOR)
+    if cut >= 0:
+        window, lo = window[cut + len(MESSAGE_SEPARATOR):], lo + cut + len(MESSAGE_SEPARATOR)
+    digit = max((i for i, c in enumerate(window) if c.isdigit()), default=-1)
+    if digit >= 0:
+        window, lo = window[digit + 1:], lo + digit + 1
+    boundaries = list(_CLAUSE_END.finditer(window))
+    if boundaries:
+        return window[boundaries[-1].end():]
+    if lo > 0 and window and not text[lo - 1].isspace() and not window[0].isspace():
+        space = next((i for i, c in enumerate(window) if c.isspace()), None)
+        window = window[space + 1:] if space is not None else window
+    return window
+
+
+def scan(text: str) -> dict[tuple[str, str], SecretSummary]:
+    """Distinct secrets of a corpus keyed by ``(type, digits)``, with counts, contexts and formats."""
+    out: dict[tuple[str, str], SecretSummary] = {}
+    for f in find_secrets(text):
+        s = out.setdefault((f.type, f.value), SecretSummary(f.type, f.value))
+        s.count += 1
+        s.formats[f.text] += 1
+        s.contexts[observed_context(text, f.start)] += 1
+    return out
