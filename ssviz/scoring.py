@@ -50,7 +50,7 @@ def prefix_context(model: LanguageModel, template: Template) -> PrefixContext:
     ids = torch.tensor([model.vocab.encode(template.prefix)])
     with torch.inference_mode():
         lp, state = model.run(ids, model.initial_state(1))
-        bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).sum()) / LN2
+        bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).double().sum()) / LN2
     return PrefixContext(state, lp[:, -1], bits)
 
 
