@@ -1,5 +1,84 @@
-"""Placeholder: the `defenses` subcommands are added by their own issue."""
+"""The ``sanitize`` and ``sweep`` subcommands (defenses and memorization dynamics)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssviz.cli import emit, progress_printer
+from ssviz.cli.train import add_training_options, canary_from_args, config_from_args
+from ssviz.errors import SsvizError
+from ssviz.train import read_corpus
 
 
 def register(sub, parent) -> None:
-    pass
+    p = sub.add_parser("sanitize", parents=[parent], help="remove likely secrets from a corpus before training",
+                       description="regex: delete SSN/card-number formats (misses other formats, e.g. a 6-digit "
+                                   "code); lpd: train two models on two halves of the lines and drop the lines "
+                                   "with the largest log-perplexity difference (the paper's Appendix F).")
+    p.add_argument("corpus", help="UTF-8 text file")
+    p.add_argument("--method", choices=["regex", "lpd"], required=True)
+    p.add_argument("--out", required=True, help="where to write the cleaned corpus")
+    p.add_argument("--top-fraction", type=float, default=0.1, metavar="F", help="lpd: fraction of lines to drop")
+    p.add_argument("--lpd-score", choices=["raw", "per_char"], default="raw",
+                   help="lpd: rank by |L_F - L_G| in bits (the paper) or per character (less biased to long lines)")
+    p.add_argument("--canary-line", metavar="TEXT", help="report where this exact line ranked / whether it was removed")
+    p.add_argument("--show", type=int, default=20, help="removed items listed in the output")
+    add_training_options(p)
+    p.set_defaults(run=run_sanitize)
+
+    s = sub.add_parser("sweep", parents=[parent], help="train over a grid of one or two settings x seeds (DuckDB)",
+                       description="e.g. --grid batch_size=32,128 --grid hidden=64,128 --seeds 2. Runs already in "
+                                   "the database are skipped, so an interrupted sweep resumes.")
+    s.add_argument("corpus", help="UTF-8 text file")
+    s.add_argument("--canary", metavar="TEMPLATE", required=True)
+    s.add_argument("--secret", metavar="FILLER")
+    s.add_argument("--insertions", type=int, default=1)
+    s.add_argument("--grid", action="append", required=True, metavar="NAME=V1,V2",
+                   help="a TrainConfig setting (or 'insertions') and its values; give one or two")
+    s.add_argument("--seeds", type=int, default=2, help="seeds per cell (seed, seed+1, ...)")
+    s.add_argument("--db", default=None, help="DuckDB file (default data/sweeps.duckdb)")
+    s.add_argument("--name", help="sweep name (default: a hash of corpus, canary, config and grid)")
+    add_training_options(s)
+    s.set_defaults(run=run_sweep_cmd)
+
+
+def run_sanitize(args) -> int:
+    from ssviz.defenses.sanitize import sanitize
+    text = read_corpus(args.corpus)
+    options = {"canary_line": args.canary_line}
+    if args.method == "lpd":
+        options.update(top_fraction=args.top_fraction, config=config_from_args(args), seed=args.seed,
+                       score=args.lpd_score)
+    result = sanitize(text, args.method, **options)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.text, encoding="utf-8")
+    payload = {"out": str(out), **result.to_json(max_removed=args.show)}
+    summary = (f"{args.method}: removed {len(result.removed)} match(es), {result.chars_removed} characters"
+               if args.method == "regex" else
+               f"lpd: dropped {result.lines_removed} of {payload['lines_scored']} lines")
+    if result.canary_rank is not None:
+        summary += f"; canary line ranked {result.canary_rank}"
+    if result.canary_removed is not None:
+        summary += f"; canary line {'removed' if result.canary_removed else 'KEPT'}"
+    emit(args, payload, summary + f"; wrote {out}")
+    return 0
+
+
+def run_sweep_cmd(args) -> int:
+    from ssviz.sweeps import DEFAULT_SWEEP_DB, load_runs, parse_grid, run_sweep, summarize
+    text = read_corpus(args.corpus)
+    canary = canary_from_args(args)
+    grid = dict(parse_grid(g) for g in args.grid)
+    if len(grid) != len(args.grid):
+        raise SsvizError("each --grid must name a different setting")
+    db = args.db or DEFAULT_SWEEP_DB
+    summary = run_sweep(text, canary, config_from_args(args), grid, args.seeds, db=db, sweep=args.name,
+                        progress=progress_printer("sweep runs", not args.json))
+    table = summarize(load_runs(db, summary.sweep))
+    cells = table.astype(object).where(table.notna(), None).to_dict(orient="records")  # NaN is not JSON
+    payload = {**summary.to_json(), "db": str(db), "cells": cells}
+    emit(args, payload, f"{summary.sweep}: {summary.computed} run(s) computed, {summary.skipped} already stored "
+                        f"({summary.seconds:.1f}s){' - stopped' if summary.stopped else ''}\n"
+                        + table.to_string(index=False))
+    return 0

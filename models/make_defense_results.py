@@ -1,0 +1,64 @@
+"""Rebuild models/defenses/demo-results.json: every defense on the demo canary.
+
+Setting (smaller than the demo checkpoint so the set regenerates in ~10-15
+minutes on 2 CPU cores): the first 150 KB of models/demo_corpus.txt, a 1x128
+LSTM (embedding 32), RMSProp lr 0.003, batch 128, 8 epochs without early
+stopping, and the demo canary "The secret code is {d:6}" = 281546 inserted 8
+times; exposure is exact over the 10^6 fillers.
+
+    nice python models/make_defense_results.py [--only dp] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ssviz.defenses.compare import run_defense  # noqa: E402
+from ssviz.demo import DEMO_CANARY, DEMO_CORPUS  # noqa: E402
+from ssviz.templates import Template  # noqa: E402
+from ssviz.train import Canary, TrainConfig  # noqa: E402
+
+OUT = ROOT / "models" / "defenses" / "demo-results.json"
+CORPUS_CHARS = 150_000
+CONFIG = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=8, batch_size=128, lr=0.003, seed=0,
+                     patience=None, exposure_method="exact")
+LPD_CONFIG = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=4, batch_size=128, lr=0.003, seed=0,
+                         patience=None)
+RUNS = [("none", "-"), ("dropout", "0.1"), ("dropout", "0.3"), ("weight_decay", "1e-5"),
+        ("weight_decay", "1e-4"), ("quantize8", "8"), ("regex", "ssn+ccn"), ("lpd", "0.1"),
+        ("dp", "noise=0"), ("dp", "eps=8"), ("dp", "eps=1")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="run only this defense and merge into the existing file")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    text = DEMO_CORPUS.read_text(encoding="utf-8")[:CORPUS_CHARS]
+    out = Path(args.out)
+    records = json.loads(out.read_text()) if args.only and out.exists() else []
+    records = [r for r in records if r["defense"] != args.only]
+    for defense, strength in RUNS:
+        if args.only and defense != args.only:
+            continue
+        canary = Canary(Template(DEMO_CANARY["template"]), DEMO_CANARY["secret"], DEMO_CANARY["insertions"])
+        t = time.perf_counter()
+        rec = run_defense(text, canary, CONFIG, defense, strength, lpd_config=LPD_CONFIG)
+        rec["setting"] = {"corpus_chars": CORPUS_CHARS, "model": "1x128 LSTM", "epochs": CONFIG.epochs,
+                          "insertions": DEMO_CANARY["insertions"]}
+        records.append(rec)
+        print(f"{defense:13s} {strength:8s} exposure {rec['exposure']:6.2f} test loss {rec['test_loss']:.3f} "
+              f"eps {rec['epsilon']} {time.perf_counter() - t:6.1f}s", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+    main()

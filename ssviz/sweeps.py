@@ -1,0 +1,245 @@
+"""Sweeps: train over a grid of one or two settings x seeds and keep every result in DuckDB.
+
+The paper's Tables 1, 2, 4 and 6 vary one or two knobs (architecture, batch
+size x hidden units, insertions) and read off exposure. A sweep is identified
+by a name (default: a hash of corpus, canary, base config and grid); each run
+is a row keyed by (sweep, cell, seed), so running the same sweep again skips
+finished runs: a stopped sweep resumes where it stopped.
+
+Schema (file default ``data/sweeps.duckdb``, separate from the study store)::
+
+    sweep_runs(sweep, cell, param1, value1, param2, value2, seed, exposure, exposure_method, rank,
+               test_loss, train_loss, epochs_run, epsilon, seconds, history, config, created)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from itertools import product
+from pathlib import Path
+
+import pandas as pd
+
+from ssviz.demo import ROOT
+from ssviz.errors import SsvizError
+from ssviz.train import Canary, TrainConfig, train
+
+DEFAULT_SWEEP_DB = ROOT / "data" / "sweeps.duckdb"
+CANARY_PARAMS = ("insertions",)
+COLUMNS = ["sweep", "cell", "param1", "value1", "param2", "value2", "seed", "exposure", "exposure_method", "rank",
+           "test_loss", "train_loss", "epochs_run", "epsilon", "seconds", "history", "config", "created"]
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweep_runs (
+    sweep VARCHAR NOT NULL, cell VARCHAR NOT NULL,
+    param1 VARCHAR NOT NULL, value1 VARCHAR NOT NULL, param2 VARCHAR, value2 VARCHAR,
+    seed INTEGER NOT NULL,
+    exposure DOUBLE, exposure_method VARCHAR, rank BIGINT,
+    test_loss DOUBLE, train_loss DOUBLE, epochs_run INTEGER, epsilon DOUBLE, seconds DOUBLE,
+    history VARCHAR, config VARCHAR, created TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (sweep, cell, seed))
+"""
+
+
+def _field_types() -> dict[str, type]:
+    d = TrainConfig()
+    types = {}
+    for f in fields(TrainConfig):
+        v = getattr(d, f.name)
+        types[f.name] = float if v is None else type(v)
+    types.update({"patience": int, "quantize": int, "insertions": int})
+    return types
+
+
+def parse_grid(spec: str) -> tuple[str, list]:
+    """``"batch_size=32,128"`` -> ("batch_size", [32, 128]); values typed like the TrainConfig field."""
+    name, sep, values = spec.partition("=")
+    name = name.strip().replace("-", "_")
+    types = _field_types()
+    if not sep or not values.strip():
+        raise SsvizError(f"grid {spec!r}: write NAME=V1,V2 (e.g. batch_size=32,128)")
+    if name not in types or name in ("exposure_method", "exposure_samples", "exposure_limit", "seed",
+                                     "val_fraction", "dp_accountant"):
+        allowed = sorted(n for n in types if n not in ("exposure_method", "exposure_samples", "exposure_limit",
+                                                       "seed", "val_fraction", "dp_accountant"))
+        raise SsvizError(f"grid {spec!r}: unknown setting {name!r}; choose from {', '.join(allowed)}")
+    kind = types[name]
+    out = []
+    for raw in values.split(","):
+        raw = raw.strip()
+        try:
+            out.append(raw if kind is str else kind(float(raw)) if kind is int else kind(raw))
+        except ValueError:
+            raise SsvizError(f"grid {spec!r}: {raw!r} is not a valid {kind.__name__}") from None
+    if len(set(out)) != len(out):
+        raise SsvizError(f"grid {spec!r}: repeated value")
+    return name, out
+
+
+def cells(grid: dict[str, list]) -> list[dict]:
+    """Every combination of the grid's values (one or two settings)."""
+    if not 1 <= len(grid) <= 2:
+        raise SsvizError("a sweep varies one or two settings")
+    names = list(grid)
+    return [dict(zip(names, combo)) for combo in product(*(grid[n] for n in names))]
+
+
+def cell_key(cell: dict) -> str:
+    return ";".join(f"{k}={v}" for k, v in cell.items())
+
+
+def sweep_name(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list]) -> str:
+    """A stable name for the same corpus, canary, base config and grid (so reruns resume)."""
+    blob = json.dumps([hashlib.sha256(text.encode()).hexdigest(), canary.to_json(),
+                       {k: v for k, v in asdict(base).items() if k != "seed"}, grid], sort_keys=True, default=str)
+    return "sweep-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def connect(db, read_only: bool = False):
+    """A DuckDB connection to the sweeps file, with the schema in place (read-only needs the file)."""
+    import duckdb
+    path = Path(db)
+    if read_only and not path.is_file():
+        raise SsvizError(f"sweeps database not found: {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+        if not read_only:
+            con.execute(SCHEMA)
+    except duckdb.Error as e:
+        raise SsvizError(f"cannot open sweeps database {path}: {e}") from None
+    return con
+
+
+@dataclass
+class SweepSummary:
+    sweep: str
+    total: int
+    computed: int
+    skipped: int
+    stopped: bool
+    seconds: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list], seeds: int = 2, *,
+              db=DEFAULT_SWEEP_DB, sweep: str | None = None, progress=None, on_result=None, stop=None
+              ) -> SweepSummary:
+    """Train every (cell, seed) not yet stored under ``sweep`` and store its final exposure and losses.
+
+    ``progress(done, total)`` counts runs; ``on_result(row)`` sees each new row;
+    ``stop`` ends the sweep between (or inside) runs: finished runs stay stored.
+    """
+    if seeds < 1:
+        raise SsvizError("seeds must be >= 1")
+    todo = [(c, base.seed + s) for c in cells(grid) for s in range(seeds)]
+    for c, _ in todo[:len(todo) // seeds]:  # validate every cell's config before the long work starts
+        _cell_config(base, c).validate()
+    sweep = sweep or sweep_name(text, canary, base, grid)
+    names = list(grid)
+    t0 = time.perf_counter()
+    computed = skipped = 0
+    stopped = False
+
+    def is_stopped() -> bool:
+        return stop is not None and (stop.is_set() if hasattr(stop, "is_set") else stop())
+
+    con = connect(db)
+    try:
+        done = {(r[0], r[1]) for r in con.execute("SELECT cell, seed FROM sweep_runs WHERE sweep = ?",
+                                                  [sweep]).fetchall()}
+        for i, (c, seed) in enumerate(todo):
+            key = cell_key(c)
+            if (key, seed) in done:
+                skipped += 1
+            elif is_stopped():
+                stopped = True
+                break
+            else:
+                config = replace(_cell_config(base, c), seed=seed)
+                run_canary = Canary(canary.template, canary.secret, int(c.get("insertions", canary.insertions)))
+                res = train(text, config, run_canary, stop=stop)
+                if res.stopped or res.final is None:
+                    stopped = True
+                    break
+                row = [sweep, key, names[0], str(c[names[0]]), names[1] if len(names) > 1 else None,
+                       str(c[names[1]]) if len(names) > 1 else None, seed, res.final["exposure"],
+                       res.final["exposure_method"], res.final["rank"], res.test_loss,
+                       res.epochs[-1]["train_loss"], len(res.epochs),
+                       res.epsilon if res.epsilon is not None and math.isfinite(res.epsilon) else None,
+                       res.seconds, json.dumps(res.epochs, default=float), json.dumps(asdict(config))]
+                con.execute(f"INSERT INTO sweep_runs ({', '.join(COLUMNS[:-1])}) VALUES "
+                            f"({', '.join('?' * (len(COLUMNS) - 1))})", row)
+                computed += 1
+                if on_result:
+                    on_result(dict(zip(COLUMNS, row)))
+            if progress:
+                progress(i + 1, len(todo))
+    finally:
+        con.close()
+    return SweepSummary(sweep, len(todo), computed, skipped, stopped, time.perf_counter() - t0)
+
+
+def _cell_config(base: TrainConfig, cell: dict) -> TrainConfig:
+    return replace(base, **{k: v for k, v in cell.items() if k not in CANARY_PARAMS})
+
+
+def list_sweeps(db=DEFAULT_SWEEP_DB) -> pd.DataFrame:
+    """One row per sweep: its name, settings, runs and last update (empty when the file is missing)."""
+    if not Path(db).is_file():
+        return pd.DataFrame(columns=["sweep", "param1", "param2", "runs", "updated"])
+    con = connect(db, read_only=True)
+    try:
+        return con.execute("SELECT sweep, any_value(param1) AS param1, any_value(param2) AS param2, "
+                           "count(*) AS runs, max(created) AS updated FROM sweep_runs GROUP BY sweep "
+                           "ORDER BY updated DESC").df()
+    finally:
+        con.close()
+
+
+def load_runs(db=DEFAULT_SWEEP_DB, sweep: str | None = None) -> pd.DataFrame:
+    """All runs of one sweep (the most recent one when ``sweep`` is None); empty if there are none."""
+    if not Path(db).is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    con = connect(db, read_only=True)
+    try:
+        if sweep is None:
+            latest = con.execute("SELECT sweep FROM sweep_runs ORDER BY created DESC LIMIT 1").fetchone()
+            if latest is None:
+                return pd.DataFrame(columns=COLUMNS)
+            sweep = latest[0]
+        return con.execute("SELECT * FROM sweep_runs WHERE sweep = ? ORDER BY cell, seed", [sweep]).df()
+    finally:
+        con.close()
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: mean, standard deviation, min and max of exposure and test loss over seeds."""
+    cols = ["param1", "value1", "param2", "value2", "seeds", "exposure_mean", "exposure_std", "exposure_min",
+            "exposure_max", "test_loss_mean", "test_loss_std", "seconds_mean"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    r = runs.assign(param2=runs["param2"].fillna(""), value2=runs["value2"].fillna(""))
+    g = r.groupby(["param1", "value1", "param2", "value2"], sort=False)
+    out = g.agg(seeds=("seed", "count"), exposure_mean=("exposure", "mean"), exposure_std=("exposure", "std"),
+                exposure_min=("exposure", "min"), exposure_max=("exposure", "max"),
+                test_loss_mean=("test_loss", "mean"), test_loss_std=("test_loss", "std"),
+                seconds_mean=("seconds", "mean")).reset_index()
+    return _natural_order(out)[cols]
+
+
+def _natural_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Sort cells numerically when values are numbers (so 32 comes before 128)."""
+    def key(s: pd.Series) -> pd.Series:
+        num = pd.to_numeric(s, errors="coerce")
+        return num if num.notna().all() else s
+    return df.sort_values(["value1", "value2"], key=key).reset_index(drop=True)
+
+
+__all__ = ["DEFAULT_SWEEP_DB", "parse_grid", "cells", "run_sweep", "list_sweeps", "load_runs", "summarize",
+           "SweepSummary"]
