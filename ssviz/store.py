@@ -74,7 +74,7 @@ SCHEMA = (
 )
 
 COMPARISON_SQL = """
-WITH latest AS (SELECT "user", max(run_id) AS run_id FROM users GROUP BY "user")
+WITH latest AS (SELECT "user", max(run_id) AS run_id FROM users WHERE ? IS NULL OR run_id = ? GROUP BY "user")
 SELECT s."user", s.type, s.last4, s.times_present, m.exposure, m.method AS exposure_method,
        coalesce(e.found, false) AS extracted, u.corpus_chars, u.messages, s.run_id
 FROM secrets s
@@ -84,7 +84,6 @@ LEFT JOIN measurements m ON m.run_id = s.run_id AND m."user" = s."user" AND m.se
      AND m."primary"
 LEFT JOIN extractions e ON e.run_id = s.run_id AND e."user" = s."user" AND e.secret_hash = s.secret_hash
      AND e.algorithm = 'dijkstra'
-WHERE ? IS NULL OR s.run_id = ?
 ORDER BY s."user", s.type, s.times_present DESC, s.last4
 """
 

@@ -103,6 +103,19 @@ def test_cached_model_is_reused_for_a_new_store(mail, tmp_path):
         run_study(source, tmp_path / "c.duckdb", settings=TINY, cache_dir=cache, users=["nobody-x"])
 
 
+def test_a_user_that_cannot_be_studied_is_skipped_not_fatal(tmp_path):
+    generate_maildir(tmp_path, users=1, messages=30, seed=6, times=(3,))
+    tiny = tmp_path / "maildir" / "tiny-x" / "sent"
+    tiny.mkdir(parents=True)
+    (tiny / "1.").write_bytes(b"From: tiny@enron.com\nTo: a@enron.com\n\nSSN 219-09-9999")
+    logs = []
+    rows = run_study(tmp_path, tmp_path / "r.duckdb", settings=TINY, cache_dir=tmp_path / "cache", log=logs.append)
+    assert any(line.startswith("tiny-x: skipped: corpus too short") for line in logs)
+    assert {r["user"] for r in rows} == set(Store(tmp_path / "r.duckdb", read_only=True).table("users").user)
+    assert "tiny-x" not in {r["user"] for r in rows} and len(rows) >= 1
+    assert Store(tmp_path / "r.duckdb", read_only=True).table("runs").finished.isna().all()  # not complete
+
+
 def test_killed_run_resumes_without_losing_finished_users(tmp_path):
     source = tmp_path / "mail"
     generate_maildir(source, users=3, messages=80, seed=4, times=(3, 9))
@@ -127,6 +140,8 @@ def test_killed_run_resumes_without_losing_finished_users(tmp_path):
     assert f"{len(stored)} already stored" in done.stderr
     rows = json.loads(done.stdout)["secrets"]
     assert len({r["user"] for r in rows}) == 3
+    assert all(set(r) == {"user", "type", "last4", "times_present", "exposure", "exposure_method", "extracted"}
+               for r in rows)
     for table, old in before.items():
         new = store.table(table)
         new = new[new.user.isin(stored)].reset_index(drop=True)

@@ -130,7 +130,7 @@ WRITER = textwrap.dedent("""
 def test_concurrent_reads_while_another_process_writes(tmp_path):
     db = tmp_path / "r.duckdb"
     root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER.format(root=root, db=str(db), n=12)])
+    writer = subprocess.Popen([sys.executable, "-c", WRITER.format(root=root, db=str(db), n=8)])
     reader, seen = Store(db, read_only=True), []
     try:
         while writer.poll() is None:
@@ -143,4 +143,4 @@ def test_concurrent_reads_while_another_process_writes(tmp_path):
         writer.wait(timeout=120)
     assert writer.returncode == 0
     assert seen == sorted(seen) and len(seen) >= 2  # reads interleaved with the writes, never going back
-    assert reader.comparison().user.nunique() == 12
+    assert reader.comparison().user.nunique() == 8

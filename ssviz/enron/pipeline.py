@@ -244,13 +244,23 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
             if progress:
                 progress(finished, len(jobs))
 
+        def skip(user: str, error: SsvizError) -> None:
+            log(f"{user}: skipped: {error}")
+
         if workers == 1 or len(todo) <= 1:
             for job in todo:
                 if _stopped(stop):
                     raise StoppedError("stopped between users")
-                save(measure_user(job, stop=stop))
+                try:
+                    result = measure_user(job, stop=stop)
+                except StoppedError:
+                    raise
+                except SsvizError as e:  # e.g. a corpus too short to train on: the other users still run
+                    skip(job["user"], e)
+                    continue
+                save(result)
         else:
-            _run_parallel(todo, workers, save, stop)
+            _run_parallel(todo, workers, save, skip, stop)
         if {j["user"] for j in jobs} <= store.done_users(run_id):
             store.finish_run(run_id)
         studied = {j["user"] for j in jobs}
@@ -258,15 +268,23 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
     return df[df["user"].isin(studied)].to_dict("records")
 
 
-def _run_parallel(jobs: list[dict], workers: int, save, stop) -> None:
+def _run_parallel(jobs: list[dict], workers: int, save, skip, stop) -> None:
     ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        pending = {pool.submit(_measure_in_worker, job) for job in jobs}
+        user_of = {pool.submit(_measure_in_worker, job): job["user"] for job in jobs}
+        pending = set(user_of)
         try:
             while pending:
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    save(fut.result())
+                    try:
+                        result = fut.result()
+                    except StoppedError:
+                        raise
+                    except SsvizError as e:
+                        skip(user_of[fut], e)
+                        continue
+                    save(result)
                 if _stopped(stop):
                     raise StoppedError("stopped: users in progress are lost, finished users are stored")
         except BaseException:
@@ -278,5 +296,12 @@ def _run_parallel(jobs: list[dict], workers: int, save, stop) -> None:
 
 def result_rows(rows: list[dict]) -> list[dict]:
     """The CLI's JSON rows: ``user, type, last4, times_present, exposure, exposure_method, extracted``."""
-    keys = ("user", "type", "last4", "times_present", "exposure", "exposure_method", "extracted")
-    return [{k: (bool(r[k]) if k == "extracted" else r[k]) for k in keys} for r in rows]
+    out = []
+    for r in rows:
+        exp = r["exposure"]
+        out.append({"user": str(r["user"]), "type": str(r["type"]), "last4": str(r["last4"]),
+                    "times_present": int(r["times_present"]),
+                    "exposure": None if exp is None or exp != exp else float(exp),  # NaN: no method succeeded
+                    "exposure_method": r["exposure_method"] if isinstance(r["exposure_method"], str) else None,
+                    "extracted": bool(r["extracted"])})
+    return out

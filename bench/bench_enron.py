@@ -1,0 +1,74 @@
+"""Benchmark the per-user study: generation, ingestion, scanning, and time per user by stage.
+
+    nice python bench/bench_enron.py                       # 2 users, 1x128 LSTM, 5 epochs
+    nice python bench/bench_enron.py --users 3 --epochs 10 --workers 2
+
+Prints one line per measurement. Time per user is split into training,
+each exposure method and extraction, read back from the store the run wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ssviz.enron.maildir import build_corpora  # noqa: E402
+from ssviz.enron.pipeline import StudySettings, run_study  # noqa: E402
+from ssviz.enron.scanner import scan  # noqa: E402
+from ssviz.enron.synthetic import generate_maildir  # noqa: E402
+from ssviz.store import Store  # noqa: E402
+from ssviz.train import TrainConfig  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=2)
+    ap.add_argument("--messages", type=int, default=250)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--nodes", type=int, default=20_000, help="search and extraction node budgets")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        generate_maildir(tmp, users=args.users, messages=args.messages, seed=0, times=(50, 20, 5, 1))
+        print(f"generate: {args.users} users x {args.messages} messages in {time.perf_counter() - t0:.2f} s")
+        t0 = time.perf_counter()
+        corpora = build_corpora(tmp, tmp / "corpora")
+        dt = time.perf_counter() - t0
+        n = sum(c.messages for c in corpora.values())
+        chars = sum(c.chars for c in corpora.values())
+        print(f"ingest: {n} kept messages, {chars:,} chars in {dt:.2f} s ({n / dt:,.0f} messages/s)")
+        text = "".join(c.text() for c in corpora.values())
+        t0 = time.perf_counter()
+        for _ in range(5):
+            scan(text)
+        dt = (time.perf_counter() - t0) / 5
+        print(f"scan: {len(text) / dt / 1e6:.2f} M chars/s")
+        settings = StudySettings(train=TrainConfig(layers=1, hidden=args.hidden, embedding_dim=32,
+                                                   epochs=args.epochs, batch_size=64, seq_len=40, lr=0.004,
+                                                   patience=None),
+                                 search_nodes=args.nodes, extraction_nodes=args.nodes)
+        t0 = time.perf_counter()
+        run_study(tmp, tmp / "r.duckdb", settings=settings, cache_dir=tmp / "cache", workers=args.workers)
+        wall = time.perf_counter() - t0
+        store = Store(tmp / "r.duckdb", read_only=True)
+        users, meas, ext = store.table("users"), store.table("measurements"), store.table("extractions")
+        print(f"study: {len(users)} users in {wall:.1f} s wall ({wall / max(len(users), 1):.1f} s per user, "
+              f"{args.workers} worker(s))")
+        for _, u in users.iterrows():
+            m = meas[meas.user == u.user].groupby("method").seconds.sum()
+            e = ext[ext.user == u.user]
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in m.items())
+            print(f"  {u.user}: {u.corpus_chars:,} chars, total {u.seconds:.1f} s: train {u.train_seconds:.1f} s, "
+                  f"{parts}, extraction {e.seconds.sum():.1f} s ({int(e.nodes.sum())} nodes)")
+
+
+if __name__ == "__main__":
+    main()
