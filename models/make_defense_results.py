@@ -1,10 +1,11 @@
 """Rebuild models/defenses/demo-results.json: every defense on the demo canary.
 
 Setting (smaller than the demo checkpoint so the set regenerates in ~10-15
-minutes on 2 CPU cores): the first 150 KB of models/demo_corpus.txt, a 1x128
-LSTM (embedding 32), RMSProp lr 0.003, batch 128, 8 epochs without early
+minutes on 2 idle CPU cores): the first 100 KB of models/demo_corpus.txt, a
+1x128 LSTM (embedding 32), RMSProp lr 0.005, batch 128, 6 epochs without early
 stopping, and the demo canary "The secret code is {d:6}" = 281546 inserted 8
-times; exposure is exact over the 10^6 fillers.
+times; exposure is exact over the 10^6 fillers after every epoch. The
+undefended record is the quantization run's "before" model (same training).
 
     nice python models/make_defense_results.py [--only dp] [--out PATH]
 """
@@ -20,20 +21,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from ssviz.defenses.compare import run_defense  # noqa: E402
 from ssviz.demo import DEMO_CANARY, DEMO_CORPUS  # noqa: E402
 from ssviz.templates import Template  # noqa: E402
 from ssviz.train import Canary, TrainConfig  # noqa: E402
 
 OUT = ROOT / "models" / "defenses" / "demo-results.json"
-CORPUS_CHARS = 150_000
-CONFIG = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=8, batch_size=128, lr=0.003, seed=0,
+CORPUS_CHARS = 100_000
+CONFIG = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=6, batch_size=128, lr=0.005, seed=0,
                      patience=None, exposure_method="exact")
-LPD_CONFIG = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=4, batch_size=128, lr=0.003, seed=0,
+LPD_CONFIG = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=3, batch_size=128, lr=0.005, seed=0,
                          patience=None)
-RUNS = [("none", "-"), ("dropout", "0.1"), ("dropout", "0.3"), ("weight_decay", "1e-5"),
-        ("weight_decay", "1e-4"), ("quantize8", "8"), ("regex", "ssn+ccn"), ("lpd", "0.1"),
-        ("dp", "noise=0"), ("dp", "eps=8"), ("dp", "eps=1")]
+RUNS = [("quantize8", "8"), ("dp", "eps=8"), ("dp", "eps=1"), ("dropout", "0.3"), ("weight_decay", "1e-4"),
+        ("regex", "ssn+ccn"), ("lpd", "0.1")]
+
+
+def undefended_from_quantized(rec: dict) -> dict:
+    """The quantization run's model before quantizing is exactly the undefended model."""
+    before = rec["details"]["quantization"]["before"]
+    last = rec["epochs"][-1]
+    return {**rec, "defense": "none", "strength": "-", "exposure": before["exposure"],
+            "exposure_method": last["exposure_method"], "test_loss": before["test_loss"], "details": {}}
 
 
 def main() -> None:
@@ -41,6 +51,7 @@ def main() -> None:
     ap.add_argument("--only", help="run only this defense and merge into the existing file")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
+    torch.set_num_threads(1)  # faster than 2 contending threads on a shared 2-core machine
     text = DEMO_CORPUS.read_text(encoding="utf-8")[:CORPUS_CHARS]
     out = Path(args.out)
     records = json.loads(out.read_text()) if args.only and out.exists() else []
@@ -53,6 +64,8 @@ def main() -> None:
         rec = run_defense(text, canary, CONFIG, defense, strength, lpd_config=LPD_CONFIG)
         rec["setting"] = {"corpus_chars": CORPUS_CHARS, "model": "1x128 LSTM", "epochs": CONFIG.epochs,
                           "insertions": DEMO_CANARY["insertions"]}
+        if defense == "quantize8":
+            records.append(undefended_from_quantized(rec))
         records.append(rec)
         print(f"{defense:13s} {strength:8s} exposure {rec['exposure']:6.2f} test loss {rec['test_loss']:.3f} "
               f"eps {rec['epsilon']} {time.perf_counter() - t:6.1f}s", flush=True)

@@ -1,0 +1,182 @@
+"""Defenses: DP-SGD (Opacus), quantization, regex and LPD sanitization, the defense runner."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as hst
+
+from ssviz import exposure
+from ssviz.defenses.compare import defense_config, load_results, run_defense
+from ssviz.defenses.dp import DPCharRNN
+from ssviz.defenses.quantize import distinct_values, quantize_model, quantize_tensor
+from ssviz.defenses.sanitize import MISSED_EXAMPLES, sanitize, sanitize_lpd, sanitize_regex
+from ssviz.demo import ROOT
+from ssviz.errors import SsvizError
+from ssviz.models import CharRNN, load_checkpoint
+from ssviz.templates import Template
+from ssviz.train import Canary, TrainConfig, evaluate_loss, train
+from tests.conftest import CANARY_SECRET, CANARY_TEMPLATE, TINY_VOCAB
+
+TINY = dict(layers=1, hidden=12, embedding_dim=8, epochs=1, batch_size=32, patience=None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models train far faster on one thread when the 2 cores are shared (no spin-waiting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+# --- DP-SGD ----------------------------------------------------------------------------
+def test_dplstm_copy_computes_the_same_logits():
+    torch.manual_seed(0)
+    model = CharRNN(TINY_VOCAB, embedding_dim=8, hidden_size=12, num_layers=2).eval()
+    dp = DPCharRNN(model, dropout=0.0).eval()
+    tokens = torch.randint(0, len(TINY_VOCAB), (3, 9))
+    assert torch.allclose(dp(tokens), model(tokens)[0], atol=1e-5)
+
+
+def test_dp_training_reports_finite_epsilon_and_a_loadable_model(small_corpus, tmp_path):
+    cfg = TrainConfig(**TINY, dp_noise=1.0, dp_clip=1.0, dp_delta=1e-5)
+    res = train(small_corpus[:6000], cfg, Canary(Template("PIN {d:2}"), "42", 2))
+    assert res.epsilon is not None and math.isfinite(res.epsilon) and 0 < res.epsilon < 100
+    assert res.epochs[0]["epsilon"] == pytest.approx(res.epsilon)
+    assert res.dp_noise == 1.0
+    # the DP weights landed in the ordinary model: it is no longer its untrained self and round-trips
+    reloaded = load_checkpoint(res.save(tmp_path / "dp.safetensors"))
+    assert reloaded.extra_config["training"]["epsilon"] == pytest.approx(res.epsilon)
+    ids = torch.tensor(reloaded.vocab.encode(small_corpus[6000:7000]))
+    assert evaluate_loss(reloaded, ids, 20) == pytest.approx(evaluate_loss(res.model, ids, 20), rel=1e-5)
+
+
+def test_dp_target_epsilon_is_met_and_more_noise_means_less_epsilon(small_corpus):
+    res = train(small_corpus[:6000], TrainConfig(**TINY, dp_epsilon=4.0))
+    assert res.epsilon == pytest.approx(4.0, rel=0.1)
+    noisy = train(small_corpus[:6000], TrainConfig(**TINY, dp_noise=3.0))
+    assert noisy.epsilon < res.epsilon
+
+
+def test_dp_options_are_validated():
+    with pytest.raises(SsvizError, match="not both"):
+        TrainConfig(dp_epsilon=1, dp_noise=1).validate()
+    with pytest.raises(SsvizError, match="dp_delta"):
+        TrainConfig(dp_noise=1, dp_delta=2).validate()
+    with pytest.raises(SsvizError, match="lstm"):
+        train("abc def\n" * 300, TrainConfig(**{**TINY, "arch": "gru"}, dp_noise=1.0))
+
+
+# --- quantization ------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(hst.lists(hst.floats(-100, 100, allow_nan=False), min_size=2, max_size=200), hst.integers(2, 8))
+def test_quantized_tensor_has_few_levels_and_bounded_error(values, bits):
+    t = torch.tensor(values, dtype=torch.float64)
+    q = quantize_tensor(t, bits)
+    assert torch.unique(q).numel() <= 2 ** bits
+    step = float(t.max() - t.min()) / (2 ** bits - 1)
+    assert float((q - t).abs().max()) <= step / 2 + 1e-9
+
+
+def test_8bit_quantization_keeps_test_loss_and_exposure(canary_model, small_corpus):
+    model = copy.deepcopy(canary_model)
+    ids = torch.tensor(model.vocab.encode(small_corpus[-6000:]))
+    before_loss = evaluate_loss(model, ids, 20)
+    t = Template(CANARY_TEMPLATE)
+    before = exposure.measure(model, t, CANARY_SECRET, "exact").exposure
+    quantize_model(model, 8)
+    assert distinct_values(model) <= 256 < distinct_values(canary_model)
+    assert evaluate_loss(model, ids, 20) == pytest.approx(before_loss, abs=0.02)
+    assert exposure.measure(model, t, CANARY_SECRET, "exact").exposure == pytest.approx(before, abs=1.0)
+    # 2 bits, by contrast, wrecks the model: the margin above is not vacuous
+    crude = quantize_model(copy.deepcopy(canary_model), 2)
+    assert evaluate_loss(crude, ids, 20) > before_loss + 0.2
+
+
+def test_train_with_quantize_reports_before_and_after(small_corpus):
+    res = train(small_corpus[:6000], TrainConfig(**TINY, quantize=8), Canary(Template("PIN {d:2}"), "42", 2))
+    q = res.quantization
+    assert q["bits"] == 8 and q["after"]["test_loss"] == res.test_loss
+    assert q["before"]["exposure"] is not None and q["after"]["exposure"] == res.final["exposure"]
+    assert distinct_values(res.model) <= 256
+
+
+# --- sanitization ------------------------------------------------------------------------
+def test_regex_removes_ssn_and_card_numbers_but_misses_other_formats():
+    secrets = ["my ssn is 078-05-1120 ok", "card 4111 1111 1111 1111 thanks", "pay 5500-0000-0000-0004 now"]
+    text = "\n".join(secrets + list(MISSED_EXAMPLES.values()))
+    res = sanitize_regex(text)
+    assert [r["kind"] for r in res.removed] == ["ssn", "ccn", "ccn"]
+    for s in ("078-05-1120", "4111 1111 1111 1111", "5500-0000-0000-0004"):
+        assert s not in res.text
+    for missed in MISSED_EXAMPLES.values():  # documented misses survive, e.g. the demo canary
+        assert missed in res.text
+    assert sanitize_regex(text, canary_line=MISSED_EXAMPLES["six-digit code (the demo canary)"]).canary_removed is False
+    assert res.text.count("\n") == text.count("\n")
+
+
+def synthetic_corpus(n_lines: int = 400, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    subj = ["the cat", "a dog", "my friend", "the old man", "our teacher", "the bird"]
+    verb = ["sat on", "looked at", "walked to", "ran past", "jumped over"]
+    obj = ["the mat", "a red house", "the big tree", "the river", "a small car", "the hill"]
+    return [f"{rng.choice(subj)} {rng.choice(verb)} {rng.choice(obj)}" for _ in range(n_lines)]
+
+
+def test_lpd_ranks_a_once_only_canary_in_its_top_fraction():
+    lines = synthetic_corpus()
+    canary = "my pin is 482913"
+    lines.insert(211, canary)
+    cfg = TrainConfig(layers=1, hidden=24, embedding_dim=8, epochs=3, lr=0.01, batch_size=32, patience=None)
+    res = sanitize_lpd("\n".join(lines), 0.1, cfg, canary_line=canary)
+    assert res.canary_rank is not None and res.canary_rank <= 0.1 * res.details["lines_scored"]
+    assert res.canary_removed and canary not in res.text
+    assert res.lines_removed == round(0.1 * res.details["lines_scored"])
+    assert len(res.text.split("\n")) == len(lines) - res.lines_removed
+
+
+def test_sanitize_rejects_bad_input():
+    with pytest.raises(SsvizError, match="top fraction"):
+        sanitize_lpd("a b\n" * 100, 1.5)
+    with pytest.raises(SsvizError, match="at least 20"):
+        sanitize_lpd("short line\n" * 5, 0.1)
+    with pytest.raises(SsvizError, match="unknown sanitization"):
+        sanitize("x", "magic")
+
+
+# --- defense runner and bundled results ----------------------------------------------------
+def test_defense_config_maps_strengths():
+    base = TrainConfig()
+    assert defense_config("dropout", "0.3", base).dropout == 0.3
+    assert defense_config("weight_decay", "1e-4", base).weight_decay == 1e-4
+    assert defense_config("dp", "eps=2", base).dp_epsilon == 2.0
+    assert defense_config("dp", "noise=0.5", base).dp_noise == 0.5
+    with pytest.raises(SsvizError, match="eps=E"):
+        defense_config("dp", "8", base)
+    with pytest.raises(SsvizError, match="unknown defense"):
+        defense_config("prayer", "1", base)
+
+
+def test_regex_defense_misses_the_demo_format_so_the_canary_is_still_trained_on(small_corpus):
+    canary = Canary(Template("The secret code is {d:2}"), "42", 20)
+    rec = run_defense(small_corpus[:8000], canary, TrainConfig(**TINY), "regex")
+    assert rec["defense"] == "regex" and rec["details"]["canary_removed"] is False
+    assert set(json.loads(json.dumps(rec))) >= {"defense", "strength", "epsilon", "exposure", "exposure_method",
+                                                "test_loss", "seconds"}
+
+
+def test_bundled_results_follow_the_contract():
+    records = load_results(ROOT / "models" / "defenses" / "demo-results.json")
+    by = {r["defense"] for r in records}
+    assert {"none", "dp"} <= by
+    none = next(r for r in records if r["defense"] == "none")
+    dp = [r for r in records if r["defense"] == "dp" and r["epsilon"] is not None]
+    assert dp and all(r["exposure"] < none["exposure"] for r in dp)
