@@ -34,8 +34,9 @@ CONFIG = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=6, batch_siz
                      patience=None, exposure_method="exact")
 LPD_CONFIG = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=3, batch_size=128, lr=0.005, seed=0,
                          patience=None)
-RUNS = [("quantize8", "8"), ("dp", "eps=8"), ("dp", "eps=1"), ("dropout", "0.3"), ("weight_decay", "1e-4"),
-        ("regex", "ssn+ccn"), ("lpd", "0.1")]
+RUNS = [("quantize8", "8"), ("dp", "noise=0"), ("dp", "eps=8"), ("dp", "eps=3"), ("dp", "eps=1"),
+        ("dropout", "0.1"), ("dropout", "0.3"), ("dropout", "0.5"), ("weight_decay", "1e-5"),
+        ("weight_decay", "1e-4"), ("weight_decay", "1e-3"), ("regex", "ssn+ccn"), ("lpd", "0.1")]
 
 
 def undefended_from_quantized(rec: dict) -> dict:

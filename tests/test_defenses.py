@@ -180,3 +180,37 @@ def test_bundled_results_follow_the_contract():
     none = next(r for r in records if r["defense"] == "none")
     dp = [r for r in records if r["defense"] == "dp" and r["epsilon"] is not None]
     assert dp and all(r["exposure"] < none["exposure"] for r in dp)
+
+
+# --- CLI ---------------------------------------------------------------------------------
+def test_cli_train_with_dp_reports_epsilon_and_test_loss(small_corpus, tmp_path, capsys):
+    from ssviz.cli import main
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(small_corpus[:5000])
+    common = [str(corpus), "--layers", "1", "--hidden", "8", "--embedding-dim", "8", "--epochs", "1",
+              "--canary", "PIN {d:2}", "--secret", "42", "--json"]
+    assert main(["train", *common, "--out", str(tmp_path / "m.safetensors"), "--dp-noise", "1.5",
+                 "--dp-clip", "2", "--dp-delta", "1e-6"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert math.isfinite(out["epsilon"]) and out["epsilon"] > 0 and out["test_loss"] > 0
+    assert out["dp"] == {"delta": 1e-6, "clip": 2.0, "target_epsilon": None, "noise_multiplier": 1.5}
+    assert main(["train", *common, "--out", str(tmp_path / "p.safetensors"), "--quantize", "8", "--dropout", "0.2",
+                 "--weight-decay", "1e-4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["epsilon"] is None and out["quantization"]["bits"] == 8
+    assert main(["train", *common, "--out", str(tmp_path / "x.safetensors"), "--dp-noise", "1",
+                 "--dp-epsilon", "2"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_cli_sanitize_regex_writes_the_clean_corpus(tmp_path, capsys):
+    from ssviz.cli import main
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("call me, my ssn is 078-05-1120\n" * 3 + "The secret code is 281546\n" + "plain text\n" * 20)
+    out_path = tmp_path / "clean.txt"
+    assert main(["sanitize", str(corpus), "--method", "regex", "--out", str(out_path),
+                 "--canary-line", "The secret code is 281546", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["removed"]) == 3 and out["chars_removed"] == 33 and out["canary_removed"] is False
+    clean = out_path.read_text()
+    assert "078-05-1120" not in clean and "The secret code is 281546" in clean

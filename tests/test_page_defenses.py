@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
-import pytest
 from streamlit.testing.v1 import AppTest
 
 import ssviz.defenses.compare as compare
 import ssviz.sweeps as sweeps
 from ssviz.demo import ROOT
 from ssviz.errors import SsvizError
+from tests.test_defenses import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 
 PAGE = str(ROOT / "pages" / "defenses.py")
 
@@ -70,11 +68,9 @@ def test_a_failing_run_shows_a_message_not_a_traceback(monkeypatch, tmp_path):
 
 
 def test_sweep_section_reads_a_database(monkeypatch, tmp_path, small_corpus):
-    import torch
     from ssviz.templates import Template
     from ssviz.train import Canary, TrainConfig
     db = tmp_path / "sweeps.duckdb"
-    torch.set_num_threads(1)
     sweeps.run_sweep(small_corpus[:3000], Canary(Template("PIN {d:2}"), "42", 2),
                      TrainConfig(layers=1, hidden=8, embedding_dim=8, epochs=1, batch_size=32, patience=None),
                      {"hidden": [8, 12]}, seeds=1, db=db)

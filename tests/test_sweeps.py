@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-import torch
 
 from ssviz.errors import SsvizError
 from ssviz.sweeps import cells, list_sweeps, load_runs, parse_grid, run_sweep, summarize
 from ssviz.templates import Template
 from ssviz.train import Canary, TrainConfig
+from tests.test_defenses import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 
 BASE = TrainConfig(layers=1, hidden=8, embedding_dim=8, epochs=1, batch_size=32, patience=None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models train far faster on one thread when the 2 cores are shared (no spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 
 def test_parse_grid_types_values_like_the_config():
