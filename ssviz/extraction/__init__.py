@@ -1,0 +1,35 @@
+"""Secret extraction (the paper's section 5): find the fillers a model finds most likely.
+
+``brute_force`` enumerates, ``sample`` draws from the model, ``beam_search``
+keeps the N best prefixes (and can miss the secret), ``shortest_path`` is an
+exact batched Dijkstra search; ``search_exposure`` turns its best-first
+enumeration into an exact rank. All return an :class:`ExtractionResult`
+(``search_exposure`` an :class:`~ssviz.exposure.ExposureResult`).
+"""
+
+from __future__ import annotations
+
+from ssviz.errors import SsvizError
+from ssviz.extraction.beam import beam_search
+from ssviz.extraction.brute import brute_force
+from ssviz.extraction.rank import search_exposure
+from ssviz.extraction.result import ExtractionResult, SearchBudgetError
+from ssviz.extraction.sampling import sample
+from ssviz.extraction.shortest_path import shortest_path
+from ssviz.extraction.trace import load_trace, save_trace, validate_trace
+
+ALGORITHMS = {"dijkstra": shortest_path, "beam": beam_search, "sampling": sample, "brute": brute_force}
+
+
+def extract(model, template, algorithm: str = "dijkstra", **options) -> ExtractionResult:
+    """Run one extraction algorithm by name (options as the algorithm's keyword arguments)."""
+    try:
+        run = ALGORITHMS[algorithm]
+    except KeyError:
+        raise SsvizError(f"unknown extraction algorithm {algorithm!r}: expected one of "
+                         f"{', '.join(ALGORITHMS)}") from None
+    return run(model, template, **options)
+
+
+__all__ = ["ALGORITHMS", "ExtractionResult", "SearchBudgetError", "beam_search", "brute_force", "extract",
+           "load_trace", "sample", "save_trace", "search_exposure", "shortest_path", "validate_trace"]

@@ -1,0 +1,73 @@
+"""Exact rank and exposure by best-first enumeration (``--method search``).
+
+Shortest-path search emits complete fillers in increasing log-perplexity, so
+the secret's exact rank is known once every frontier node costs more than the
+secret: all fillers at least as likely have then been generated. This measures
+exact exposure in spaces far too large to enumerate, as long as the secret is
+memorized well enough to come out within the node budget (the paper's
+Appendix E check).
+
+Rank follows :func:`ssviz.exposure.exact`: the number of fillers with
+log-perplexity <= the secret's, itself included (ties count against it).
+When the budget runs out first, :class:`SearchBudgetError` is raised (no
+number is returned that could be mistaken for exact exposure); it carries the
+rank lower bound found so far and the exposure upper bound it implies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ssviz.errors import StoppedError
+from ssviz.exposure import ExposureResult
+from ssviz.extraction.result import Deadline, SearchBudgetError
+from ssviz.extraction.shortest_path import DEFAULT_MAX_STATE_MB, BestFirstSearch
+from ssviz.extraction.space import as_template
+from ssviz.models.base import LanguageModel
+
+
+def search_exposure(model: LanguageModel, template, secret: str, *, max_nodes: int = 200_000,
+                    batch_size: int = 64, max_seconds: float | None = None,
+                    max_state_mb: float = DEFAULT_MAX_STATE_MB, progress=None, stop=None) -> ExposureResult:
+    """Exact rank of ``secret`` among all fillers, by enumerating fillers from the most likely.
+
+    Raises :class:`SearchBudgetError` if the rank is not certain within the
+    budgets, :class:`~ssviz.errors.StoppedError` when stopped.
+    """
+    template = as_template(template)
+    template.check_vocab(model.vocab)
+    secret = template.normalize(secret)
+    deadline = Deadline(max_seconds, stop)
+    search = BestFirstSearch(model, template, batch_size=batch_size, max_state_mb=max_state_mb)
+    secret_cost = None
+    seen = 0
+
+    def done() -> bool:
+        nonlocal secret_cost, seen
+        if secret_cost is None:
+            for c, f in search.finished[seen:]:
+                if f == secret:
+                    secret_cost = c
+                    break
+            seen = len(search.finished)
+        return secret_cost is not None and search.frontier_min > secret_cost
+
+    why = search.drive(done, max_nodes=max_nodes, deadline=deadline, progress=progress)
+    costs = np.fromiter((c for c, _ in search.finished), dtype=np.float64, count=len(search.finished))
+    if why is not None:
+        if deadline.stopped():
+            raise StoppedError(why)
+        bound = secret_cost if secret_cost is not None else search.frontier_min
+        lower = int(np.count_nonzero(costs <= bound)) + (0 if secret_cost is not None else 1)
+        upper_exposure = math.log2(template.space_size) - math.log2(lower)
+        where = ("the secret was generated but not yet certified" if secret_cost is not None
+                 else "the secret was not reached")
+        raise SearchBudgetError(
+            f"search exposure needs a larger budget: {why}, and {where}; at least {lower:,} fillers are "
+            f"at least as likely, so exposure <= {upper_exposure:.2f} bits. Raise --max-nodes or use "
+            f"--method skewnorm", rank_lower_bound=lower, exposure_upper_bound=upper_exposure)
+    rank = int(np.count_nonzero(costs <= secret_cost))
+    return ExposureResult(math.log2(template.space_size) - math.log2(rank), "search", template.space_size,
+                          float(secret_cost), rank=rank, samples=len(costs))

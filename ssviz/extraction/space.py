@@ -1,0 +1,125 @@
+"""The tree every extraction algorithm walks, seen through the model interface.
+
+A node is a partial filler: the slot characters chosen so far. Literal
+characters between slots are forced, so each slot character is followed by a
+fixed (possibly empty) run of literal tokens; :class:`SearchSpace` precomputes
+those runs and each slot's alphabet as vocabulary ids, once per template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ssviz.errors import TemplateError
+from ssviz.models.base import LanguageModel, State
+from ssviz.scoring import LN2, PrefixContext, prefix_context
+from ssviz.templates import Template
+
+
+class CountingModel(LanguageModel):
+    """Wraps a model and counts its work: ``reads`` characters and ``calls`` batched invocations.
+
+    Counting at the interface makes ``model_steps`` exact for every algorithm
+    (including the scorer's trie walk used by brute force) at the cost of one
+    Python call per batched step.
+    """
+
+    def __init__(self, model: LanguageModel):
+        self.inner = model
+        self.vocab = model.vocab
+        self.reads = 0
+        self.calls = 0
+
+    def initial_state(self, batch_size: int) -> State:
+        return self.inner.initial_state(batch_size)
+
+    def step(self, tokens: torch.Tensor, state: State):
+        self.reads += int(tokens.numel())
+        self.calls += 1
+        return self.inner.step(tokens, state)
+
+    def run(self, tokens: torch.Tensor, state: State):
+        self.reads += int(tokens.numel())
+        self.calls += 1
+        return self.inner.run(tokens, state)
+
+    def select_state(self, state: State, index: torch.Tensor) -> State:
+        return self.inner.select_state(state, index)
+
+    @property
+    def description(self) -> dict:
+        return self.inner.description
+
+
+def as_template(template) -> Template:
+    if isinstance(template, Template):
+        return template
+    if isinstance(template, str):
+        from ssviz.templates import parse_template
+        return parse_template(template)
+    raise TemplateError(f"expected a template, got {type(template).__name__}")
+
+
+@dataclass
+class SearchSpace:
+    """A template compiled against a model's vocabulary, with its prefix already read.
+
+    ``alphabets[k]`` are slot ``k``'s characters and ``slot_tokens[k]`` their ids;
+    ``literals_after[k]`` the ids of the literal characters forced right after slot
+    character ``k`` (trailing literals after the last one included).
+    """
+
+    template: Template
+    ctx: PrefixContext
+    alphabets: list[str]
+    slot_tokens: list[np.ndarray]
+    literals_after: list[list[int]]
+
+    @classmethod
+    def build(cls, model: LanguageModel, template) -> "SearchSpace":
+        template = as_template(template)
+        ctx = prefix_context(model, template)  # checks the vocabulary
+        enc = model.vocab.encode
+        slot_pos = list(template.slot_positions) + [len(template.positions)]
+        literals = [enc("".join(template.positions[p + 1:slot_pos[k + 1]]))
+                    for k, p in enumerate(template.slot_positions)]
+        return cls(template, ctx, list(template.filler_alphabets),
+                   [np.array(enc(a), dtype=np.int64) for a in template.filler_alphabets], literals)
+
+    @property
+    def depth(self) -> int:
+        """Number of slot characters in a complete filler."""
+        return len(self.alphabets)
+
+    @property
+    def prefix_bits(self) -> float:
+        return float(self.ctx.bits)
+
+    def root_state(self, model: LanguageModel, n: int) -> tuple[State, torch.Tensor]:
+        """``n`` copies of the post-prefix state and next-character log-probs."""
+        index = torch.zeros(n, dtype=torch.long)
+        return model.select_state(self.ctx.state, index), self.ctx.log_probs.expand(n, -1)
+
+    def edge_bits(self, log_probs: torch.Tensor, k: int) -> torch.Tensor:
+        """``[n, |alphabet k|]`` float64 edge weights -log2 P(c | node) for slot ``k``'s characters."""
+        return -log_probs[:, torch.from_numpy(self.slot_tokens[k])].double() / LN2
+
+    def force_literals(self, model: LanguageModel, k: int, costs: torch.Tensor, log_probs: torch.Tensor,
+                       state: State, need_state: bool) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """Add the cost of the literals forced after slot character ``k``; step through them.
+
+        ``log_probs``/``state`` are taken right after reading slot character ``k``.
+        The last literal is only read when ``need_state`` (a following slot needs
+        its distribution); a complete filler only needs the literal's cost.
+        """
+        lits = self.literals_after[k]
+        n = len(costs)
+        for j, tok in enumerate(lits):
+            costs = costs - log_probs[:, tok].double() / LN2
+            if j == len(lits) - 1 and not need_state:
+                break
+            log_probs, state = model.step(torch.full((n,), tok, dtype=torch.long), state)
+        return costs, log_probs, state
