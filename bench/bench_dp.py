@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,9 +22,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from ssviz.demo import DEMO_CORPUS  # noqa: E402
-from ssviz.sweeps import run_sweep  # noqa: E402
-from ssviz.templates import Template  # noqa: E402
-from ssviz.train import Canary, TrainConfig, train  # noqa: E402
+from ssviz.train import TrainConfig, train  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +31,6 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--sweep", action="store_true", help="also time a 3x3 grid x 2 seeds sweep")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     text = DEMO_CORPUS.read_text(encoding="utf-8")[:args.kb * 1000]
@@ -53,20 +49,6 @@ def main() -> None:
         eps = "" if res.epsilon is None else f"  epsilon {res.epsilon:.2f} (delta {cfg.dp_delta:g}, sigma {res.dp_noise:.2f})"
         print(f"{label:22s} {per_epoch:7.2f} s/epoch  x{per_epoch / plain:5.1f}  test loss {res.test_loss:.3f}{eps}",
               flush=True)
-    if args.sweep:
-        small = TrainConfig(layers=1, hidden=64, embedding_dim=32, epochs=3, batch_size=128, lr=0.005, patience=None,
-                            exposure_method="exact")
-        grid = {"batch_size": [32, 64, 128], "hidden": [32, 64, 128]}
-        canary = Canary(Template("The secret code is {d:6}"), "281546", 8)
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            s = run_sweep(text[:50_000], canary, small, grid, seeds=2, db=Path(tmp) / "bench.duckdb")
-            total = time.perf_counter() - t
-            t = time.perf_counter()
-            again = run_sweep(text[:50_000], canary, small, grid, seeds=2, db=Path(tmp) / "bench.duckdb")
-            print(f"sweep 3x3 (batch_size x hidden) x 2 seeds, 50 KB, 3 epochs, exact 10^6 exposure per epoch: "
-                  f"{s.computed} runs in {total:.0f} s ({total / s.computed:.1f} s/run); "
-                  f"rerun (resume, nothing to do): {time.perf_counter() - t:.2f} s, {again.computed} computed")
 
 
 if __name__ == "__main__":

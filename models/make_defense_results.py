@@ -8,6 +8,10 @@ times; exposure is exact over the 10^6 fillers after every epoch. The
 undefended record is the quantization run's "before" model (same training).
 
     nice python models/make_defense_results.py [--only dp] [--out PATH]
+    nice python models/make_defense_results.py --sweep     # models/defenses/demo-sweep.duckdb
+
+The sweep is the paper's Table 2 in small: batch size x hidden units (3x3) x 2
+seeds on the first 50 KB, 4 epochs, same canary; it prints its wall time.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from ssviz.templates import Template  # noqa: E402
 from ssviz.train import Canary, TrainConfig  # noqa: E402
 
 OUT = ROOT / "models" / "defenses" / "demo-results.json"
+SWEEP_DB = ROOT / "models" / "defenses" / "demo-sweep.duckdb"
+SWEEP_GRID = {"batch_size": [32, 64, 128], "hidden": [32, 64, 128]}
+SWEEP_CHARS = 50_000
 CORPUS_CHARS = 100_000
 CONFIG = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=6, batch_size=128, lr=0.005, seed=0,
                      patience=None, exposure_method="exact")
@@ -47,12 +54,29 @@ def undefended_from_quantized(rec: dict) -> dict:
             "exposure_method": last["exposure_method"], "test_loss": before["test_loss"], "details": {}}
 
 
+def make_sweep() -> None:
+    from ssviz.sweeps import load_runs, run_sweep, summarize
+    text = DEMO_CORPUS.read_text(encoding="utf-8")[:SWEEP_CHARS]
+    canary = Canary(Template(DEMO_CANARY["template"]), DEMO_CANARY["secret"], DEMO_CANARY["insertions"])
+    config = TrainConfig(layers=1, hidden=64, embedding_dim=32, epochs=4, batch_size=128, lr=0.005, seed=0,
+                         patience=None, exposure_method="exact")
+    t = time.perf_counter()
+    s = run_sweep(text, canary, config, SWEEP_GRID, seeds=2, db=SWEEP_DB, sweep="table2-batch-x-hidden",
+                  progress=lambda d, n: print(f"run {d}/{n} {time.perf_counter() - t:.0f}s", flush=True))
+    print(f"{s.computed} runs computed, {s.skipped} stored, {time.perf_counter() - t:.0f} s")
+    print(summarize(load_runs(SWEEP_DB, s.sweep)).round(2).to_string(index=False))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="run only this defense and merge into the existing file")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--sweep", action="store_true", help="build the bundled sweep database instead")
     args = ap.parse_args()
     torch.set_num_threads(1)  # faster than 2 contending threads on a shared 2-core machine
+    if args.sweep:
+        make_sweep()
+        return
     text = DEMO_CORPUS.read_text(encoding="utf-8")[:CORPUS_CHARS]
     out = Path(args.out)
     records = json.loads(out.read_text()) if args.only and out.exists() else []

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import sys
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from ssviz import exposure as exposure_mod
-from ssviz.errors import SsvizError, StoppedError
+from ssviz.errors import SsvizError
 from ssviz.models.base import Vocab
 from ssviz.models.checkpoint import save_checkpoint
 from ssviz.models.rnn import ARCHS, CharRNN
