@@ -24,7 +24,16 @@ TOL = 1e-5  # bits: batched float32 steps differ from the scorer's in the last d
 # small spaces (<= 10^4) with literals between slots and after the last one
 TEMPLATES = ["PIN {d:3}", "My PIN is {d:4}", "ab {[xyz]:2}-{d:2}.", "S {d:1} M {[ab]:3}", "I {a:2}",
              "code {x:1}{d:2}-"]
-FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batched steps run fastest on one thread on this shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny(seed: int, sharpness: float = 4.0) -> CharRNN:
