@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ssviz.extraction.result import Deadline, ExtractionResult, check_positive, make_result
-from ssviz.extraction.space import CountingModel, SearchSpace
+from ssviz.extraction.result import ExtractionResult, make_result
+from ssviz.extraction.space import SearchSpace, start_run
 from ssviz.extraction.trace import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_STEPS, child, found_entry, node, recorder_for
 from ssviz.models.base import LanguageModel
 
@@ -27,11 +27,7 @@ def beam_search(model: LanguageModel, template, *, beam_width: int = 1000, top_k
     order). Stopped or out of time before the last slot: no complete filler,
     ``complete=False``.
     """
-    check_positive("beam_width", beam_width)
-    check_positive("top_k", top_k)
-    deadline = Deadline(max_seconds, stop)
-    counter = CountingModel(model)
-    space = SearchSpace.build(counter, template)
+    deadline, counter, space = start_run(model, template, max_seconds, stop, beam_width=beam_width, top_k=top_k)
     recorder = recorder_for(trace, "beam", space, max_trace_steps, max_trace_children)
     fillers = [""]
     costs = torch.tensor([space.prefix_bits], dtype=torch.float64)

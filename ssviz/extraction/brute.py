@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 from ssviz.errors import SpaceTooLargeError
-from ssviz.extraction.result import Deadline, ExtractionResult, check_positive, make_result
-from ssviz.extraction.space import CountingModel, SearchSpace
+from ssviz.extraction.result import ExtractionResult, make_result
+from ssviz.extraction.space import SearchSpace, start_run
 from ssviz.extraction.trace import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_STEPS, found_entry, recorder_for
 from ssviz.models.base import LanguageModel
 from ssviz.scoring import DEFAULT_CHUNK, EXHAUSTIVE_LIMIT, check_exhaustive, iter_space_chunks, score_digits
@@ -35,11 +35,8 @@ def brute_force(model: LanguageModel, template, *, top_k: int = 1, limit: int = 
                 max_trace_steps: int = DEFAULT_MAX_STEPS, max_trace_children: int = DEFAULT_MAX_CHILDREN,
                 progress=None, stop=None) -> ExtractionResult:
     """The exact ``top_k`` by enumeration; :class:`SpaceTooLargeError` when |R| > ``limit``."""
-    check_positive("top_k", top_k)
-    check_positive("limit", limit)
-    deadline = Deadline(max_seconds, stop)
-    counter = CountingModel(model)
-    space = SearchSpace.build(counter, template)
+    deadline, counter, space = start_run(model, template, max_seconds, stop, top_k=top_k, limit=limit,
+                                         chunk_size=chunk_size)
     total = space.template.space_size
     if total > limit:
         check_exhaustive(space.template, limit, rate=measure_rate(model, space))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ssviz.extraction.result import Deadline, ExtractionResult, check_positive, make_result
-from ssviz.extraction.space import CountingModel, SearchSpace
+from ssviz.extraction.result import ExtractionResult, make_result
+from ssviz.extraction.space import SearchSpace, start_run
 from ssviz.extraction.trace import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_STEPS, child, found_entry, node, recorder_for
 from ssviz.models.base import LanguageModel
 
@@ -45,12 +45,8 @@ def sample(model: LanguageModel, template, *, samples: int = 10_000, seed: int =
            max_trace_steps: int = DEFAULT_MAX_STEPS, max_trace_children: int = DEFAULT_MAX_CHILDREN,
            progress=None, stop=None) -> ExtractionResult:
     """The best distinct fillers among ``samples`` drawn from the model (seeded)."""
-    check_positive("samples", samples)
-    check_positive("top_k", top_k)
-    check_positive("chunk_size", chunk_size)
-    deadline = Deadline(max_seconds, stop)
-    counter = CountingModel(model)
-    space = SearchSpace.build(counter, template)
+    deadline, counter, space = start_run(model, template, max_seconds, stop, samples=samples, top_k=top_k,
+                                         chunk_size=chunk_size)
     recorder = recorder_for(trace, "sampling", space, max_trace_steps, max_trace_children)
     gen = torch.Generator().manual_seed(int(seed))
     best: dict[str, float] = {}

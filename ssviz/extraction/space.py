@@ -123,3 +123,16 @@ class SearchSpace:
                 break
             log_probs, state = model.step(torch.full((n,), tok, dtype=torch.long), state)
         return costs, log_probs, state
+
+
+def start_run(model: LanguageModel, template, max_seconds: float | None, stop, **positive):
+    """What every algorithm does first: check its counts, start the clock, wrap the model, read the prefix.
+
+    Returns ``(deadline, counting_model, space)``.
+    """
+    from ssviz.extraction.result import Deadline, check_positive
+    for name, value in positive.items():
+        check_positive(name, value)
+    deadline = Deadline(max_seconds, stop)
+    counter = CountingModel(model)
+    return deadline, counter, SearchSpace.build(counter, template)

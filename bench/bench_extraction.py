@@ -1,0 +1,118 @@
+"""Benchmark the extraction algorithms (issue 3): nodes expanded, model steps, wall time, ratio to brute force.
+
+    nice python bench/bench_extraction.py [--threads 1] [--quick]
+
+Models: the bundled demo checkpoint (2x200 LSTM, 6-digit canary, |R| = 10^6:
+brute force is run) and models/canary9-lstm.safetensors (1x128 LSTM, 9-digit
+canary, |R| = 10^9: brute-force time is estimated from the scorer's measured
+throughput, not run). Then Dijkstra with 1, 16, 64, 256 nodes popped per model
+step on a harder task (the 500 most likely 9-digit fillers) to show the
+batched-pop speed-up. Prints numbers; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT  # noqa: E402
+from ssviz.extraction import extract, search_exposure  # noqa: E402
+from ssviz.extraction.brute import measure_rate  # noqa: E402
+from ssviz.extraction.space import SearchSpace  # noqa: E402
+from ssviz.models import load_checkpoint  # noqa: E402
+from ssviz.templates import Template  # noqa: E402
+
+CANARY9_CHECKPOINT = ROOT / "models" / "canary9-lstm.safetensors"
+CANARY9 = {"template": "The random number is {d:9}", "secret": "374912058"}
+ROW = "{:<34} {:>10} {:>12} {:>12} {:>9} {:>10} {:>12}  {}"
+
+
+def row(name, res, brute_seconds, brute_nodes, secret) -> None:
+    hit = "secret" if res.found == secret else f"MISSED (got {res.found})"
+    print(ROW.format(name, f"{res.nodes_expanded:,}", f"{res.model_steps:,}", f"{res.model_calls:,}",
+                     f"{res.seconds:.3f}", f"{brute_seconds / max(res.seconds, 1e-9):,.0f}x",
+                     f"{brute_nodes / max(res.nodes_expanded, 1):,.0f}x", hit))
+
+
+def header(title: str) -> None:
+    print(f"\n== {title}")
+    print(ROW.format("algorithm", "nodes", "model steps", "model calls", "seconds", "speed-up", "fewer nodes",
+                     "result"))
+
+
+def bench_model(label, model, template_text, secret, run_brute: bool, quick: bool) -> None:
+    template = Template(template_text)
+    space = SearchSpace.build(model, template)
+    extract(model, template, "dijkstra", max_nodes=200)  # warm-up
+    if run_brute:
+        brute = extract(model, template, "brute")
+        brute_seconds, note = brute.seconds, "measured"
+    else:
+        rate = measure_rate(model, space, n=1 << 15)
+        brute, brute_seconds, note = None, template.space_size / rate, f"estimated at {rate:,.0f} fillers/s"
+    header(f"{label}: {template_text!r}, secret {secret}, |R| = {template.space_size:.0e}; "
+           f"brute force {brute_seconds:,.1f} s ({note})")
+    if brute is not None:
+        row("brute force", brute, brute_seconds, template.space_size, secret)
+    runs = [("dijkstra (batch 64)", "dijkstra", {"batch_size": 64}),
+            ("beam (width 1000)", "beam", {"beam_width": 1000}),
+            ("beam (width 10)", "beam", {"beam_width": 10}),
+            ("sampling (10,000, seed 0)", "sampling", {"samples": 2_000 if quick else 10_000, "seed": 0})]
+    for name, alg, opts in runs:
+        row(name, extract(model, template, alg, **opts), brute_seconds, template.space_size, secret)
+    t0 = time.perf_counter()
+    exp = search_exposure(model, template, secret)
+    print(f"search exposure of {secret}: rank {exp.rank}, exposure {exp.exposure:.2f} bits "
+          f"(log2|R| = {math.log2(template.space_size):.2f}), {exp.samples:,} fillers enumerated, "
+          f"{time.perf_counter() - t0:.3f} s")
+    return exp
+
+
+def bench_batching(model, template_text, top_k: int) -> None:
+    print(f"\n== batched pops: Dijkstra, {top_k} most likely fillers of {template_text!r} (exact top-k)")
+    print("{:>6} {:>10} {:>12} {:>12} {:>9} {:>9}".format("batch", "nodes", "model steps", "model calls",
+                                                           "seconds", "speed-up"))
+    base = None
+    for bs in (1, 16, 64, 256):
+        res = extract(model, template_text, "dijkstra", top_k=top_k, batch_size=bs, max_nodes=10 ** 6)
+        base = base or res.seconds
+        print("{:>6} {:>10,} {:>12,} {:>12,} {:>9.3f} {:>8.1f}x".format(bs, res.nodes_expanded, res.model_steps,
+                                                                      res.model_calls, res.seconds,
+                                                                      base / res.seconds)
+              + ("" if res.complete else f"  partial: {res.message}"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small batches)")
+    ap.add_argument("--quick", action="store_true", help="fewer samples, smaller top-k")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s)")
+    demo = load_checkpoint(DEMO_CHECKPOINT)
+    bench_model("demo checkpoint (2x200 LSTM)", demo, DEMO_CANARY["template"], DEMO_CANARY["secret"],
+                run_brute=True, quick=args.quick)
+    if not CANARY9_CHECKPOINT.exists():
+        print(f"\n{CANARY9_CHECKPOINT} missing: run python models/make_canary9.py")
+        return
+    canary9 = load_checkpoint(CANARY9_CHECKPOINT)
+    t0 = time.perf_counter()
+    res = extract(canary9, CANARY9["template"], "dijkstra")
+    print(f"\ntarget (9-digit canary by shortest path in < 10 s with < 10^5 nodes): "
+          f"{'met' if res.found == CANARY9['secret'] and res.seconds < 10 and res.nodes_expanded < 1e5 else 'NOT met'}"
+          f" ({res.nodes_expanded:,} nodes, {time.perf_counter() - t0:.3f} s including the prefix)")
+    bench_model("9-digit canary (1x128 LSTM)", canary9, CANARY9["template"], CANARY9["secret"],
+                run_brute=False, quick=args.quick)
+    bench_batching(canary9, CANARY9["template"], 100 if args.quick else 5000)
+
+
+if __name__ == "__main__":
+    main()
