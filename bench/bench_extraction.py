@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT  # noqa: E402
+from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL  # noqa: E402
+from ssviz.exposure import exact  # noqa: E402
 from ssviz.extraction import extract, search_exposure  # noqa: E402
 from ssviz.extraction.brute import measure_rate  # noqa: E402
 from ssviz.extraction.space import SearchSpace  # noqa: E402
@@ -62,10 +63,11 @@ def bench_model(label, model, template_text, secret, run_brute: bool, quick: boo
            f"brute force {brute_seconds:,.1f} s ({note})")
     if brute is not None:
         row("brute force", brute, brute_seconds, template.space_size, secret)
+    samples = 2_000 if quick else 10_000
     runs = [("dijkstra (batch 64)", "dijkstra", {"batch_size": 64}),
             ("beam (width 1000)", "beam", {"beam_width": 1000}),
             ("beam (width 10)", "beam", {"beam_width": 10}),
-            ("sampling (10,000, seed 0)", "sampling", {"samples": 2_000 if quick else 10_000, "seed": 0})]
+            (f"sampling ({samples:,}, seed 0)", "sampling", {"samples": samples, "seed": 0})]
     for name, alg, opts in runs:
         row(name, extract(model, template, alg, **opts), brute_seconds, template.space_size, secret)
     t0 = time.perf_counter()
@@ -74,6 +76,18 @@ def bench_model(label, model, template_text, secret, run_brute: bool, quick: boo
           f"(log2|R| = {math.log2(template.space_size):.2f}), {exp.samples:,} fillers enumerated, "
           f"{time.perf_counter() - t0:.3f} s")
     return exp
+
+
+def bench_control_rank(model, template_text, control: str) -> None:
+    """Exact rank of a never-inserted filler by best-first enumeration, checked against enumeration."""
+    t0 = time.perf_counter()
+    ref = exact(model, Template(template_text), control)
+    t_exact = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    got = search_exposure(model, template_text, control, max_nodes=10 ** 6)
+    print(f"control {control}: search rank {got.rank:,} (exact enumeration: {ref.rank:,}), exposure "
+          f"{got.exposure:.2f} bits; {got.samples:,} fillers enumerated in {time.perf_counter() - t0:.1f} s "
+          f"(exact enumeration {t_exact:.1f} s)")
 
 
 def bench_batching(model, template_text, top_k: int) -> None:
@@ -100,6 +114,8 @@ def main() -> None:
     demo = load_checkpoint(DEMO_CHECKPOINT)
     bench_model("demo checkpoint (2x200 LSTM)", demo, DEMO_CANARY["template"], DEMO_CANARY["secret"],
                 run_brute=True, quick=args.quick)
+    if not args.quick:
+        bench_control_rank(demo, DEMO_CANARY["template"], DEMO_CONTROL)
     if not CANARY9_CHECKPOINT.exists():
         print(f"\n{CANARY9_CHECKPOINT} missing: run python models/make_canary9.py")
         return

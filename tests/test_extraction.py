@@ -189,7 +189,7 @@ def test_bad_options_are_refused(tiny_model):
 
 
 def test_state_memory_budget_gives_partial_result(tiny_model):
-    res = shortest_path(tiny_model, "My PIN is {d:4}", max_state_mb=0.001)
+    res = shortest_path(tiny_model, "My PIN is {d:4}", max_memory_mb=0.001)
     assert not res.complete and "memory budget" in res.message
 
 

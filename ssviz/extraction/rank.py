@@ -23,14 +23,14 @@ import numpy as np
 from ssviz.errors import StoppedError
 from ssviz.exposure import ExposureResult
 from ssviz.extraction.result import Deadline, SearchBudgetError
-from ssviz.extraction.shortest_path import DEFAULT_MAX_STATE_MB, BestFirstSearch
+from ssviz.extraction.shortest_path import DEFAULT_MAX_MEMORY_MB, BestFirstSearch
 from ssviz.extraction.space import as_template
 from ssviz.models.base import LanguageModel
 
 
 def search_exposure(model: LanguageModel, template, secret: str, *, max_nodes: int = 200_000,
                     batch_size: int = 64, max_seconds: float | None = None,
-                    max_state_mb: float = DEFAULT_MAX_STATE_MB, progress=None, stop=None) -> ExposureResult:
+                    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, progress=None, stop=None) -> ExposureResult:
     """Exact rank of ``secret`` among all fillers, by enumerating fillers from the most likely.
 
     Raises :class:`SearchBudgetError` if the rank is not certain within the
@@ -40,7 +40,7 @@ def search_exposure(model: LanguageModel, template, secret: str, *, max_nodes: i
     template.check_vocab(model.vocab)
     secret = template.normalize(secret)
     deadline = Deadline(max_seconds, stop)
-    search = BestFirstSearch(model, template, batch_size=batch_size, max_state_mb=max_state_mb)
+    search = BestFirstSearch(model, template, batch_size=batch_size, max_memory_mb=max_memory_mb)
     secret_cost = None
     seen = 0
 

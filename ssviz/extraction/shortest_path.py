@@ -22,6 +22,10 @@ node; literal costs are added when the child is popped, which keeps the order
 exact (costs only grow). Complete fillers with no trailing literal are finished
 as soon as they are created.
 
+Memory: ``max_memory_mb`` bounds the state rows plus the frontier and finished
+entries (about 128 bytes per frontier entry); reaching it ends the run with a
+partial result, like the node and time budgets.
+
 Ties: nodes of equal cost pop in (parent row, character) order, so the outcome
 is deterministic; fillers whose costs are exactly equal may appear in either
 order relative to brute force.
@@ -41,7 +45,10 @@ from ssviz.extraction.states import PoolFullError, StatePool
 from ssviz.extraction.trace import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_STEPS, child, found_entry, node, recorder_for
 from ssviz.models.base import LanguageModel
 
-DEFAULT_MAX_STATE_MB = 512
+DEFAULT_MAX_MEMORY_MB = 512
+# approximate CPython sizes: a frontier entry (tuple, float, int, list slot), a finished (tuple, float, str)
+FRONTIER_ENTRY_BYTES = 128
+FINISHED_ENTRY_BYTES = 144
 STOP_RULES = ("exact", "paper")
 
 
@@ -49,13 +56,15 @@ class BestFirstSearch:
     """The frontier, the finished fillers and one batched iteration; drivers decide when to stop."""
 
     def __init__(self, model: LanguageModel, template, *, batch_size: int = 64,
-                 max_state_mb: float = DEFAULT_MAX_STATE_MB, trace: bool = False,
+                 max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, trace: bool = False,
                  max_trace_steps: int = DEFAULT_MAX_STEPS, max_trace_children: int = DEFAULT_MAX_CHILDREN):
         check_positive("batch_size", batch_size)
         self.model = CountingModel(model)
         self.space = SearchSpace.build(self.model, template)
         self.batch_size = int(batch_size)
-        self.pool = StatePool(self.model, int(max_state_mb * 2**20))
+        check_positive("max_memory_mb", max_memory_mb)
+        self.max_bytes = int(max_memory_mb * 2**20)
+        self.pool = StatePool(self.model, self.max_bytes)
         self.recorder = recorder = recorder_for(trace, "dijkstra", self.space, max_trace_steps, max_trace_children)
         self.heap: list[tuple[float, int, int]] = []      # (cost, parent row, character offset)
         self.finished: list[tuple[float, str]] = []       # complete fillers in the order found
@@ -77,6 +86,12 @@ class BestFirstSearch:
         if recorder is not None:
             recorder.step([node("", self.space.prefix_bits)], children, len(self.heap),
                           [found_entry(f, c) for c, f in self.finished])
+
+    @property
+    def memory_bytes(self) -> int:
+        """State rows plus frontier and finished entries (estimated)."""
+        return (self.pool.bytes_used + FRONTIER_ENTRY_BYTES * len(self.heap)
+                + FINISHED_ENTRY_BYTES * len(self.finished))
 
     @property
     def frontier_min(self) -> float:
@@ -168,6 +183,8 @@ class BestFirstSearch:
             why = deadline.why_not_continue()
             if why is None and self.nodes_expanded >= max_nodes:
                 why = f"node budget of {max_nodes:,} expanded nodes reached"
+            if why is None and self.memory_bytes > self.max_bytes:
+                why = f"memory budget of {self.max_bytes / 2**20:g} MB reached"
             if why is not None:
                 return why
             try:
@@ -181,7 +198,7 @@ class BestFirstSearch:
 
 def shortest_path(model: LanguageModel, template, *, top_k: int = 1, max_nodes: int = 100_000,
                   batch_size: int = 64, max_seconds: float | None = None, stop_rule: str = "exact",
-                  max_state_mb: float = DEFAULT_MAX_STATE_MB, trace: bool = False,
+                  max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, trace: bool = False,
                   max_trace_steps: int = DEFAULT_MAX_STEPS, max_trace_children: int = DEFAULT_MAX_CHILDREN,
                   progress=None, stop=None) -> ExtractionResult:
     """The ``top_k`` most likely fillers, exactly (``stop_rule="exact"``), by batched Dijkstra search.
@@ -193,7 +210,7 @@ def shortest_path(model: LanguageModel, template, *, top_k: int = 1, max_nodes: 
     if stop_rule not in STOP_RULES:
         raise SsvizError(f"unknown stop rule {stop_rule!r}: expected one of {', '.join(STOP_RULES)}")
     deadline = Deadline(max_seconds, stop)
-    search = BestFirstSearch(model, template, batch_size=batch_size, max_state_mb=max_state_mb, trace=trace,
+    search = BestFirstSearch(model, template, batch_size=batch_size, max_memory_mb=max_memory_mb, trace=trace,
                              max_trace_steps=max_trace_steps, max_trace_children=max_trace_children)
     best: list[float] = []  # max-heap (negated) of the top_k finished costs
     seen = 0

@@ -8,8 +8,9 @@ dimension, then keeps every tensor in a preallocated buffer (doubling when
 full). ``append`` copies a batch state in and returns its row numbers;
 ``gather`` builds one batch state from any rows with one ``index_select`` per
 tensor. Only *expanded* nodes own a row (children are (parent row, character)
-pairs), so memory grows with nodes expanded, not with the frontier; ``max_bytes``
-bounds it and :class:`PoolFullError` tells the search to stop with a partial result.
+pairs), so state memory grows with nodes expanded, not with the frontier;
+``max_bytes`` bounds it and :class:`PoolFullError` tells the search to stop with
+a partial result (the search also counts its frontier against the same budget).
 
 Why not recompute each popped node from the prefix? That reads ~depth
 characters per node instead of one (5-10x more model work on a 9-digit slot),
