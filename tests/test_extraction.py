@@ -100,6 +100,28 @@ def test_beam_returns_full_filler_with_scorer_cost(seed, text, width):
 
 
 @FAST
+@given(seed=models, text=templates, width=st.integers(1, 5), s=st.integers(0, 100))
+def test_approximate_algorithms_never_beat_the_exact_answer(seed, text, width, s):
+    model, template = tiny(seed), Template(text)
+    best = brute_lps(model, template).min()
+    assert beam_search(model, template, beam_width=width).log_perplexity >= best - TOL
+    assert sample(model, template, samples=20, seed=s).log_perplexity >= best - TOL
+
+
+def test_narrow_beam_can_miss_the_best_filler():
+    """The paper's lesson: a best filler whose prefix is not among the best prefixes is pruned."""
+    template = Template("My PIN is {d:4}")
+    misses = 0
+    for seed in range(20):
+        model = tiny(seed, sharpness=2.0)
+        best = shortest_path(model, template)
+        greedy = beam_search(model, template, beam_width=1)
+        assert greedy.log_perplexity >= best.log_perplexity - TOL
+        misses += greedy.found != best.found
+    assert misses > 0
+
+
+@FAST
 @given(seed=models, text=templates)
 def test_wide_beam_is_exact(seed, text):
     """With a beam as wide as the space nothing is pruned: beam search = brute force."""
