@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
+import torch
+
 from ssviz.cli import emit, progress_printer
+from ssviz.errors import SsvizError
 from ssviz.extraction import ALGORITHMS, extract, save_trace
 from ssviz.models import load_checkpoint
 from ssviz.scoring import EXHAUSTIVE_LIMIT
@@ -22,6 +27,9 @@ def register(sub, parent) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="dijkstra: nodes popped per model step")
     p.add_argument("--max-seconds", type=float, default=None, help="time budget (partial result when reached)")
     p.add_argument("--limit", type=int, default=EXHAUSTIVE_LIMIT, help="brute force: largest space enumerated")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: search steps small batches, which extra threads slow down "
+                        "on a busy CPU)")
     p.add_argument("--trace", metavar="FILE", help="write the search trace (JSON, see docs/trace.md)")
     p.set_defaults(run=run_extract)
 
@@ -37,10 +45,15 @@ def options_from_args(args) -> dict:
 
 
 def run_extract(args) -> int:
+    if args.threads < 1:
+        raise SsvizError("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
     template = parse_template(args.template)
     progress = progress_printer(args.algorithm, not args.json)
     res = extract(model, template, args.algorithm, progress=progress, **options_from_args(args))
+    if progress is not None:
+        sys.stderr.write("\n")  # end the progress line even when the run ended before its total
     if args.trace:
         save_trace(res.trace, args.trace)
     payload = res.to_json()
