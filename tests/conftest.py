@@ -10,6 +10,10 @@ from ssviz.models import CharRNN
 from ssviz.templates import Template
 from ssviz.train import Canary, TrainConfig, train
 
+# Tiny models gain nothing from intra-op parallelism, and on a shared 2-core machine a
+# second thread makes small batched steps many times slower.
+torch.set_num_threads(1)
+
 TINY_VOCAB = list(" abcdefghijklmnopqrstuvwxyzMNPSIY0123456789-.{}")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ssviz import exposure as exposure_mod
 from ssviz.cli import emit, progress_printer
 from ssviz.errors import SsvizError
@@ -30,9 +32,20 @@ def register(sub, parent) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-nodes", type=int, default=200_000, help="node budget for --method search")
     p.set_defaults(run=run_exposure)
+    for name in ("score", "exposure"):
+        sub.choices[name].add_argument("--threads", type=int, default=None,
+                                       help="torch CPU threads (1 is often fastest on a shared machine)")
+
+
+def _set_threads(args) -> None:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SsvizError("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
 
 
 def run_score(args) -> int:
+    _set_threads(args)
     model = load_checkpoint(args.checkpoint)
     template = parse_template(args.template)
     template.check_vocab(model.vocab)
@@ -54,12 +67,13 @@ def run_score(args) -> int:
 
 
 def run_exposure(args) -> int:
+    _set_threads(args)
     model = load_checkpoint(args.checkpoint)
     template = parse_template(args.template)
     progress = progress_printer("scoring", not args.json)
     if args.method == "search":
         from ssviz.extraction import search_exposure  # provided by the extraction issue
-        res = search_exposure(model, template, args.secret, max_nodes=args.max_nodes)
+        res = search_exposure(model, template, args.secret, max_nodes=args.max_nodes, progress=progress)
     else:
         res = exposure_mod.measure(model, template, args.secret, args.method, samples=args.samples,
                                    seed=args.seed, progress=progress)
