@@ -32,11 +32,14 @@ def defense_comparison(records: list[dict], max_exposure: float | None = None) -
     draws the ceiling: exposure there means the canary ranks first.
     """
     fig = go.Figure()
-    for defense in dict.fromkeys(r["defense"] for r in records):
+    defenses = list(dict.fromkeys(r["defense"] for r in records))
+    defenses.sort(key=lambda d: d == "none")  # the undefended star is drawn last, on top
+    for defense in defenses:
         rs = [r for r in records if r["defense"] == defense]
         fig.add_trace(go.Scatter(
             x=[r["test_loss"] for r in rs], y=[r["exposure"] for r in rs], mode="markers+text",
-            name=LABELS.get(defense, defense), text=[str(r.get("strength", "")).replace("-", "") for r in rs],
+            name=LABELS.get(defense, defense),
+            text=["" if r.get("strength") in (None, "-") else str(r["strength"]) for r in rs],
             textposition="top center", hovertext=[_label(r) for r in rs],
             hovertemplate="%{hovertext}<br>test loss %{x:.3f}<br>exposure %{y:.1f} bits<extra></extra>",
             marker=dict(size=16 if defense == "none" else 11, symbol="star" if defense == "none" else "circle",
