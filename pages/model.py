@@ -1,0 +1,173 @@
+"""Page 1, Model & corpus: the bundled demo, an uploaded checkpoint, or a model trained here with a canary."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from ssviz.plots.training import training_progress
+from ssviz.templates import Template
+from ssviz.train import Canary, TrainConfig
+from ui import state
+from ui.jobs import TrainingJob
+from ui.widgets import chart, run_page
+
+JOB = "ssviz_training_job"
+REGISTERED = "ssviz_training_registered"
+
+
+def model_section() -> state.CurrentModel:
+    st.subheader("Current model")
+    registry = state.models()
+    keys = list(registry)
+    chosen = st.selectbox("Model", keys, index=keys.index(state.get(state.MODEL)),
+                          format_func=lambda k: registry[k]["name"], key="w_model_select")
+    if chosen != state.get(state.MODEL):
+        state.select_model(chosen)
+    current = state.current_model()
+    d = current.model.description
+    c = st.columns(5)
+    c[0].metric("Architecture", d["arch"])
+    c[1].metric("Layers x units", f"{d['layers']} x {d['hidden_size']}")
+    c[2].metric("Embedding", d["embedding_dim"])
+    c[3].metric("Parameters", f"{d['parameters']:,}")
+    c[4].metric("Vocabulary", f"{d['vocab_size']} chars")
+    canary = current.canary
+    if canary:
+        st.info(f"Trained with the canary `{Template(canary['template']).format(canary['secret'])}` inserted "
+                f"{canary.get('insertions', '?')} times: it is the secret under test by default.")
+    with st.expander("Vocabulary"):
+        st.code(" ".join(repr(ch)[1:-1] for ch in current.model.vocab.chars), language="text")
+    return current
+
+
+def upload_section() -> None:
+    st.subheader("Upload")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.file_uploader("Checkpoint (.safetensors or weights-only .pt)", type=["safetensors", "pt"],
+                         key="w_checkpoint_upload", on_change=_on_checkpoint)
+        st.caption("Files are validated before use; pickled Python objects are refused, never executed.")
+        if st.session_state.get(state.UPLOAD_ERROR):
+            st.error(st.session_state[state.UPLOAD_ERROR])
+    with c2:
+        st.file_uploader("Training corpus (UTF-8 text)", type=["txt", "text", "csv", "md"],
+                         key="w_corpus_upload", on_change=_on_corpus)
+        if st.session_state.get(state.CORPUS_ERROR):
+            st.error(st.session_state[state.CORPUS_ERROR])
+
+
+def _on_checkpoint() -> None:
+    f = st.session_state.get("w_checkpoint_upload")
+    if f is not None:
+        state.accept_checkpoint(f.name, f.getvalue())
+
+
+def _on_corpus() -> None:
+    f = st.session_state.get("w_corpus_upload")
+    if f is not None:
+        state.accept_corpus(f.name, f.getvalue())
+    else:
+        st.session_state[state.CORPUS] = None
+
+
+def corpus_section(current: state.CurrentModel) -> None:
+    name, text = state.corpus()
+    st.subheader("Corpus")
+    missing = current.model.vocab.missing(text)
+    c = st.columns(4)
+    c[0].metric("Corpus", name)
+    c[1].metric("Characters", f"{len(text):,}")
+    c[2].metric("Lines", f"{text.count(chr(10)) + 1:,}")
+    c[3].metric("Distinct characters", len(set(text)))
+    if missing:
+        counts = pd.Series([ch for ch in text if ch in set(missing)]).value_counts()
+        st.warning(f"{len(missing)} character(s) of this corpus are outside the current model's vocabulary "
+                   f"({int(counts.sum()):,} occurrences): text containing them cannot be scored by this model.")
+        st.dataframe(pd.DataFrame({"character": [repr(ch) for ch in counts.index], "count": counts.values}),
+                     hide_index=True, height=min(300, 40 + 35 * len(counts)))
+    else:
+        st.success("Every character of the corpus is in the current model's vocabulary.")
+
+
+def train_section() -> None:
+    st.subheader("Train a model with a canary")
+    name, text = state.corpus()
+    job: TrainingJob | None = st.session_state.get(JOB)
+    running = bool(job and job.running)
+    with st.form("train_form", border=True):
+        st.caption(f"Trains a small character-level LSTM on the {name} with the canary inserted into its "
+                   "training part, measuring the canary's exposure after every epoch.")
+        c = st.columns(4)
+        hidden = c[0].selectbox("Units", [64, 128, 200], index=1)
+        epochs = c[1].number_input("Epochs", 1, 20, 4)
+        lr = c[2].select_slider("Learning rate", [0.001, 0.002, 0.003, 0.005], value=0.003)
+        max_chars = c[3].select_slider("Corpus characters used", [20_000, 50_000, 100_000, 200_000, 300_000,
+                                                                  1_000_000], value=100_000)
+        c = st.columns([3, 2, 1])
+        template = c[0].text_input("Canary template", state.get(state.TEMPLATE))
+        secret = c[1].text_input("Canary filler", state.get(state.SECRET))
+        insertions = c[2].number_input("Insertions", 0, 100, 8)
+        start = st.form_submit_button("Train", type="primary", disabled=running, icon=":material/play_arrow:")
+    if start:
+        tpl = Template(template)
+        canary = Canary(tpl, tpl.normalize(secret), int(insertions)) if insertions else None
+        config = TrainConfig(layers=1, hidden=int(hidden), embedding_dim=32, epochs=int(epochs), batch_size=128,
+                             seq_len=20, lr=float(lr), seed=0, patience=None, exposure_method="auto",
+                             exposure_samples=2_000)
+        st.session_state[JOB] = TrainingJob(text[:max_chars], config.validate(), canary, state.TRAINED_DIR,
+                                            name=f"lstm1x{hidden}")
+        st.rerun()
+    if job:
+        job_panel()
+
+
+@st.fragment(run_every=1.0)
+def job_panel() -> None:
+    job: TrainingJob | None = st.session_state.get(JOB)
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap["running"]:
+        c1, c2 = st.columns([5, 1])
+        c1.progress(snap["fraction"], text=f"{snap['status']} · {snap['seconds']:.0f} s")
+        if c2.button("Stop", icon=":material/stop:", disabled=job.stop.is_set()):
+            job.stop.set()
+    elif snap["error"]:
+        st.error(f"Training ended: {snap['error']}")
+    space = job.canary.template.space_size if job.canary else None
+    if snap["epochs"]:
+        last = snap["epochs"][-1]
+        if last.get("exposure") is not None:
+            st.caption(f"Epoch {last['epoch']}: validation loss {last['val_loss']:.3f}, canary exposure "
+                       f"{last['exposure']:.2f} of {math.log2(space):.2f} bits"
+                       + (f", rank {last['rank']:,}" if last.get("rank") else ""))
+        chart(training_progress(snap["epochs"], math.log2(space) if space else None,
+                                title="Training: loss and canary exposure"), "training-progress",
+              key=f"train_{len(snap['epochs'])}_{snap['running']}")
+    if snap["saved_path"] is not None:
+        key = f"file:{snap['saved_path']}"
+        if st.session_state.get(REGISTERED) != key:
+            d = job.config
+            state.register_model(key, f"Trained here: {d.layers}x{d.hidden} LSTM, {len(snap['epochs'])} epochs "
+                                      f"({snap['saved_path'].name})", str(snap["saved_path"]))
+            st.session_state[REGISTERED] = key
+        st.success(f"{snap['status'].capitalize()} in {job.seconds:.0f} s: {snap['saved_path'].name}.")
+        if state.get(state.MODEL) != key and st.button("Use this model", type="primary", key="use_trained"):
+            state.select_model(key)
+            st.rerun(scope="app")
+
+
+def body() -> None:
+    st.title("Model & corpus")
+    st.write("Pick the model to examine. The bundled demo is loaded; upload your own checkpoint or train a "
+             "small one on a corpus with a canary inserted. The choice carries over to every page.")
+    current = model_section()
+    upload_section()
+    corpus_section(current)
+    train_section()
+
+
+run_page(body)

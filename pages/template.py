@@ -1,0 +1,86 @@
+"""Page 2, Secret template: the secret's format (presets or free text) and the secret under test."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from ssviz.errors import SsvizError
+from ssviz.templates import PRESETS, Template
+from ui import state
+from ui.widgets import model_banner, run_page
+
+CUSTOM = "Custom"
+
+
+def _apply_preset() -> None:
+    choice = st.session_state["w_preset"]
+    if choice != CUSTOM:
+        state.put(state.TEMPLATE, PRESETS[choice])
+        state.template_changed()
+
+
+def _typed_template() -> None:
+    state.sync(state.TEMPLATE)
+    state.template_changed()
+
+
+def template_section() -> Template | None:
+    current_text = state.get(state.TEMPLATE)
+    options = [CUSTOM, *PRESETS]
+    preset = next((name for name, text in PRESETS.items() if text == current_text), CUSTOM)
+    st.session_state["w_preset"] = preset
+    st.selectbox("Preset", options, key="w_preset", on_change=_apply_preset,
+                 help="The paper's formats; pick Custom to type your own.")
+    st.text_input("Template", key=state.widget(state.TEMPLATE), on_change=_typed_template,
+                  help="Literal text with slots: {d:N} digits, {a:N} lowercase letters, {x:N} hex digits, "
+                       "{[chars]:N} a custom set such as {[A-Z0-9]:4}. Use {{ and }} for literal braces.")
+    try:
+        template = Template(state.get(state.TEMPLATE))
+    except SsvizError as e:
+        st.error(f"Invalid template: {e}")
+        return None
+    space = template.space_size
+    c = st.columns(4)
+    c[0].metric("Slots", template.describe_slots())
+    c[1].metric("|R| (possible fillers)", f"{space:,}" if space < 10 ** 15 else f"{space:.3e}")
+    c[2].metric("log2 |R| (max exposure)", f"{math.log2(space):.2f} bits")
+    c[3].metric("Filler length", f"{len(template.filler_alphabets)} characters")
+    examples = template.random_fillers(5, seed=0)
+    st.dataframe(pd.DataFrame({"filler": examples, "text": [template.format(f) for f in examples]}),
+                 hide_index=True)
+    return template
+
+
+def secret_section(template: Template) -> None:
+    st.subheader("Secret under test")
+    current = state.current_model()
+    canary = current.canary
+    if canary and Template(canary["template"]) == template:
+        st.caption(f"This model was trained with `{canary['secret']}` inserted {canary.get('insertions', '?')} "
+                   "times; type any other filler to test it instead.")
+    st.text_input("Secret (filler or the whole text)", key=state.widget(state.SECRET), on_change=state.sync,
+                  args=(state.SECRET,))
+    try:
+        secret = template.normalize(state.get(state.SECRET))
+        template.check_vocab(current.model.vocab)
+    except SsvizError as e:
+        st.error(str(e))
+        return
+    st.success(f"Testing `{template.format(secret)}` (filler `{secret}`, index {template.index_of(secret):,} "
+               f"of {template.space_size:,}).")
+
+
+def body() -> None:
+    st.title("Secret template")
+    st.write("A template is the format of the secret: literal text around slots. Exposure compares the "
+             "secret with every other filler of the same template (the space R).")
+    model_banner()
+    template = template_section()
+    if template is not None:
+        secret_section(template)
+
+
+run_page(body)

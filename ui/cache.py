@@ -1,0 +1,87 @@
+"""Every cache the app keeps, in one place.
+
+* Checkpoints on disk (the bundled demo, models trained here): process-wide
+  ``st.cache_resource`` keyed by path and content hash, so every session shares
+  one read-only model and a rewritten file is reloaded.
+* Uploaded checkpoints: per session (``st.session_state``), never shared
+  between users.
+* Results (exposure, extraction): per session, keyed by their inputs, so going
+  back to a page shows the last result instead of recomputing it.
+* The per-user results store: one read-only :class:`ssviz.store.Store` per file
+  (it opens a short-lived DuckDB connection per query, so threads never share one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from ssviz.demo import DEMO_CORPUS
+from ssviz.errors import CheckpointError
+from ssviz.models import load_checkpoint
+from ssviz.store import Store
+from ssviz.train import read_corpus
+
+UPLOADS = "ssviz_uploads"
+RESULTS = "ssviz_results"
+MAX_RESULTS = 32
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=8)
+def _model_from_file(path: str, sha256: str):
+    """Read-only model shared by all sessions (``sha256`` is only the cache key)."""
+    return load_checkpoint(path)
+
+
+def model_from_file(path) -> object:
+    """The model in a checkpoint file, loaded once per content."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return _model_from_file(str(path), file_hash(path))
+
+
+def model_from_upload(data: bytes) -> tuple[str, object]:
+    """Validate an uploaded checkpoint and keep it in this session; returns (hash, model).
+
+    Only :func:`ssviz.models.load_checkpoint` reads the bytes (safetensors, or a
+    weights-only torch file): a pickle carrying code raises CheckpointError.
+    """
+    sha = hashlib.sha256(data).hexdigest()
+    uploads = st.session_state.setdefault(UPLOADS, {})
+    if sha not in uploads:
+        uploads[sha] = load_checkpoint(bytes(data))
+    return sha, uploads[sha]
+
+
+def uploaded_model(sha: str):
+    return st.session_state.get(UPLOADS, {}).get(sha)
+
+
+def result(key: tuple):
+    """A result computed earlier in this session for the same inputs, or None."""
+    return st.session_state.get(RESULTS, {}).get(key)
+
+
+def remember(key: tuple, value) -> None:
+    results = st.session_state.setdefault(RESULTS, {})
+    results[key] = value
+    while len(results) > MAX_RESULTS:  # oldest first: dicts keep insertion order
+        results.pop(next(iter(results)))
+
+
+@st.cache_data(show_spinner=False)
+def demo_corpus_text() -> str:
+    return read_corpus(DEMO_CORPUS)
+
+
+@st.cache_resource
+def store(path: str) -> Store:
+    """One read-only store object per results file."""
+    return Store(path, read_only=True)

@@ -1,0 +1,165 @@
+"""What carries over between pages: the chosen model, corpus, template and secret.
+
+Canonical values live under ``ssviz_*`` keys in ``st.session_state``. Widgets
+use their own ``w_*`` keys, seeded from the canonical value when a page draws
+them (Streamlit forgets a widget's state once a page no longer shows it), and
+copy back on change (:func:`widget`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL, ROOT
+from ssviz.errors import SsvizError
+from ui import cache
+
+MODEL = "ssviz_model"          # key of the current model in the registry
+MODELS = "ssviz_models"        # registry: key -> {"name", "source"}
+TEMPLATE = "ssviz_template"
+SECRET = "ssviz_secret"
+EXTRA_SECRETS = "ssviz_extra_secrets"  # typed fillers compared on the exposure page
+CORPUS = "ssviz_corpus"        # {"name", "text"} or None for the demo corpus
+DEMO_KEY = "demo"
+TRAINED_DIR = ROOT / "data" / "models"
+
+
+@dataclass
+class CurrentModel:
+    key: str
+    name: str
+    model: object
+
+    @property
+    def canary(self) -> dict | None:
+        """The canary inserted when this model was trained (from the checkpoint), if recorded."""
+        extra = getattr(self.model, "extra_config", None) or {}
+        canary = (extra.get("training") or {}).get("canary")
+        if canary:
+            return canary
+        return dict(DEMO_CANARY) if self.key == DEMO_KEY else None
+
+
+def init() -> None:
+    """Defaults for a new session: the bundled demo, its canary template and secret."""
+    ss = st.session_state
+    ss.setdefault(MODELS, {DEMO_KEY: {"name": "Bundled demo (2x200 LSTM)", "source": str(DEMO_CHECKPOINT)}})
+    ss.setdefault(MODEL, DEMO_KEY)
+    ss.setdefault(TEMPLATE, DEMO_CANARY["template"])
+    ss.setdefault(SECRET, DEMO_CANARY["secret"])
+    ss.setdefault(EXTRA_SECRETS, [DEMO_CONTROL])
+    ss.setdefault(CORPUS, None)
+
+
+def widget(name: str) -> str:
+    """The widget key for canonical state ``name``, seeded with its value: pass ``key=widget(X)``."""
+    wkey = "w_" + name
+    if wkey not in st.session_state:
+        st.session_state[wkey] = st.session_state[name]
+    return wkey
+
+
+def sync(name: str) -> None:
+    """Copy a widget's value (made with :func:`widget`) back to the canonical state."""
+    st.session_state[name] = st.session_state["w_" + name]
+
+
+def get(name: str):
+    return st.session_state[name]
+
+
+def put(name: str, value) -> None:
+    """Set canonical state and any widget showing it."""
+    st.session_state[name] = value
+    st.session_state.pop("w_" + name, None)
+
+
+def template_changed() -> None:
+    """After the template changed: keep the secret if it still fits, else use an example filler of the new one."""
+    from ssviz.templates import Template
+    try:
+        template = Template(st.session_state[TEMPLATE])
+    except SsvizError:
+        return  # the page shows the template's error
+    try:
+        template.normalize(st.session_state[SECRET])
+    except SsvizError:
+        put(SECRET, template.random_fillers(1, seed=0)[0])
+
+
+def models() -> dict:
+    return st.session_state[MODELS]
+
+
+def register_model(key: str, name: str, source: str) -> None:
+    models()[key] = {"name": name, "source": source}
+
+
+def select_model(key: str) -> CurrentModel:
+    """Make ``key`` current; its recorded canary becomes the template and secret under test."""
+    st.session_state[MODEL] = key
+    current = current_model()
+    if current.canary:
+        put(TEMPLATE, current.canary["template"])
+        put(SECRET, current.canary["secret"])
+    return current
+
+
+def current_model() -> CurrentModel:
+    key = st.session_state[MODEL]
+    entry = models().get(key)
+    if entry is None:
+        raise SsvizError(f"model {key!r} is no longer available; choose another on the Model page")
+    if key.startswith("upload:"):
+        model = cache.uploaded_model(key.split(":", 1)[1])
+        if model is None:
+            raise SsvizError("the uploaded model is gone (new session?): upload it again on the Model page")
+    else:
+        model = cache.model_from_file(Path(entry["source"]))
+    return CurrentModel(key, entry["name"], model)
+
+
+def corpus() -> tuple[str, str]:
+    """(name, text) of the corpus chosen on the Model page (the demo corpus by default)."""
+    chosen = st.session_state.get(CORPUS)
+    if chosen:
+        return chosen["name"], chosen["text"]
+    return "demo corpus", cache.demo_corpus_text()
+
+
+UPLOAD_ERROR = "ssviz_upload_error"
+CORPUS_ERROR = "ssviz_corpus_error"
+
+
+def accept_checkpoint(name: str, data: bytes) -> bool:
+    """Handle an uploaded checkpoint: validate it, register and select it; on failure keep the message.
+
+    The bytes only ever reach :func:`ssviz.models.load_checkpoint`, which refuses
+    pickled code. The page shows ``st.session_state[UPLOAD_ERROR]`` as an error.
+    """
+    st.session_state[UPLOAD_ERROR] = None
+    try:
+        sha, model = cache.model_from_upload(data)
+    except SsvizError as e:
+        st.session_state[UPLOAD_ERROR] = f"{name}: {e}"
+        return False
+    d = model.description
+    register_model(f"upload:{sha}", f"{name} ({d['arch']} {d['layers']}x{d['hidden_size']}, uploaded)", name)
+    select_model(f"upload:{sha}")
+    return True
+
+
+def accept_corpus(name: str, data: bytes) -> bool:
+    """Handle an uploaded corpus (UTF-8 text); on failure keep the message in ``CORPUS_ERROR``."""
+    from ssviz.train import read_corpus
+    st.session_state[CORPUS_ERROR] = None
+    try:
+        text = read_corpus(bytes(data))
+    except SsvizError as e:
+        st.session_state[CORPUS_ERROR] = f"{name}: {e}"
+        return False
+    st.session_state[CORPUS] = {"name": name, "text": text}
+    return True

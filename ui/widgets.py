@@ -1,0 +1,81 @@
+"""Shared widgets: the page wrapper that turns errors into messages, downloads, progress, banners."""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+
+import pandas as pd
+import streamlit as st
+
+from ssviz.errors import SsvizError
+from ui import state
+
+
+def run_page(body) -> None:
+    """Run a page body: user errors become ``st.error``, bugs a short message with details folded away.
+
+    Streamlit's own control flow (st.rerun, st.stop) derives from BaseException and passes through.
+    """
+    try:
+        state.init()
+        body()
+    except SsvizError as e:
+        st.error(str(e))
+    except Exception as e:  # a bug: never a bare traceback on the page
+        st.error(f"Something went wrong inside ssviz ({type(e).__name__}: {str(e)[:200]}). "
+                 "The rest of the app still works; please report this.")
+        with st.expander("Details for a bug report"):
+            st.code("".join(traceback.format_exception(e))[-4000:], language="text")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "data"
+
+
+def download_table(df: pd.DataFrame, name: str, key: str | None = None) -> None:
+    st.download_button("Download CSV", df.to_csv(index=False).encode("utf-8"), file_name=f"{slug(name)}.csv",
+                       mime="text/csv", key=key or f"csv_{slug(name)}", icon=":material/download:")
+
+
+def download_figure(fig, name: str, key: str | None = None) -> None:
+    """A standalone HTML file (plotly.js embedded, so it opens offline)."""
+    st.download_button("Download figure (HTML)", fig.to_html(include_plotlyjs=True, full_html=True),
+                       file_name=f"{slug(name)}.html", mime="text/html", key=key or f"html_{slug(name)}",
+                       icon=":material/download:")
+
+
+def chart(fig, name: str, key: str | None = None) -> None:
+    """A plotly figure with its HTML download under it."""
+    st.plotly_chart(fig, width="stretch", key=key and f"chart_{key}")
+    download_figure(fig, name, key=key and f"html_{key}")
+
+
+class ProgressBar:
+    """A ``progress(done, total)`` callback drawing a Streamlit progress bar (throttled to ~10 updates/s)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = st.progress(0.0, text=label)
+        self.last = 0.0
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        frac = min(1.0, done / total) if total else 0.0
+        self.bar.progress(frac, text=f"{self.label} {done:,} / {total:,} ({now - self.started:.0f} s)")
+
+    def done(self) -> None:
+        self.bar.empty()
+
+
+def model_banner() -> state.CurrentModel:
+    """One line naming the current model, template and secret (what every analysis page works on)."""
+    current = state.current_model()
+    st.caption(f"Model: **{current.name}** · template: `{state.get(state.TEMPLATE)}` · "
+               f"secret under test: `{state.get(state.SECRET)}` — change them on the Model and Template pages.")
+    return current
