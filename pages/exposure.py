@@ -1,6 +1,148 @@
-"""Placeholder while the page is built."""
+"""Page 3, Exposure: where the secret falls among all fillers of its template, and what that means."""
 
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-st.title("exposure")
-st.info("This page is being built.")
+from ssviz import exposure
+from ssviz.errors import SsvizError
+from ssviz.extraction import search_exposure
+from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_reading
+from ssviz.scoring import EXHAUSTIVE_LIMIT, score_fillers
+from ssviz.templates import Template
+from ui import cache, state
+from ui.widgets import ProgressBar, chart, download_table, model_banner, run_page
+
+METHODS = {"auto": "auto (exact when |R| ≤ 10^6, else skew-normal)", "exact": "exact (enumerate every filler)",
+           "sampled": "sampled (rank among random fillers)", "skewnorm": "skew-normal extrapolation",
+           "search": "search (exact rank by shortest-path enumeration)"}
+LAST = "ssviz_exposure_last"
+
+
+def settings(template: Template) -> dict:
+    c1, c2, c3 = st.columns([3, 2, 1])
+    method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key="w_exp_method")
+    samples = c2.select_slider("Random fillers (sampled methods)", [100, 200, 500, 1_000, 2_000, 5_000, 10_000,
+                                                                    20_000, 50_000, 100_000],
+                               value=10_000, key="w_exp_samples",
+                               disabled=method in ("exact", "search") or (
+                                   method == "auto" and template.space_size <= EXHAUSTIVE_LIMIT))
+    seed = c3.number_input("Seed", 0, 10_000, 0, key="w_exp_seed")
+    if method == "exact" and template.space_size > EXHAUSTIVE_LIMIT:
+        st.warning(f"|R| = {template.space_size:,} is beyond the exact limit ({EXHAUSTIVE_LIMIT:,}): "
+                   "use sampled, skew-normal or search.")
+    return {"method": method, "samples": int(samples), "seed": int(seed)}
+
+
+def measure(current: state.CurrentModel, template: Template, secret: str, opts: dict) -> exposure.ExposureResult:
+    """The library's measurement, with a progress bar; cached per session by its inputs."""
+    key = ("exposure", current.key, template.text, secret, opts["method"], opts["samples"], opts["seed"])
+    res = cache.result(key)
+    if res is None:
+        bar = ProgressBar("Scoring fillers...")
+        try:
+            if opts["method"] == "search":
+                res = search_exposure(current.model, template, secret, max_nodes=200_000, progress=bar)
+            else:
+                res = exposure.measure(current.model, template, secret, opts["method"], samples=opts["samples"],
+                                       seed=opts["seed"], progress=bar)
+        finally:
+            bar.done()
+        cache.remember(key, res)
+    st.session_state[LAST] = key
+    return res
+
+
+def show_result(res: exposure.ExposureResult, template: Template, secret: str) -> None:
+    c = st.columns(5)
+    c[0].metric("Exposure", f"{res.exposure:.2f} bits",
+                help="log2|R| - log2(rank): 0 = typical filler, log2|R| = the model's top choice")
+    c[1].metric("95% CI", f"{res.ci[0]:.2f} – {res.ci[1]:.2f}" if res.ci else "exact" if res.rank else "–")
+    c[2].metric("Rank", f"{res.rank:,} of {res.space_size:,}" if res.rank else "– (sampled)")
+    c[3].metric("Log-perplexity", f"{res.log_perplexity:.2f} bits")
+    c[4].metric("KS p-value (skew-normal fit)", f"{res.ks_pvalue:.3f}" if res.ks_pvalue is not None else "–",
+                help="Kolmogorov-Smirnov test of the fit: small values mean extrapolation is less trustworthy")
+    st.info(plain_reading(res.exposure, res.rank, res.space_size))
+    st.caption(f"Method: {res.method}" + (f", {res.samples:,} fillers scored" if res.samples else "")
+               + f"; maximum possible exposure for this template: {math.log2(res.space_size):.2f} bits.")
+
+
+def comparison(current: state.CurrentModel, template: Template, secret: str,
+               res: exposure.ExposureResult) -> None:
+    st.subheader("Compare secrets")
+    st.caption("Other fillers measured against the same reference fillers: the inserted canary should stand "
+               "out; a control that was never inserted should look like chance.")
+    typed = st.text_input("Other fillers (comma separated)", ", ".join(state.get(state.EXTRA_SECRETS)),
+                          key="w_exp_others")
+    others = []
+    for raw in [t.strip() for t in typed.split(",") if t.strip()]:
+        try:
+            others.append(template.normalize(raw))
+        except SsvizError as e:
+            st.warning(str(e))
+    state.put(state.EXTRA_SECRETS, others)
+    fillers = list(dict.fromkeys([secret, *others]))
+    rows = secret_rows(current, template, fillers, res)
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "ci"} for r in rows])
+    chart(exposure_bars(rows, math.log2(template.space_size)), "exposure-comparison", key="exp_bars")
+    st.dataframe(df.round(3), hide_index=True)
+    download_table(df, "exposure-comparison")
+    return {r["label"]: r["log_perplexity"] for r in rows}
+
+
+def secret_rows(current, template: Template, fillers: list[str], res: exposure.ExposureResult) -> list[dict]:
+    """Each filler's exposure by the same estimator as ``res`` over the same references (the secret's own
+    row is ``res`` itself, so the numbers agree with the headline)."""
+    lps = score_fillers(current.model, template, fillers)
+    refs = res.reference_lps
+    rows = []
+    for filler, lp in zip(fillers, lps):
+        row = {"label": filler, "text": template.format(filler), "log_perplexity": float(lp)}
+        if filler == fillers[0]:
+            row.update(exposure=res.exposure, rank=res.rank, ci=res.ci)
+        elif refs is None:
+            row.update(exposure=float("nan"), rank=None)  # search keeps no references
+        elif res.method == "exact":
+            rank = int(np.count_nonzero(refs <= lp))
+            row.update(exposure=math.log2(res.space_size) - math.log2(max(rank, 1)), rank=rank)
+        elif res.method == "skewnorm":
+            row.update(exposure=float(exposure.extrapolation([lp], refs)[0]), rank=None)
+        else:
+            row.update(exposure=float(exposure.interpolation([lp], refs)[0]), rank=None)
+        rows.append(row)
+    return rows
+
+
+def body() -> None:
+    st.title("Exposure")
+    st.write("Score the secret and many other fillers of its template with the model. The further left of the "
+             "crowd the secret lies, the more the model has memorized it.")
+    current = model_banner()
+    template = Template(state.get(state.TEMPLATE))
+    secret = template.normalize(state.get(state.SECRET))
+    template.check_vocab(current.model.vocab)
+    opts = settings(template)
+    key = ("exposure", current.key, template.text, secret, opts["method"], opts["samples"], opts["seed"])
+    run = st.button("Measure exposure", type="primary", icon=":material/play_arrow:", key="exp_run")
+    if not run and cache.result(key) is None:
+        st.info(f"Press **Measure exposure** to score `{template.format(secret)}` "
+                f"(|R| = {template.space_size:,}).")
+        return
+    res = measure(current, template, secret, opts)
+    show_result(res, template, secret)
+    lps_by_label = comparison(current, template, secret, res)
+    st.subheader("Where the secret falls")
+    if res.reference_lps is None:
+        st.info("The search method enumerates fillers from the most likely and keeps no histogram; "
+                "pick exact or sampled to see the distribution.")
+        return
+    fig = exposure_histogram(res.reference_lps, lps_by_label, res.skewnorm,
+                             title=f"{len(res.reference_lps):,} fillers of “{template.text}”")
+    chart(fig, "exposure-histogram", key="exp_hist")
+
+
+run_page(body)

@@ -1,6 +1,184 @@
-"""Placeholder while the page is built."""
+"""Page 4, Extraction: recover the secret from the model alone, and replay the search step by step."""
 
+from __future__ import annotations
+
+import pandas as pd
 import streamlit as st
 
-st.title("extraction")
-st.info("This page is being built.")
+from ssviz.extraction import beam_search, extract
+from ssviz.plots.search_tree import found_so_far, frontier, tree_figure, tree_nodes
+from ssviz.templates import Template
+from ui import cache, state
+from ui.widgets import ProgressBar, chart, download_table, model_banner, run_page
+
+ALGORITHMS = {"dijkstra": "Shortest path (exact, best first)", "beam": "Beam search (keeps the N best prefixes)",
+              "sampling": "Sampling from the model", "brute": "Brute force (score every filler)"}
+STEP = "w_trace_step"
+PLAYING = "ssviz_trace_playing"
+TRACE_CAP = {"max_trace_steps": 400, "max_trace_children": 120}
+
+
+def settings() -> dict:
+    c1, c2, c3 = st.columns([3, 2, 2])
+    algorithm = c1.selectbox("Algorithm", list(ALGORITHMS), format_func=ALGORITHMS.get, key="w_ext_algorithm")
+    opts: dict = {"top_k": 10}
+    if algorithm == "dijkstra":
+        opts["max_nodes"] = c2.select_slider("Node budget", [1_000, 10_000, 100_000, 1_000_000], 100_000,
+                                             key="w_ext_nodes")
+        opts["batch_size"] = c3.select_slider("Nodes popped per step", [1, 4, 8, 16, 64], 8, key="w_ext_batch",
+                                              help="Fewer per step = a finer replay; more = faster search")
+    elif algorithm == "beam":
+        opts["beam_width"] = c2.select_slider("Beam width", [1, 2, 3, 5, 10, 100, 1000], 5, key="w_ext_beam")
+    elif algorithm == "sampling":
+        opts["samples"] = c2.select_slider("Samples", [100, 1_000, 10_000, 100_000], 1_000, key="w_ext_samples")
+    return {"algorithm": algorithm, **opts}
+
+
+def run_search(current, template: Template, opts: dict):
+    key = ("extraction", current.key, template.text, tuple(sorted(opts.items())))
+    res = cache.result(key)
+    if res is None:
+        bar = ProgressBar("Searching...")
+        try:
+            res = extract(current.model, template, opts["algorithm"], trace=True, progress=bar, **TRACE_CAP,
+                          **{k: v for k, v in opts.items() if k != "algorithm"})
+        finally:
+            bar.done()
+        cache.remember(key, res)
+    return res
+
+
+def summary(res, template: Template, secret: str) -> None:
+    c = st.columns(4)
+    c[0].metric("Best filler", res.found or "none")
+    c[1].metric("Its log-perplexity", f"{res.log_perplexity:.2f} bits" if res.log_perplexity is not None else "–")
+    c[2].metric("Nodes expanded", f"{res.nodes_expanded:,}")
+    c[3].metric("Time", f"{res.seconds:.2f} s")
+    if res.found == secret:
+        st.success(f"Extracted the secret: `{template.format(secret)}` is the model's most likely filler.")
+    elif any(t["filler"] == secret for t in res.top):
+        rank = next(i for i, t in enumerate(res.top, 1) if t["filler"] == secret)
+        st.warning(f"The secret is number {rank} among the fillers found, not the first.")
+    else:
+        st.info(f"The secret `{secret}` is not among the {len(res.top)} fillers this run found.")
+    if not res.complete:
+        st.warning(f"Incomplete run: {res.message}")
+    top = pd.DataFrame(res.top)
+    if not top.empty:
+        top.insert(1, "text", [template.format(f) for f in top["filler"]])
+        top["is the secret"] = top["filler"] == secret
+        with st.expander(f"Top {len(top)} fillers"):
+            st.dataframe(top.round(3), hide_index=True)
+            download_table(top, "extraction-top")
+
+
+def _step_by(delta: int, last: int) -> None:
+    st.session_state[STEP] = min(last, max(0, st.session_state.get(STEP, 0) + delta))
+
+
+def _toggle_play(last: int) -> None:
+    playing = not st.session_state.get(PLAYING, False)
+    if playing and st.session_state.get(STEP, 0) >= last:
+        st.session_state[STEP] = 0
+    st.session_state[PLAYING] = playing
+
+
+def replay(trace: dict, secret: str) -> None:
+    st.subheader("Step through the search")
+    last = len(trace["steps"]) - 1
+    if st.session_state.get(STEP, 0) > last:
+        st.session_state[STEP] = last
+    playing = st.session_state.get(PLAYING, False)
+    st.fragment(_replay_view, run_every=0.8 if playing else None)(trace, secret, last)
+
+
+def _replay_view(trace: dict, secret: str, last: int) -> None:
+    playing = st.session_state.get(PLAYING, False)
+    if playing:  # advance one step per tick; stop at the end
+        if st.session_state.get(STEP, 0) >= last:
+            st.session_state[PLAYING] = playing = False
+        else:
+            _step_by(1, last)
+    c = st.columns([1, 1, 1, 6])
+    c[0].button("Previous", icon=":material/skip_previous:", on_click=_step_by, args=(-1, last), key="trace_prev",
+                disabled=playing)
+    c[1].button("Pause" if playing else "Play", icon=":material/pause:" if playing else ":material/play_arrow:",
+                on_click=_toggle_play, args=(last,), key="trace_play")
+    c[2].button("Next", icon=":material/skip_next:", on_click=_step_by, args=(1, last), key="trace_next",
+                disabled=playing)
+    st.session_state.setdefault(STEP, 0)
+    step = c[3].slider("Step", 0, max(last, 1), key=STEP, disabled=last == 0 or playing)
+    step = min(step, last)
+    s = trace["steps"][step]
+    current = [n["node"] for n in tree_nodes(trace, step, secret) if n["status"] == "current"]
+    shown = ", ".join(f"`{n}`" if n else "the root" for n in current[:8])
+    st.markdown(f"**Step {step} of {last}** · expanded {shown}"
+                + (" …" if len(current) > 8 else "") + f" · frontier size {s['frontier_size']:,}"
+                + (" · trace capped: some steps or nodes were not recorded" if trace.get("capped") else ""))
+    fig = tree_figure(trace, step, secret, title=f"{ALGORITHMS.get(trace['algorithm'], trace['algorithm'])}, "
+                                                 f"step {step}")
+    chart(fig, f"search-tree-step-{step}", key="tree")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Frontier** (cheapest waiting nodes)")
+        st.dataframe(pd.DataFrame(frontier(trace, step), columns=["node", "cost"]).round(2), hide_index=True,
+                     height=250)
+    with c2:
+        st.markdown("**Fillers found so far**")
+        st.dataframe(pd.DataFrame(found_so_far(trace, step)[:50], columns=["filler", "log_perplexity"]).round(2),
+                     hide_index=True, height=250)
+
+
+def beam_vs_dijkstra(current, template: Template, secret: str) -> None:
+    st.subheader("Why beam search can miss")
+    st.caption("Beam search keeps only the N cheapest prefixes at each character and never returns to the "
+               "others; shortest path keeps every prefix in its frontier and always expands the cheapest, so "
+               "it cannot miss the most likely filler. A secret whose first characters look unlikely is pruned "
+               "by a narrow beam.")
+    width = st.select_slider("Beam width for the comparison", [1, 2, 3, 5, 10], 2, key="w_ext_cmp_beam")
+    key = ("beam-vs-dijkstra", current.key, template.text, width)
+    pair = cache.result(key)
+    if pair is None:
+        with st.spinner("Running both searches..."):
+            beam = beam_search(current.model, template, beam_width=width, top_k=5, trace=True, **TRACE_CAP)
+            exact = extract(current.model, template, "dijkstra", top_k=5, batch_size=8, max_nodes=100_000,
+                            trace=True, **TRACE_CAP)
+        pair = (beam, exact)
+        cache.remember(key, pair)
+    beam, exact = pair
+    c1, c2 = st.columns(2)
+    for col, res, name in ((c1, beam, f"Beam search, width {width}"), (c2, exact, "Shortest path")):
+        with col:
+            nodes = tree_nodes(res.trace, len(res.trace["steps"]) - 1, secret)
+            pruned = sum(n["status"] == "pruned" for n in nodes)
+            expanded = sum(n["status"] in ("expanded", "current") for n in nodes)
+            verdict = "found the secret" if res.found == secret else f"returned `{res.found}`"
+            st.markdown(f"**{name}**: {verdict} ({res.log_perplexity:.2f} bits) · {expanded} prefixes expanded"
+                        + (f", {pruned} pruned" if pruned else ""))
+            fig = tree_figure(res.trace, len(res.trace["steps"]) - 1, secret, height=460)
+            chart(fig, f"{name}-tree", key=f"cmp_{res.algorithm}")
+    if beam.found != exact.found:
+        st.warning(f"The beam of width {width} missed the most likely filler `{exact.found}`: the prefix it needed "
+                   "was pruned early.")
+    else:
+        st.info(f"Both found `{exact.found}`. Try width 1, or a secret that was inserted fewer times, to see the "
+                "beam miss.")
+
+
+def body() -> None:
+    st.title("Extraction")
+    st.write("Can an attacker who only queries the model recover the secret? Search the template's fillers "
+             "for the ones the model finds most likely.")
+    current = model_banner()
+    template = Template(state.get(state.TEMPLATE))
+    secret = template.normalize(state.get(state.SECRET))
+    template.check_vocab(current.model.vocab)
+    opts = settings()
+    res = run_search(current, template, opts)
+    summary(res, template, secret)
+    if res.trace and res.trace["steps"]:
+        replay(res.trace, secret)
+    beam_vs_dijkstra(current, template, secret)
+
+
+run_page(body)
