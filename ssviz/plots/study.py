@@ -1,0 +1,51 @@
+"""Per-user study figures (the paper's Table 5 view): exposure per secret, and what it depends on."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+EXTRACTED_COLORS = {True: "#c0392b", False: "#2e86c1"}
+EXTRACTED_NAMES = {True: "extracted", False: "not extracted"}
+
+
+def secret_labels(df: pd.DataFrame) -> pd.Series:
+    """``user · TYPE …last4``: secrets are never shown in clear, only their last 4 digits."""
+    return df["user"].astype(str) + " · " + df["type"].str.upper() + " …" + df["last4"].astype(str)
+
+
+def exposure_by_secret(df: pd.DataFrame) -> go.Figure:
+    """One bar per secret, highest exposure first, red when a search extracted it."""
+    df = df.assign(label=secret_labels(df)).sort_values("exposure", ascending=False)
+    fig = go.Figure()
+    for extracted in (True, False):
+        part = df[df["extracted"] == extracted]
+        if part.empty:
+            continue
+        fig.add_trace(go.Bar(x=part["label"], y=part["exposure"], name=EXTRACTED_NAMES[extracted],
+                             marker_color=EXTRACTED_COLORS[extracted],
+                             customdata=part[["times_present", "exposure_method"]].to_numpy(),
+                             hovertemplate="%{x}<br>exposure %{y:.1f} bits (%{customdata[1]})<br>"
+                                           "present %{customdata[0]} times<extra></extra>"))
+    fig.update_layout(xaxis=dict(categoryorder="array", categoryarray=list(df["label"])),
+                      yaxis_title="exposure (bits)", legend_title="extraction", height=420,
+                      margin=dict(t=20, b=40), font=dict(size=15))
+    return fig
+
+
+def exposure_scatter(df: pd.DataFrame, x: str, log_x: bool = False) -> go.Figure:
+    """Exposure against ``x`` (``times_present`` or ``corpus_chars``), coloured by extraction."""
+    titles = {"times_present": "times the secret appears in the user's mail",
+              "corpus_chars": "user's corpus size (characters)", "messages": "messages"}
+    fig = go.Figure()
+    for extracted in (True, False):
+        part = df[df["extracted"] == extracted]
+        if part.empty:
+            continue
+        fig.add_trace(go.Scatter(x=part[x], y=part["exposure"], mode="markers", name=EXTRACTED_NAMES[extracted],
+                                 text=secret_labels(part), marker=dict(size=13, color=EXTRACTED_COLORS[extracted],
+                                                                       line=dict(width=1, color="white")),
+                                 hovertemplate="%{text}<br>%{x:,}<br>exposure %{y:.1f} bits<extra></extra>"))
+    fig.update_layout(xaxis_title=titles.get(x, x), yaxis_title="exposure (bits)", height=380,
+                      xaxis_type="log" if log_x else None, margin=dict(t=20, b=40), font=dict(size=15))
+    return fig
