@@ -139,6 +139,7 @@ def test_lpd_ranks_a_once_only_canary_in_its_top_fraction():
     res = sanitize_lpd("\n".join(lines), 0.1, cfg, canary_line=canary)
     assert res.canary_rank is not None and res.canary_rank <= 0.1 * res.details["lines_scored"]
     assert res.canary_removed and canary not in res.text
+    assert res.details["canary_copies"] == res.details["canary_copies_removed"] == 1
     assert res.lines_removed == round(0.1 * res.details["lines_scored"])
     assert len(res.text.split("\n")) == len(lines) - res.lines_removed
 

@@ -60,7 +60,7 @@ def defense_config(defense: str, strength: str, base: TrainConfig) -> TrainConfi
 
 
 def run_defense(text: str, canary: Canary, base: TrainConfig, defense: str, strength: str | None = None, *,
-                lpd_config: TrainConfig | None = None, on_epoch=None, on_batch=None, stop=None) -> dict:
+                lpd_config: TrainConfig | None = None, lpd_score: str = "raw", on_epoch=None, on_batch=None, stop=None) -> dict:
     """Train with one defense and return its results record (exposure of ``canary`` on the final model).
 
     Sanitization runs on the corpus after the canary was inserted into its
@@ -81,7 +81,7 @@ def run_defense(text: str, canary: Canary, base: TrainConfig, defense: str, stre
             clean = sanitize_regex(poisoned, canary_line=canary_line)
         else:
             clean = sanitize_lpd(poisoned, _number(defense, strength), lpd_config or config, seed=config.seed,
-                                 canary_line=canary_line, on_batch=on_batch, stop=stop)
+                                 score=lpd_score, canary_line=canary_line, on_batch=on_batch, stop=stop)
         details = {k: v for k, v in clean.to_json(max_removed=5).items() if k != "patterns"}
         text, canary = clean.text + val_part, Canary(canary.template, secret, insertions=0)
     result = train(text, config, canary, on_epoch=on_epoch, on_batch=on_batch, stop=stop)

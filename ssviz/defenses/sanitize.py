@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from ssviz.errors import SsvizError
 from ssviz.models.rnn import CharRNN
@@ -113,6 +114,7 @@ def lpd_scores(text: str, config=None, *, seed: int = 0, score: str = "raw", on_
     models, info = [], {}
     for half in (0, 1):
         part = "\n".join(lines[i] for i, s in zip(idx, side) if s == half)
+        torch.manual_seed(config.seed + half)  # seeded initial weights: the ranking is reproducible
         model = CharRNN(vocab, arch=config.arch, embedding_dim=config.embedding_dim, hidden_size=config.hidden,
                         num_layers=config.layers, dropout=config.dropout)
         res = train(part, replace(config, seed=config.seed + half), model=model, on_batch=on_batch, stop=stop)
@@ -152,6 +154,8 @@ def sanitize_lpd(text: str, top_fraction: float = 0.1, config=None, *, seed: int
         if ranks:
             result.canary_rank = ranks[0]
             result.details["canary_percentile"] = 100.0 * ranks[0] / len(order)
+        result.details["canary_copies"] = len(ranks)
+        result.details["canary_copies_removed"] = sum(r <= n_drop for r in ranks)
         result.canary_removed = canary_line not in clean.split("\n")
     return result
 
