@@ -21,11 +21,8 @@ REGISTERED = "ssviz_training_registered"
 def model_section() -> state.CurrentModel:
     st.subheader("Current model")
     registry = state.models()
-    keys = list(registry)
-    chosen = st.selectbox("Model", keys, index=keys.index(state.get(state.MODEL)),
-                          format_func=lambda k: registry[k]["name"], key="w_model_select")
-    if chosen != state.get(state.MODEL):
-        state.select_model(chosen)
+    st.selectbox("Model", list(registry), format_func=lambda k: registry[k]["name"],
+                 key=state.widget(state.MODEL), on_change=lambda: state.select_model(st.session_state["w_" + state.MODEL]))
     current = state.current_model()
     d = current.model.description
     c = st.columns(5)

@@ -100,7 +100,7 @@ def register_model(key: str, name: str, source: str) -> None:
 
 def select_model(key: str) -> CurrentModel:
     """Make ``key`` current; its recorded canary becomes the template and secret under test."""
-    st.session_state[MODEL] = key
+    put(MODEL, key)
     current = current_model()
     if current.canary:
         put(TEMPLATE, current.canary["template"])
