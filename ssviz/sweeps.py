@@ -106,7 +106,9 @@ def connect(db, read_only: bool = False):
         raise SsvizError(f"sweeps database not found: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        # a sweep is a few dozen rows: 16 KiB blocks (default 256 KiB) keep the file small to ship
+        con = duckdb.connect(str(path), read_only=read_only,
+                             config={} if read_only else {"default_block_size": "16384"})
         if not read_only:
             con.execute(SCHEMA)
     except duckdb.Error as e:
