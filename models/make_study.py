@@ -82,7 +82,9 @@ def main(argv=None) -> int:
 def write_readme(path: Path, rows: list[dict], users, seconds: float) -> None:
     lines = ["# Bundled per-user study (synthetic Enron-style mail)", "",
              "Regenerate with `nice python models/make_study.py` (add `--workers 2` for parallel users). "
-             f"It took {seconds:.0f} s on the 2-core build machine.", "",
+             f"It took {seconds:.0f} s on the 2-core build machine. Training is seeded, but float sums depend on "
+             "the number of torch threads, so a rebuild can differ in the last digits (and, for a secret the model "
+             "did not memorize, in its skew-normal estimate).", "",
              f"Synthetic maildir: 4 users, {MESSAGES} sent messages each, seed {SEED} "
              "(`ssviz.enron.synthetic.generate_maildir`; names from Faker, secrets random; nothing real). "
              "`ground_truth.json` lists the planted secrets (synthetic, in clear); the store holds only "
