@@ -22,7 +22,7 @@ def model_section() -> state.CurrentModel:
     st.subheader("Current model")
     registry = state.models()
     st.selectbox("Model", list(registry), format_func=lambda k: registry[k]["name"],
-                 key=state.widget(state.MODEL), on_change=lambda: state.select_model(st.session_state["w_" + state.MODEL]))
+                 key=state.widget(state.MODEL), on_change=_on_model)
     current = state.current_model()
     d = current.model.description
     c = st.columns(5)
@@ -38,6 +38,10 @@ def model_section() -> state.CurrentModel:
     with st.expander("Vocabulary"):
         st.code(" ".join(repr(ch)[1:-1] for ch in current.model.vocab.chars), language="text")
     return current
+
+
+def _on_model() -> None:
+    state.select_model(st.session_state["w_" + state.MODEL])
 
 
 def upload_section() -> None:
