@@ -27,13 +27,6 @@ from tests.conftest import CANARY_SECRET, CANARY_TEMPLATE, TINY_VOCAB
 TINY = dict(layers=1, hidden=12, embedding_dim=8, epochs=1, batch_size=32, patience=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models train far faster on one thread when the 2 cores are shared (no spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

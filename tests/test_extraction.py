@@ -27,13 +27,6 @@ TEMPLATES = ["PIN {d:3}", "My PIN is {d:4}", "ab {[xyz]:2}-{d:2}.", "S {d:1} M {
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batched steps run fastest on one thread on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(seed: int, sharpness: float = 4.0) -> CharRNN:
