@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ssviz.extraction.result import ExtractionResult, make_result
-from ssviz.extraction.space import SearchSpace, start_run
+from ssviz.extraction.space import start_run
 from ssviz.extraction.trace import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_STEPS, child, found_entry, node, recorder_for
 from ssviz.models.base import LanguageModel
 
