@@ -116,6 +116,7 @@ def measure_secret(model, template, secret: str, settings: StudySettings, seed: 
     from ssviz import exposure
     from ssviz.extraction import search_exposure, shortest_path
 
+    secret = template.normalize(secret)  # searches report bare fillers; compare like with like
     measurements = []
 
     def record(method: str, run) -> None:
