@@ -15,6 +15,8 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from ui.widgets import mark_navigation  # noqa: E402
+
 PAGES = ROOT / "pages"
 
 
@@ -38,4 +40,6 @@ def pages() -> dict[str, list]:
 
 
 st.set_page_config(page_title="ssviz: The Secret Sharer", page_icon=":material/key:", layout="wide")
-st.navigation(pages()).run()
+page = st.navigation(pages())
+mark_navigation()
+page.run()

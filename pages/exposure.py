@@ -62,10 +62,11 @@ def show_result(res: exposure.ExposureResult, template: Template, secret: str) -
     c[0].metric("Exposure", f"{res.exposure:.2f} bits",
                 help="log2|R| - log2(rank): 0 = typical filler, log2|R| = the model's top choice")
     c[1].metric("95% CI", f"{res.ci[0]:.2f} – {res.ci[1]:.2f}" if res.ci else "exact" if res.rank else "–")
-    c[2].metric("Rank", f"{res.rank:,} of {res.space_size:,}" if res.rank else "– (sampled)")
+    c[2].metric(f"Rank of {res.space_size:,}", f"{res.rank:,}" if res.rank else "–",
+                help="Fillers at least as likely as the secret (exact methods only)")
     c[3].metric("Log-perplexity", f"{res.log_perplexity:.2f} bits")
-    c[4].metric("KS p-value (skew-normal fit)", f"{res.ks_pvalue:.3f}" if res.ks_pvalue is not None else "–",
-                help="Kolmogorov-Smirnov test of the fit: small values mean extrapolation is less trustworthy")
+    c[4].metric("KS p-value", f"{res.ks_pvalue:.3f}" if res.ks_pvalue is not None else "–",
+                help="Kolmogorov-Smirnov test of the skew-normal fit: small values mean extrapolation is less trustworthy")
     st.info(plain_reading(res.exposure, res.rank, res.space_size))
     st.caption(f"Method: {res.method}" + (f", {res.samples:,} fillers scored" if res.samples else "")
                + f"; maximum possible exposure for this template: {math.log2(res.space_size):.2f} bits.")

@@ -99,7 +99,7 @@ def _replay_view(trace: dict, secret: str, last: int) -> None:
             st.session_state[PLAYING] = playing = False
         else:
             _step_by(1, last)
-    c = st.columns([1, 1, 1, 6])
+    c = st.columns([1.5, 1.2, 1.2, 6])
     c[0].button("Previous", icon=":material/skip_previous:", on_click=_step_by, args=(-1, last), key="trace_prev",
                 disabled=playing)
     c[1].button("Pause" if playing else "Play", icon=":material/pause:" if playing else ":material/play_arrow:",

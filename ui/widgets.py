@@ -13,11 +13,39 @@ from ssviz.errors import SsvizError
 from ui import state
 
 
+NAVIGATED = "ssviz_navigated"
+
+
+def mark_navigation() -> None:
+    """Called by app.py before it runs the chosen page: this run went through st.navigation."""
+    st.session_state[NAVIGATED] = True
+
+
+def ensure_app_navigation() -> None:
+    """Re-run through app.py when Streamlit ran a page file on its own.
+
+    Streamlit keeps a legacy mode for apps with a ``pages/`` folder: until the
+    entry point has called ``st.navigation`` once in this server process, a deep
+    link such as ``/exposure`` executes ``pages/exposure.py`` directly, without
+    app.py's navigation, page config or theme. Switching that mode off and
+    rerunning makes Streamlit execute app.py, which then shows the same page.
+    """
+    if st.session_state.get(NAVIGATED):
+        return
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+        PagesManager.uses_pages_directory = False
+    except (ImportError, AttributeError):  # a future Streamlit without the legacy mode
+        return
+    st.rerun()
+
+
 def run_page(body) -> None:
     """Run a page body: user errors become ``st.error``, bugs a short message with details folded away.
 
     Streamlit's own control flow (st.rerun, st.stop) derives from BaseException and passes through.
     """
+    ensure_app_navigation()
     try:
         state.init()
         body()

@@ -1,0 +1,160 @@
+"""End to end in a real browser: ``streamlit run app.py`` driven by Debian's Chromium through Playwright.
+
+Each page is opened, its main element awaited, and a screenshot saved under
+``tests/screenshots/`` (gitignored) for a person to look at. No browser is ever
+downloaded: Playwright launches /usr/bin/chromium. The test skips only when that
+binary is missing and SSVIZ_REQUIRE_BROWSER is unset (CI sets it: there it must run).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+
+if not CHROMIUM.exists() and not os.environ.get("SSVIZ_REQUIRE_BROWSER"):
+    pytest.skip("Debian chromium is not installed (/usr/bin/chromium); CI sets SSVIZ_REQUIRE_BROWSER",
+                allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    log = open(SCREENSHOTS.parent / ".streamlit-e2e.log", "w") if SCREENSHOTS.parent.is_dir() else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+                             "--server.port", str(port), "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start (exit code {proc.poll()})")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log is not subprocess.DEVNULL:
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM),
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 2400})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def shoot(pg, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    pg.wait_for_timeout(800)  # let plotly finish drawing
+    pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def no_exceptions(pg) -> None:
+    assert pg.locator('[data-testid="stException"]').count() == 0
+    assert "Traceback" not in pg.inner_text("body")
+
+
+def heading(pg, text: str):
+    return pg.get_by_role("heading", name=text).first
+
+
+def test_home_and_model_pages(server, page):
+    page.goto(server)
+    expect(heading(page, "ssviz: does your model remember secrets?")).to_be_visible(timeout=60_000)
+    no_exceptions(page)
+    shoot(page, "1-home")
+    page.goto(f"{server}/model")
+    expect(heading(page, "Model & corpus")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("559,840")).to_be_visible(timeout=30_000)
+    no_exceptions(page)
+    shoot(page, "2-model")
+
+
+def test_template_page(server, page):
+    page.goto(f"{server}/template")
+    expect(heading(page, "Secret template")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("1,000,000").first).to_be_visible(timeout=30_000)
+    no_exceptions(page)
+    shoot(page, "3-template")
+
+
+def test_exposure_page_measures_and_draws_the_histogram(server, page):
+    page.goto(f"{server}/exposure")
+    expect(heading(page, "Exposure")).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Measure exposure").click()
+    expect(page.locator('[data-testid="stPlotlyChart"]').nth(1)).to_be_visible(timeout=180_000)
+    expect(page.get_by_text("ranks 1 of 1,000,000", exact=False).first).to_be_visible(timeout=10_000)
+    no_exceptions(page)
+    shoot(page, "4-exposure")
+
+
+def test_extraction_page_draws_the_tree(server, page):
+    page.goto(f"{server}/extraction")
+    expect(heading(page, "Extraction")).to_be_visible(timeout=60_000)
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("Extracted the secret")).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_text("Step 1 of", exact=False)).to_be_visible(timeout=30_000)
+    no_exceptions(page)
+    shoot(page, "5-extraction")
+
+
+def test_comparison_page(server, page):
+    page.goto(f"{server}/comparison")
+    expect(heading(page, "Per-user comparison")).to_be_visible(timeout=60_000)
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=60_000)
+    no_exceptions(page)
+    shoot(page, "6-comparison")
+
+
+def test_defenses_page_is_in_the_navigation(server, page):
+    if not (ROOT / "pages" / "defenses.py").is_file():
+        pytest.skip("pages/defenses.py is not there")
+    page.goto(f"{server}/defenses")
+    expect(heading(page, "Defenses")).to_be_visible(timeout=60_000)
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=60_000)
+    no_exceptions(page)
+    shoot(page, "7-defenses")
