@@ -23,7 +23,7 @@ def shown(path: Path) -> str:
 def choose_store() -> Path:
     choices = [p for p in (DEFAULT_DB, BUNDLED_STUDY) if p.is_file()]
     labels = {DEFAULT_DB: "your results", BUNDLED_STUDY: "bundled demo study"}
-    c1, c2 = st.columns([2, 3])
+    c1, c2 = st.columns([3, 2])
     options = [*choices, "other"]
     pick = c1.selectbox("Results", options, key="w_cmp_store",
                         format_func=lambda p: "another DuckDB file..." if p == "other"
@@ -76,8 +76,9 @@ def body() -> None:
         chart(exposure_scatter(df, "times_present", log_x=True), "exposure-vs-times-present", key="cmp_times")
     with c2:
         chart(exposure_scatter(df, "corpus_chars"), "exposure-vs-corpus-size", key="cmp_size")
-    st.caption("Secrets that appear more often are memorized more; a secret can have high exposure yet escape "
-               "a budget-limited extraction when its space is large (card numbers: 10^16 fillers).")
+    st.caption("What to look for: do secrets that appear more often have higher exposure? Extraction is a "
+               "search with a budget, so a secret in a large space (card numbers: 10^16 fillers) needs more "
+               "exposure to be found than one in a small space (SSNs: 10^9).")
 
 
 run_page(body)

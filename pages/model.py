@@ -121,44 +121,58 @@ def train_section() -> None:
         st.session_state[JOB] = TrainingJob(text[:max_chars], config.validate(), canary, state.TRAINED_DIR,
                                             name=f"lstm1x{hidden}")
         st.rerun()
-    if job:
-        job_panel()
+    if job and job.running:
+        live_panel()
+    elif job:
+        job_panel(job)
 
 
 @st.fragment(run_every=1.0)
-def job_panel() -> None:
+def live_panel() -> None:
+    """Redrawn every second while the worker trains; the whole page reruns once it ends."""
     job: TrainingJob | None = st.session_state.get(JOB)
-    if job is None:
-        return
+    if job is None or not job.running:
+        st.rerun(scope="app")
     snap = job.snapshot()
-    if snap["running"]:
-        c1, c2 = st.columns([5, 1])
-        c1.progress(snap["fraction"], text=f"{snap['status']} · {snap['seconds']:.0f} s")
-        if c2.button("Stop", icon=":material/stop:", disabled=job.stop.is_set()):
-            job.stop.set()
-    elif snap["error"]:
-        st.error(f"Training ended: {snap['error']}")
+    c1, c2 = st.columns([5, 1])
+    c1.progress(snap["fraction"], text=f"{snap['status']} · {snap['seconds']:.0f} s")
+    if c2.button("Stop", icon=":material/stop:", disabled=job.stop.is_set()):
+        job.stop.set()
+    epochs_chart(job, snap)
+
+
+def epochs_chart(job: TrainingJob, snap: dict) -> None:
+    if not snap["epochs"]:
+        return
     space = job.canary.template.space_size if job.canary else None
-    if snap["epochs"]:
-        last = snap["epochs"][-1]
-        if last.get("exposure") is not None:
-            st.caption(f"Epoch {last['epoch']}: validation loss {last['val_loss']:.3f}, canary exposure "
-                       f"{last['exposure']:.2f} of {math.log2(space):.2f} bits"
-                       + (f", rank {last['rank']:,}" if last.get("rank") else ""))
-        chart(training_progress(snap["epochs"], math.log2(space) if space else None,
-                                title="Training: loss and canary exposure"), "training-progress",
-              key=f"train_{len(snap['epochs'])}_{snap['running']}")
-    if snap["saved_path"] is not None:
-        key = f"file:{snap['saved_path']}"
-        if st.session_state.get(REGISTERED) != key:
-            d = job.config
-            state.register_model(key, f"Trained here: {d.layers}x{d.hidden} LSTM, {len(snap['epochs'])} epochs "
-                                      f"({snap['saved_path'].name})", str(snap["saved_path"]))
-            st.session_state[REGISTERED] = key
-        st.success(f"{snap['status'].capitalize()} in {job.seconds:.0f} s: {snap['saved_path'].name}.")
-        if state.get(state.MODEL) != key and st.button("Use this model", type="primary", key="use_trained"):
-            state.select_model(key)
-            st.rerun(scope="app")
+    last = snap["epochs"][-1]
+    if last.get("exposure") is not None:
+        st.caption(f"Epoch {last['epoch']}: validation loss {last['val_loss']:.3f}, canary exposure "
+                   f"{last['exposure']:.2f} of {math.log2(space):.2f} bits"
+                   + (f", rank {last['rank']:,}" if last.get("rank") else ""))
+    chart(training_progress(snap["epochs"], math.log2(space) if space else None,
+                            title="Training: loss and canary exposure"), "training-progress",
+          key=f"train_{len(snap['epochs'])}_{snap['running']}")
+
+
+def job_panel(job: TrainingJob) -> None:
+    """The finished run: its curves, and its saved checkpoint offered as the current model."""
+    snap = job.snapshot()
+    if snap["error"]:
+        st.error(f"Training ended: {snap['error']}")
+    epochs_chart(job, snap)
+    if snap["saved_path"] is None:
+        return
+    key = f"file:{snap['saved_path']}"
+    if st.session_state.get(REGISTERED) != key:
+        d = job.config
+        state.register_model(key, f"Trained here: {d.layers}x{d.hidden} LSTM, {len(snap['epochs'])} epochs "
+                                  f"({snap['saved_path'].name})", str(snap["saved_path"]))
+        st.session_state[REGISTERED] = key
+    st.success(f"{snap['status'].capitalize()} in {job.seconds:.0f} s: {snap['saved_path'].name}.")
+    if state.get(state.MODEL) != key and st.button("Use this model", type="primary", key="use_trained"):
+        state.select_model(key)
+        st.rerun()
 
 
 def body() -> None:

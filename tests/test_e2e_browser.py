@@ -36,9 +36,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+           "SSVIZ_TRAINED_DIR": str(tmp_path_factory.mktemp("trained"))}
     log = open(SCREENSHOTS.parent / ".streamlit-e2e.log", "w") if SCREENSHOTS.parent.is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
                              "--server.port", str(port), "--server.headless", "true",
@@ -101,6 +102,16 @@ def heading(pg, text: str):
     return pg.get_by_role("heading", name=text).first
 
 
+def test_a_deep_link_on_a_fresh_server_gets_the_apps_navigation(server, page):
+    # first request of the server process: Streamlit's legacy pages/ mode would run the file alone
+    page.goto(f"{server}/template")
+    expect(heading(page, "Secret template")).to_be_visible(timeout=60_000)
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    expect(nav.get_by_text("Model & corpus")).to_be_visible(timeout=30_000)
+    expect(nav.get_by_text("Per-user comparison")).to_be_visible()
+    assert nav.get_by_text("template", exact=True).count() == 0  # not the file-name listing
+
+
 def test_home_and_model_pages(server, page):
     page.goto(server)
     expect(heading(page, "ssviz: does your model remember secrets?")).to_be_visible(timeout=60_000)
@@ -158,3 +169,19 @@ def test_defenses_page_is_in_the_navigation(server, page):
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=60_000)
     no_exceptions(page)
     shoot(page, "7-defenses")
+
+
+def test_training_in_the_browser_shows_progress_and_offers_the_model(server, page):
+    page.goto(f"{server}/model")
+    expect(heading(page, "Train a model with a canary")).to_be_visible(timeout=60_000)
+    page.get_by_label("Epochs").fill("2")
+    page.get_by_label("Canary template").fill("My PIN is {d:4}")
+    page.get_by_label("Canary filler").fill("4821")
+    page.get_by_role("button", name="Train").click()
+    expect(page.get_by_text("Training: loss and canary exposure").first).to_be_visible(timeout=180_000)
+    use = page.get_by_role("button", name="Use this model")
+    expect(use).to_be_visible(timeout=300_000)
+    no_exceptions(page)
+    shoot(page, "8-training")
+    use.click()
+    expect(page.get_by_text("1 x 128")).to_be_visible(timeout=30_000)

@@ -8,6 +8,7 @@ copy back on change (:func:`widget`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ SECRET = "ssviz_secret"
 EXTRA_SECRETS = "ssviz_extra_secrets"  # typed fillers compared on the exposure page
 CORPUS = "ssviz_corpus"        # {"name", "text"} or None for the demo corpus
 DEMO_KEY = "demo"
-TRAINED_DIR = ROOT / "data" / "models"
+TRAINED_DIR = Path(os.environ.get("SSVIZ_TRAINED_DIR") or ROOT / "data" / "models")  # models trained in the app
 
 
 @dataclass
