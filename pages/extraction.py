@@ -89,16 +89,18 @@ def replay(trace: dict, secret: str) -> None:
     if st.session_state.get(STEP, 0) > last:
         st.session_state[STEP] = last
     playing = st.session_state.get(PLAYING, False)
-    st.fragment(_replay_view, run_every=0.8 if playing else None)(trace, secret, last)
+    st.fragment(_replay_view, run_every=0.8 if playing else None)(trace, secret, last, playing)
 
 
-def _replay_view(trace: dict, secret: str, last: int) -> None:
+def _replay_view(trace: dict, secret: str, last: int, ticking: bool) -> None:
+    """The replay; while playing, this fragment reruns on a timer and advances one step per tick."""
     playing = st.session_state.get(PLAYING, False)
-    if playing:  # advance one step per tick; stop at the end
-        if st.session_state.get(STEP, 0) >= last:
-            st.session_state[PLAYING] = playing = False
-        else:
-            _step_by(1, last)
+    if playing and st.session_state.get(STEP, 0) >= last:
+        st.session_state[PLAYING] = playing = False
+    if playing != ticking:  # Play/Pause or the end: rebuild the fragment with (or without) its timer
+        st.rerun(scope="app")
+    if playing:
+        _step_by(1, last)
     c = st.columns([1.5, 1.2, 1.2, 6])
     c[0].button("Previous", icon=":material/skip_previous:", on_click=_step_by, args=(-1, last), key="trace_prev",
                 disabled=playing)

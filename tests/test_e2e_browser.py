@@ -151,6 +151,10 @@ def test_extraction_page_draws_the_tree(server, page):
     expect(page.get_by_text("Step 1 of", exact=False)).to_be_visible(timeout=30_000)
     no_exceptions(page)
     shoot(page, "5-extraction")
+    page.get_by_role("button", name="Play").click()  # replays on a timer, one step per tick
+    expect(page.get_by_text("Step 3 of", exact=False)).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Pause").click()
+    no_exceptions(page)
 
 
 def test_comparison_page(server, page):
