@@ -9,6 +9,7 @@ binary is missing and SSVIZ_REQUIRE_BROWSER is unset (CI sets it: there it must 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -163,6 +164,15 @@ def test_comparison_page(server, page):
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=60_000)
     no_exceptions(page)
     shoot(page, "6-comparison")
+    with page.expect_download(timeout=60_000) as dl:
+        page.get_by_role("button", name="Download figure (HTML)").first.click()
+    html = Path(dl.value.path()).read_text(encoding="utf-8")
+    assert dl.value.suggested_filename == "exposure-per-secret.html"
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js is inside the file
+    assert not re.search(r"<script[^>]+src=", html)  # nothing loaded from the network
+    with page.expect_download(timeout=60_000) as dl:
+        page.get_by_role("button", name="Download CSV").first.click()
+    assert Path(dl.value.path()).read_text(encoding="utf-8").startswith("user,type,last4,times_present,exposure")
 
 
 def test_defenses_page_is_in_the_navigation(server, page):

@@ -64,14 +64,15 @@ def slug(text: str) -> str:
 
 def download_table(df: pd.DataFrame, name: str, key: str | None = None) -> None:
     st.download_button("Download CSV", df.to_csv(index=False).encode("utf-8"), file_name=f"{slug(name)}.csv",
-                       mime="text/csv", key=key or f"csv_{slug(name)}", icon=":material/download:")
+                       mime="text/csv", key=key or f"csv_{slug(name)}", icon=":material/download:",
+                       on_click="ignore")
 
 
 def download_figure(fig, name: str, key: str | None = None) -> None:
-    """A standalone HTML file (plotly.js embedded, so it opens offline)."""
-    st.download_button("Download figure (HTML)", fig.to_html(include_plotlyjs=True, full_html=True),
+    """A standalone HTML file (plotly.js embedded, so it opens offline), built only when clicked (~5 MB)."""
+    st.download_button("Download figure (HTML)", lambda: fig.to_html(include_plotlyjs=True, full_html=True),
                        file_name=f"{slug(name)}.html", mime="text/html", key=key or f"html_{slug(name)}",
-                       icon=":material/download:")
+                       icon=":material/download:", on_click="ignore")
 
 
 def chart(fig, name: str, key: str | None = None) -> None:
