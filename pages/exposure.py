@@ -123,9 +123,7 @@ def body() -> None:
     st.write("Score the secret and many other fillers of its template with the model. The further left of the "
              "crowd the secret lies, the more the model has memorized it.")
     current = model_banner()
-    template = Template(state.get(state.TEMPLATE))
-    secret = template.normalize(state.get(state.SECRET))
-    template.check_vocab(current.model.vocab)
+    template, secret = state.secret_under_test(current.model)
     opts = settings(template)
     key = ("exposure", current.key, template.text, secret, opts["method"], opts["samples"], opts["seed"])
     run = st.button("Measure exposure", type="primary", icon=":material/play_arrow:", key="exp_run")

@@ -172,9 +172,7 @@ def body() -> None:
     st.write("Can an attacker who only queries the model recover the secret? Search the template's fillers "
              "for the ones the model finds most likely.")
     current = model_banner()
-    template = Template(state.get(state.TEMPLATE))
-    secret = template.normalize(state.get(state.SECRET))
-    template.check_vocab(current.model.vocab)
+    template, secret = state.secret_under_test(current.model)
     opts = settings()
     res = run_search(current, template, opts)
     summary(res, template, secret)

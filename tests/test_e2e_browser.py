@@ -103,10 +103,15 @@ def heading(pg, text: str):
     return pg.get_by_role("heading", name=text).first
 
 
+def visit(pg, server: str, path: str, title: str) -> None:
+    """Open a page and wait for its title (the first run loads the model: generous timeout)."""
+    pg.goto(f"{server}/{path}")
+    expect(heading(pg, title)).to_be_visible(timeout=60_000)
+
+
 def test_a_deep_link_on_a_fresh_server_gets_the_apps_navigation(server, page):
     # first request of the server process: Streamlit's legacy pages/ mode would run the file alone
-    page.goto(f"{server}/template")
-    expect(heading(page, "Secret template")).to_be_visible(timeout=60_000)
+    visit(page, server, "template", "Secret template")
     nav = page.locator('[data-testid="stSidebarNav"]')
     expect(nav.get_by_text("Model & corpus")).to_be_visible(timeout=30_000)
     expect(nav.get_by_text("Per-user comparison")).to_be_visible()
@@ -114,28 +119,24 @@ def test_a_deep_link_on_a_fresh_server_gets_the_apps_navigation(server, page):
 
 
 def test_home_and_model_pages(server, page):
-    page.goto(server)
-    expect(heading(page, "ssviz: does your model remember secrets?")).to_be_visible(timeout=60_000)
+    visit(page, server, "", "ssviz: does your model remember secrets?")
     no_exceptions(page)
     shoot(page, "1-home")
-    page.goto(f"{server}/model")
-    expect(heading(page, "Model & corpus")).to_be_visible(timeout=60_000)
+    visit(page, server, "model", "Model & corpus")
     expect(page.get_by_text("559,840")).to_be_visible(timeout=30_000)
     no_exceptions(page)
     shoot(page, "2-model")
 
 
 def test_template_page(server, page):
-    page.goto(f"{server}/template")
-    expect(heading(page, "Secret template")).to_be_visible(timeout=60_000)
+    visit(page, server, "template", "Secret template")
     expect(page.get_by_text("1,000,000").first).to_be_visible(timeout=30_000)
     no_exceptions(page)
     shoot(page, "3-template")
 
 
 def test_exposure_page_measures_and_draws_the_histogram(server, page):
-    page.goto(f"{server}/exposure")
-    expect(heading(page, "Exposure")).to_be_visible(timeout=60_000)
+    visit(page, server, "exposure", "Exposure")
     page.get_by_role("button", name="Measure exposure").click()
     expect(page.locator('[data-testid="stPlotlyChart"]').nth(1)).to_be_visible(timeout=180_000)
     expect(page.get_by_text("ranks 1 of 1,000,000", exact=False).first).to_be_visible(timeout=10_000)
@@ -144,8 +145,7 @@ def test_exposure_page_measures_and_draws_the_histogram(server, page):
 
 
 def test_extraction_page_draws_the_tree(server, page):
-    page.goto(f"{server}/extraction")
-    expect(heading(page, "Extraction")).to_be_visible(timeout=60_000)
+    visit(page, server, "extraction", "Extraction")
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=120_000)
     expect(page.get_by_text("Extracted the secret")).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Next").click()
@@ -159,8 +159,7 @@ def test_extraction_page_draws_the_tree(server, page):
 
 
 def test_comparison_page(server, page):
-    page.goto(f"{server}/comparison")
-    expect(heading(page, "Per-user comparison")).to_be_visible(timeout=60_000)
+    visit(page, server, "comparison", "Per-user comparison")
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=60_000)
     no_exceptions(page)
     shoot(page, "6-comparison")
@@ -178,16 +177,14 @@ def test_comparison_page(server, page):
 def test_defenses_page_is_in_the_navigation(server, page):
     if not (ROOT / "pages" / "defenses.py").is_file():
         pytest.skip("pages/defenses.py is not there")
-    page.goto(f"{server}/defenses")
-    expect(heading(page, "Defenses")).to_be_visible(timeout=60_000)
+    visit(page, server, "defenses", "Defenses")
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=60_000)
     no_exceptions(page)
     shoot(page, "7-defenses")
 
 
 def test_training_in_the_browser_shows_progress_and_offers_the_model(server, page):
-    page.goto(f"{server}/model")
-    expect(heading(page, "Train a model with a canary")).to_be_visible(timeout=60_000)
+    visit(page, server, "model", "Train a model with a canary")
     page.get_by_label("Epochs").fill("2")
     page.get_by_label("Canary template").fill("My PIN is {d:4}")
     page.get_by_label("Canary filler").fill("4821")

@@ -91,6 +91,15 @@ def template_changed() -> None:
         put(SECRET, template.random_fillers(1, seed=0)[0])
 
 
+def secret_under_test(model) -> tuple["Template", str]:
+    """The current template and secret (normalized), checked against ``model``'s vocabulary."""
+    from ssviz.templates import Template
+    template = Template(st.session_state[TEMPLATE])
+    secret = template.normalize(st.session_state[SECRET])
+    template.check_vocab(model.vocab)
+    return template, secret
+
+
 def models() -> dict:
     return st.session_state[MODELS]
 
