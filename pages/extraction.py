@@ -114,7 +114,8 @@ def _replay_view(trace: dict, secret: str, last: int, ticking: bool) -> None:
     s = trace["steps"][step]
     current = [n["node"] for n in tree_nodes(trace, step, secret) if n["status"] == "current"]
     shown = ", ".join(f"`{n}`" if n else "the root" for n in current[:8])
-    st.markdown(f"**Step {step} of {last}** · expanded {shown}"
+    action = f"expanded {shown}" if current else "scored the next chunk of fillers"
+    st.markdown(f"**Step {step} of {last}** · {action}"
                 + (" …" if len(current) > 8 else "") + f" · frontier size {s['frontier_size']:,}"
                 + (" · trace capped: some steps or nodes were not recorded" if trace.get("capped") else ""))
     fig = tree_figure(trace, step, secret, title=f"{ALGORITHMS.get(trace['algorithm'], trace['algorithm'])}, "

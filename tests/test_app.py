@@ -230,3 +230,30 @@ def test_training_runs_in_a_worker_and_the_result_becomes_selectable(tmp_path, m
     assert metric(at, "Layers x units") == "1 x 64"
     assert at.session_state["ssviz_template"] == "My PIN is {d:4}"
     assert at.session_state["ssviz_secret"] == "4821"
+
+
+def _page_that_fails(root: str, kind: str):
+    import sys
+    sys.path.insert(0, root)
+    from ssviz.errors import TemplateError
+    from ui.widgets import mark_navigation, run_page
+
+    def body():
+        if kind == "user":
+            raise TemplateError("bad slot '{q:3}'")
+        raise KeyError("a bug")
+
+    mark_navigation()
+    run_page(body)
+
+
+@pytest.mark.parametrize("kind", ["user", "bug"])
+def test_page_errors_become_messages_never_tracebacks(kind):
+    at = AppTest.from_function(_page_that_fails, args=(str(Path(APP).parent), kind), default_timeout=30).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    if kind == "user":
+        assert at.error[0].value == "bad slot '{q:3}'" and not at.expander
+    else:
+        assert "KeyError" in at.error[0].value and "report" in at.error[0].value
+        assert at.expander and at.expander[0].label == "Details for a bug report"

@@ -56,6 +56,7 @@ def test_plain_reading():
     assert "rank 1 of 1,000,000" in plain_reading(19.93, 1, 10 ** 6).lower().replace("ranks", "rank")
     assert "2^19.9" in plain_reading(19.93, 1, 10 ** 6)
     assert "chance" in plain_reading(0.4)
+    assert "beyond log2|R| = 19.93" in plain_reading(25.5, None, 10 ** 6)  # skew-normal past the space
 
 
 # A hand-made Dijkstra trace over a two-digit space {0,1}x{0,1,2}, secret "12".

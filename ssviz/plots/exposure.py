@@ -81,8 +81,12 @@ def plain_reading(exposure: float, rank: int | None = None, space_size: int | No
     if rank is not None and space_size:
         text += f" It ranks {rank:,} of {space_size:,}"
         text += ": the model's single most likely filler." if rank == 1 else "."
+    top = math.log2(space_size) if space_size else None
     if exposure < 1:
         text += " That is no more than chance: the model has not memorized it."
-    elif space_size and exposure >= math.log2(space_size) - 1e-9:
+    elif top is not None and exposure > top + 1e-9:
+        text += (f" That is beyond log2|R| = {top:.2f} bits: the fitted curve extrapolates further into the tail "
+                 "than the space reaches, so the secret very likely ranks first.")
+    elif top is not None and exposure >= top - 1e-9:
         text += " That is the maximum possible: a search would extract it first."
     return text
