@@ -16,6 +16,7 @@ ALGORITHMS = {"dijkstra": "Shortest path (exact, best first)", "beam": "Beam sea
 STEP = "w_trace_step"
 PLAYING = "ssviz_trace_playing"
 TRACE_CAP = {"max_trace_steps": 400, "max_trace_children": 120}
+AUTO_RUN_LIMIT = 10 ** 6  # spaces up to this size are searched as soon as the page opens
 
 
 def settings() -> dict:
@@ -34,8 +35,12 @@ def settings() -> dict:
     return {"algorithm": algorithm, **opts}
 
 
+def search_key(current, template: Template, opts: dict) -> tuple:
+    return ("extraction", current.key, template.text, tuple(sorted(opts.items())))
+
+
 def run_search(current, template: Template, opts: dict):
-    key = ("extraction", current.key, template.text, tuple(sorted(opts.items())))
+    key = search_key(current, template, opts)
     res = cache.result(key)
     if res is None:
         bar = ProgressBar("Searching...")
@@ -175,6 +180,11 @@ def body() -> None:
     current = model_banner()
     template, secret = state.secret_under_test(current.model)
     opts = settings()
+    clicked = st.button("Search", type="primary", icon=":material/play_arrow:", key="ext_run")
+    if not (clicked or template.space_size <= AUTO_RUN_LIMIT or cache.result(search_key(current, template, opts))):
+        st.info(f"|R| = {template.space_size:,}: press **Search** to run (it may take a while; the budget above "
+                "bounds it).")
+        return
     res = run_search(current, template, opts)
     summary(res, template, secret)
     if res.trace and res.trace["steps"]:

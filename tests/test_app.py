@@ -130,6 +130,9 @@ def test_preset_sets_the_space_and_keeps_state_across_pages():
     assert not at.exception
     assert at.session_state["ssviz_template"] == "My SSN is {d:3}-{d:2}-{d:4}"
     assert any("My SSN is" in c.value for c in at.caption)
+    at.switch_page("pages/extraction.py").run()  # 10^9 fillers: waits for a click instead of searching
+    assert not at.exception and not at.error and not at.metric
+    assert any("press **Search**" in i.value for i in at.info)
 
 
 def test_exposure_shown_equals_the_library_measurement():

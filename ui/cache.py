@@ -26,7 +26,7 @@ from ssviz.train import read_corpus
 
 UPLOADS = "ssviz_uploads"
 RESULTS = "ssviz_results"
-MAX_RESULTS = 32
+MAX_RESULTS = 16  # an exact exposure result holds |R| floats (8 MB for 10^6)
 
 
 def file_hash(path: Path) -> str:
