@@ -41,7 +41,8 @@ def server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
            "SSVIZ_TRAINED_DIR": str(tmp_path_factory.mktemp("trained"))}
-    log = open(SCREENSHOTS.parent / ".streamlit-e2e.log", "w") if SCREENSHOTS.parent.is_dir() else subprocess.DEVNULL
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    log = open(SCREENSHOTS / "streamlit-server.log", "w")  # next to the screenshots (gitignored)
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
                              "--server.port", str(port), "--server.headless", "true",
                              "--browser.gatherUsageStats", "false"],
@@ -67,8 +68,7 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if log is not subprocess.DEVNULL:
-            log.close()
+        log.close()
 
 
 @pytest.fixture(scope="module")
