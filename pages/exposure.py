@@ -66,18 +66,16 @@ def show_result(res: exposure.ExposureResult, template: Template, secret: str) -
                 help="Fillers at least as likely as the secret (exact methods only)")
     c[3].metric("Log-perplexity", f"{res.log_perplexity:.2f} bits")
     c[4].metric("KS p-value", f"{res.ks_pvalue:.3f}" if res.ks_pvalue is not None else "–",
-                help="Kolmogorov-Smirnov test of the skew-normal fit: small values mean extrapolation is less trustworthy")
+                help="Kolmogorov-Smirnov test of the skew-normal fit: small values mean extrapolation is "
+                     "less trustworthy")
     st.info(plain_reading(res.exposure, res.rank, res.space_size))
     st.caption(f"Method: {res.method}" + (f", {res.samples:,} fillers scored" if res.samples else "")
                + f"; maximum possible exposure for this template: {math.log2(res.space_size):.2f} bits.")
 
 
-def comparison(current: state.CurrentModel, template: Template, secret: str,
-               res: exposure.ExposureResult) -> None:
-    st.subheader("Compare secrets")
-    st.caption("Other fillers measured against the same reference fillers: the inserted canary should stand "
-               "out; a control that was never inserted should look like chance.")
-    typed = st.text_input("Other fillers (comma separated)", ", ".join(state.get(state.EXTRA_SECRETS)),
+def other_fillers(template: Template) -> list[str]:
+    """The fillers typed for comparison (the control by default), normalized; bad ones get a warning."""
+    typed = st.text_input("Other fillers to compare (comma separated)", ", ".join(state.get(state.EXTRA_SECRETS)),
                           key="w_exp_others")
     others = []
     for raw in [t.strip() for t in typed.split(",") if t.strip()]:
@@ -86,13 +84,17 @@ def comparison(current: state.CurrentModel, template: Template, secret: str,
         except SsvizError as e:
             st.warning(str(e))
     state.put(state.EXTRA_SECRETS, others)
-    fillers = list(dict.fromkeys([secret, *others]))
-    rows = secret_rows(current, template, fillers, res)
+    return others
+
+
+def comparison(rows: list[dict], template: Template) -> None:
+    st.subheader("Compare secrets")
+    st.caption("Other fillers measured against the same reference fillers: the inserted canary should stand "
+               "out; a control that was never inserted should look like chance.")
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "ci"} for r in rows])
     chart(exposure_bars(rows, math.log2(template.space_size)), "exposure-comparison", key="exp_bars")
     st.dataframe(df.round(3), hide_index=True)
     download_table(df, "exposure-comparison")
-    return {r["label"]: r["log_perplexity"] for r in rows}
 
 
 def secret_rows(current, template: Template, fillers: list[str], res: exposure.ExposureResult) -> list[dict]:
@@ -133,15 +135,17 @@ def body() -> None:
         return
     res = measure(current, template, secret, opts)
     show_result(res, template, secret)
-    lps_by_label = comparison(current, template, secret, res)
+    others = other_fillers(template)
+    rows = secret_rows(current, template, list(dict.fromkeys([secret, *others])), res)
     st.subheader("Where the secret falls")
     if res.reference_lps is None:
         st.info("The search method enumerates fillers from the most likely and keeps no histogram; "
                 "pick exact or sampled to see the distribution.")
-        return
-    fig = exposure_histogram(res.reference_lps, lps_by_label, res.skewnorm,
-                             title=f"{len(res.reference_lps):,} fillers of “{template.text}”")
-    chart(fig, "exposure-histogram", key="exp_hist")
+    else:
+        fig = exposure_histogram(res.reference_lps, {r["label"]: r["log_perplexity"] for r in rows}, res.skewnorm,
+                                 title=f"{len(res.reference_lps):,} fillers of “{template.text}”")
+        chart(fig, "exposure-histogram", key="exp_hist")
+    comparison(rows, template)
 
 
 run_page(body)

@@ -48,6 +48,7 @@ def test_exposure_bars_carry_values_and_asymmetric_ci():
                          {"label": "b", "exposure": 1.1, "ci": [0.5, 2.0]}], max_exposure=19.93)
     bar = fig.data[0]
     assert list(bar.x) == ["a", "b"] and list(bar.y) == [19.9, 1.1]
+    assert fig.layout.xaxis.type == "category"  # "281546" is a label, not a number
     assert list(bar.error_y.array) == pytest.approx([0, 0.9]) and list(bar.error_y.arrayminus) == \
         pytest.approx([0, 0.6])
 

@@ -67,6 +67,7 @@ def exposure_bars(rows: list[dict], max_exposure: float | None = None) -> go.Fig
                       annotation_text=f"maximum: log2|R| = {max_exposure:.2f} bits")
     top = max([max_exposure or 0.0, *values, 1.0])
     fig.update_layout(yaxis_title="exposure (bits)", yaxis_range=[0, top * 1.15], height=380,
+                      xaxis_type="category",  # fillers look like numbers: keep them as labels
                       margin=dict(t=20, b=40), font=dict(size=15), showlegend=False)
     return fig
 
