@@ -38,7 +38,7 @@ def exposure_histogram(reference_lps, secrets: dict[str, float] | None = None, s
     ymax = float(counts.max()) if len(counts) else 1.0
     for i, (label, lp) in enumerate((secrets or {}).items()):
         color = SECRET_COLORS[i % len(SECRET_COLORS)]
-        fig.add_trace(go.Scatter(x=[lp, lp], y=[0, ymax * (1.05 - 0.08 * (i % 4))], mode="lines+text",
+        fig.add_trace(go.Scatter(x=[lp, lp], y=[0, ymax * (1.08 + 0.07 * (i % 4))], mode="lines+text",
                                  name=label, text=["", label], textposition="top center",
                                  line=dict(color=color, width=3, dash="solid" if i == 0 else "dash"),
                                  hovertemplate=f"{label}<br>log-perplexity %{{x:.2f}} bits<extra></extra>"))
