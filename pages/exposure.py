@@ -15,7 +15,7 @@ from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_readin
 from ssviz.scoring import EXHAUSTIVE_LIMIT, score_fillers
 from ssviz.templates import Template
 from ui import cache, state
-from ui.widgets import ProgressBar, chart, download_table, model_banner, run_page
+from ui.widgets import ProgressBar, analysis_header, chart, download_table, run_page
 
 METHODS = {"auto": "auto (exact when |R| ≤ 10^6, else skew-normal)", "exact": "exact (enumerate every filler)",
            "sampled": "sampled (rank among random fillers)", "skewnorm": "skew-normal extrapolation",
@@ -121,11 +121,9 @@ def secret_rows(current, template: Template, fillers: list[str], res: exposure.E
 
 
 def body() -> None:
-    st.title("Exposure")
-    st.write("Score the secret and many other fillers of its template with the model. The further left of the "
-             "crowd the secret lies, the more the model has memorized it.")
-    current = model_banner()
-    template, secret = state.secret_under_test(current.model)
+    current, template, secret = analysis_header(
+        "Exposure", "Score the secret and many other fillers of its template with the model. The further left of the "
+                   "crowd the secret lies, the more the model has memorized it.")
     opts = settings(template)
     key = ("exposure", current.key, template.text, secret, opts["method"], opts["samples"], opts["seed"])
     run = st.button("Measure exposure", type="primary", icon=":material/play_arrow:", key="exp_run")

@@ -8,8 +8,8 @@ import streamlit as st
 from ssviz.extraction import beam_search, extract
 from ssviz.plots.search_tree import found_so_far, frontier, tree_figure, tree_nodes
 from ssviz.templates import Template
-from ui import cache, state
-from ui.widgets import ProgressBar, chart, download_table, model_banner, run_page
+from ui import cache
+from ui.widgets import ProgressBar, analysis_header, chart, download_table, run_page
 
 ALGORITHMS = {"dijkstra": "Shortest path (exact, best first)", "beam": "Beam search (keeps the N best prefixes)",
               "sampling": "Sampling from the model", "brute": "Brute force (score every filler)"}
@@ -174,11 +174,9 @@ def beam_vs_dijkstra(current, template: Template, secret: str) -> None:
 
 
 def body() -> None:
-    st.title("Extraction")
-    st.write("Can an attacker who only queries the model recover the secret? Search the template's fillers "
-             "for the ones the model finds most likely.")
-    current = model_banner()
-    template, secret = state.secret_under_test(current.model)
+    current, template, secret = analysis_header(
+        "Extraction", "Can an attacker who only queries the model recover the secret? Search the template's fillers "
+                   "for the ones the model finds most likely.")
     opts = settings()
     clicked = st.button("Search", type="primary", icon=":material/play_arrow:", key="ext_run")
     if not (clicked or template.space_size <= AUTO_RUN_LIMIT or cache.result(search_key(current, template, opts))):

@@ -108,3 +108,12 @@ def model_banner() -> state.CurrentModel:
     st.caption(f"Model: **{current.name}** · template: `{state.get(state.TEMPLATE)}` · "
                f"secret under test: `{state.get(state.SECRET)}` — change them on the Model and Template pages.")
     return current
+
+
+def analysis_header(title: str, intro: str):
+    """Title, one-paragraph intro and the banner of an analysis page; returns (model, template, secret)."""
+    st.title(title)
+    st.write(intro)
+    current = model_banner()
+    template, secret = state.secret_under_test(current.model)
+    return current, template, secret
