@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from ssviz import exposure
 from ssviz.cli import main as cli_main
@@ -36,13 +35,6 @@ TRAIN_ARGS = ["--layers", "1", "--hidden", "24", "--embedding-dim", "8", "--epoc
               "--patience", "0", "--exposure-samples", "200", "--search-nodes", "200", "--extraction-nodes", "200"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The machine is shared: one torch thread keeps these tests fast and steady."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import ssviz.defenses.compare as compare
 import ssviz.sweeps as sweeps
 from ssviz.demo import ROOT
 from ssviz.errors import SsvizError
-from tests.test_defenses import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 
 PAGE = str(ROOT / "pages" / "defenses.py")
 

@@ -9,7 +9,6 @@ from ssviz.errors import SsvizError
 from ssviz.sweeps import cells, list_sweeps, load_runs, parse_grid, run_sweep, summarize
 from ssviz.templates import Template
 from ssviz.train import Canary, TrainConfig
-from tests.test_defenses import one_torch_thread  # noqa: F401  (autouse: one torch thread)
 
 BASE = TrainConfig(layers=1, hidden=8, embedding_dim=8, epochs=1, batch_size=32, patience=None)
 
