@@ -260,3 +260,9 @@ def test_page_errors_become_messages_never_tracebacks(kind):
     else:
         assert "KeyError" in at.error[0].value and "report" in at.error[0].value
         assert at.expander and at.expander[0].label == "Details for a bug report"
+
+
+def test_a_page_run_on_its_own_retries_navigation_once_then_renders():
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / "template.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.title and at.title[0].value == "Secret template"

@@ -30,8 +30,9 @@ def ensure_app_navigation() -> None:
     app.py's navigation, page config or theme. Switching that mode off and
     rerunning makes Streamlit execute app.py, which then shows the same page.
     """
-    if st.session_state.get(NAVIGATED):
-        return
+    if st.session_state.get(NAVIGATED) or st.session_state.get(NAVIGATED + "_retried"):
+        return  # through app.py, or already retried once (a page started on its own with streamlit run)
+    st.session_state[NAVIGATED + "_retried"] = True
     try:
         from streamlit.runtime.pages_manager import PagesManager
         PagesManager.uses_pages_directory = False
