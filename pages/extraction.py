@@ -137,40 +137,86 @@ def _replay_view(trace: dict, secret: str, last: int, ticking: bool) -> None:
                      hide_index=True, height=250)
 
 
+MISS_CASE = {"template": "call me at {d:4}", "width": 1}  # on the demo, width-1 beam returns 0000, the best is 1000
+CMP_TEMPLATE = "ssviz_cmp_template"  # a template shown only in the comparison (the miss case), else None
+CMP_WIDTH = "w_ext_cmp_beam"
+
+
+def _show_miss_case() -> None:
+    st.session_state[CMP_TEMPLATE] = MISS_CASE["template"]
+    st.session_state[CMP_WIDTH] = MISS_CASE["width"]
+
+
+def _back_to_own_template() -> None:
+    st.session_state[CMP_TEMPLATE] = None
+
+
+def comparison_runs(current, template: Template, width: int):
+    """Beam search at ``width`` and shortest path on the same template, each cached on what it depends on."""
+    beam_key = ("cmp-beam", current.key, template.text, width)
+    exact_key = ("cmp-dijkstra", current.key, template.text)  # independent of the beam width
+    beam, exact = cache.result(beam_key), cache.result(exact_key)
+    if beam is None or exact is None:
+        with st.spinner("Running the comparison..."):
+            if beam is None:
+                beam = beam_search(current.model, template, beam_width=width, top_k=5, trace=True, **TRACE_CAP)
+                cache.remember(beam_key, beam)
+            if exact is None:
+                exact = extract(current.model, template, "dijkstra", top_k=5, batch_size=8, max_nodes=100_000,
+                                trace=True, **TRACE_CAP)
+                cache.remember(exact_key, exact)
+    return beam, exact
+
+
+def comparison_verdict(beam, exact, width: int) -> tuple[str, str]:
+    """(kind, message): a miss is claimed only when shortest path certified its answer (a complete run)."""
+    if not exact.complete:
+        return "info", (f"Inconclusive: shortest path stopped before certifying the best filler ({exact.message}), "
+                        f"so we cannot tell whether the beam of width {width} missed it.")
+    if beam.found != exact.found:
+        return "warning", (f"The beam of width {width} missed the most likely filler `{exact.found}` "
+                           f"({exact.log_perplexity:.2f} bits) and returned `{beam.found}` "
+                           f"({beam.log_perplexity:.2f} bits): the prefix it needed was pruned early.")
+    return "info", f"Both found `{exact.found}`. Press **Show a case where beam search misses** to see a miss."
+
+
 def beam_vs_dijkstra(current, template: Template, secret: str) -> None:
     st.subheader("Why beam search can miss")
     st.caption("Beam search keeps only the N cheapest prefixes at each character and never returns to the "
                "others; shortest path keeps every prefix in its frontier and always expands the cheapest, so "
                "it cannot miss the most likely filler. A secret whose first characters look unlikely is pruned "
                "by a narrow beam.")
-    width = st.select_slider("Beam width for the comparison", [1, 2, 3, 5, 10], 2, key="w_ext_cmp_beam")
-    key = ("beam-vs-dijkstra", current.key, template.text, width)
-    pair = cache.result(key)
-    if pair is None:
-        with st.spinner("Running both searches..."):
-            beam = beam_search(current.model, template, beam_width=width, top_k=5, trace=True, **TRACE_CAP)
-            exact = extract(current.model, template, "dijkstra", top_k=5, batch_size=8, max_nodes=100_000,
-                            trace=True, **TRACE_CAP)
-        pair = (beam, exact)
-        cache.remember(key, pair)
-    beam, exact = pair
+    c1, c2 = st.columns([3, 2])
+    st.session_state.setdefault(CMP_WIDTH, 2)
+    width = c1.select_slider("Beam width for the comparison", [1, 2, 3, 5, 10], key=CMP_WIDTH)
+    shown_text = st.session_state.get(CMP_TEMPLATE)
+    own = not shown_text or shown_text == template.text
+    if not own:
+        c2.button("Back to your template", icon=":material/undo:", on_click=_back_to_own_template, key="cmp_back")
+        st.caption(f"Comparing on `{shown_text}` (not your template): the model never saw a phone number "
+                   "there, and a narrow beam commits to the wrong first digit.")
+        template = Template(shown_text)
+        template.check_vocab(current.model.vocab)
+    else:
+        c2.button("Show a case where beam search misses", icon=":material/lightbulb:", on_click=_show_miss_case,
+                  key="cmp_miss_case")
+    beam, exact = comparison_runs(current, template, width)
+    highlight = secret if own else exact.found  # the miss case has no secret: show the path to the best filler
     c1, c2 = st.columns(2)
     for col, res, name in ((c1, beam, f"Beam search, width {width}"), (c2, exact, "Shortest path")):
         with col:
-            nodes = tree_nodes(res.trace, len(res.trace["steps"]) - 1, secret)
+            nodes = tree_nodes(res.trace, len(res.trace["steps"]) - 1, highlight)
             pruned = sum(n["status"] == "pruned" for n in nodes)
             expanded = sum(n["status"] in ("expanded", "current") for n in nodes)
-            verdict = "found the secret" if res.found == secret else f"returned `{res.found}`"
-            st.markdown(f"**{name}**: {verdict} ({res.log_perplexity:.2f} bits) · {expanded} prefixes expanded"
-                        + (f", {pruned} pruned" if pruned else ""))
-            fig = tree_figure(res.trace, len(res.trace["steps"]) - 1, secret, height=460)
+            verdict = ("no complete filler yet" if res.found is None else
+                       ("found the secret" if own and res.found == secret else f"returned `{res.found}`")
+                       + f" ({res.log_perplexity:.2f} bits)")
+            st.markdown(f"**{name}**: {verdict} · {expanded} prefixes expanded"
+                        + (f", {pruned} pruned" if pruned else "") + ("" if res.complete else " · incomplete"))
+            fig = tree_figure(res.trace, len(res.trace["steps"]) - 1, highlight, height=460)
             chart(fig, f"{name}-tree", key=f"cmp_{res.algorithm}")
-    if beam.found != exact.found:
-        st.warning(f"The beam of width {width} missed the most likely filler `{exact.found}`: the prefix it needed "
-                   "was pruned early.")
-    else:
-        st.info(f"Both found `{exact.found}`. Try width 1, or a secret that was inserted fewer times, to see the "
-                "beam miss.")
+    kind, message = comparison_verdict(beam, exact, width)
+    getattr(st, kind)(message)
 
 
 def body() -> None:

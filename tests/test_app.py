@@ -266,3 +266,50 @@ def test_a_page_run_on_its_own_retries_navigation_once_then_renders():
     at = AppTest.from_file(str(Path(APP).parent / "pages" / "template.py"), default_timeout=60).run()
     assert not at.exception
     assert at.title and at.title[0].value == "Secret template"
+
+
+def _count_comparison_searches(monkeypatch, max_nodes: int | None = None) -> list[dict]:
+    """Record (and optionally starve) the extraction page's shortest-path comparison runs (top_k=5)."""
+    import ssviz.extraction as extraction
+    calls, real = [], extraction.extract
+
+    def spy(model, template, algorithm="dijkstra", **options):
+        if algorithm == "dijkstra" and options.get("top_k") == 5:
+            calls.append({"template": template.text, **options})
+            if max_nodes:
+                options["max_nodes"] = max_nodes
+        return real(model, template, algorithm, **options)
+
+    monkeypatch.setattr(extraction, "extract", spy)
+    return calls
+
+
+def test_comparison_shortest_path_is_not_rerun_when_only_the_beam_width_moves(monkeypatch):
+    calls = _count_comparison_searches(monkeypatch)
+    at = open_page("extraction")
+    assert len(calls) == 1
+    at.select_slider(key="w_ext_cmp_beam").set_value(1).run()
+    at.select_slider(key="w_ext_cmp_beam").set_value(5).run()
+    assert not at.exception and not at.error
+    assert len(calls) == 1  # the beam width changed, the shortest-path result did not
+
+
+def test_one_click_shows_a_case_where_beam_search_misses():
+    at = open_page("extraction")
+    assert not any("missed" in w.value for w in at.warning)  # the demo canary: both searches find it
+    at.button(key="cmp_miss_case").click().run()
+    assert not at.exception and not at.error
+    assert at.select_slider(key="w_ext_cmp_beam").value == 1
+    miss = [w.value for w in at.warning if "missed the most likely filler" in w.value]
+    assert miss and "`1000` (53.31 bits)" in miss[0] and "`0000` (58.70 bits)" in miss[0]
+    at.button(key="cmp_back").click().run()
+    assert not any("missed" in w.value for w in at.warning)
+
+
+def test_an_incomplete_shortest_path_makes_the_comparison_inconclusive_not_a_miss(monkeypatch):
+    _count_comparison_searches(monkeypatch, max_nodes=3)
+    at = open_page("extraction")
+    at.button(key="cmp_miss_case").click().run()
+    assert not at.exception and not at.error
+    assert not any("missed" in w.value for w in at.warning)
+    assert any(i.value.startswith("Inconclusive") for i in at.info)
