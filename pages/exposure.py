@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -101,21 +100,13 @@ def secret_rows(current, template: Template, fillers: list[str], res: exposure.E
     """Each filler's exposure by the same estimator as ``res`` over the same references (the secret's own
     row is ``res`` itself, so the numbers agree with the headline)."""
     lps = score_fillers(current.model, template, fillers)
-    refs = res.reference_lps
     rows = []
-    for filler, lp in zip(fillers, lps):
+    for filler, lp, measured in zip(fillers, lps, exposure.exposure_of(res, lps)):
         row = {"label": filler, "text": template.format(filler), "log_perplexity": float(lp)}
         if filler == fillers[0]:
             row.update(exposure=res.exposure, rank=res.rank, ci=res.ci)
-        elif refs is None:
-            row.update(exposure=float("nan"), rank=None)  # search keeps no references
-        elif res.method == "exact":
-            rank = int(np.count_nonzero(refs <= lp))
-            row.update(exposure=math.log2(res.space_size) - math.log2(max(rank, 1)), rank=rank)
-        elif res.method == "skewnorm":
-            row.update(exposure=float(exposure.extrapolation([lp], refs)[0]), rank=None)
         else:
-            row.update(exposure=float(exposure.interpolation([lp], refs)[0]), rank=None)
+            row.update(measured)
         rows.append(row)
     return rows
 

@@ -225,3 +225,26 @@ def measure(model: LanguageModel, template: Template, secret: str, method: str =
     if method == "skewnorm":
         return skewnorm(model, template, secret, samples=samples, seed=seed, **kw)
     raise SsvizError(f"unknown exposure method {method!r}: expected one of {', '.join(METHODS)}")
+
+
+def exposure_of(result: ExposureResult, log_perplexities) -> list[dict]:
+    """Exposure of other fillers (their log-perplexities, bits) by the estimator and references of ``result``.
+
+    Comparing a control or a second secret is only fair against the same
+    references the headline number used, so no new fillers are scored:
+    ``exact`` ranks among all enumerated log-perplexities, ``sampled``
+    interpolates among the sample, ``skewnorm`` extrapolates with the fitted
+    parameters. A result that kept no references (``search``) gives NaN.
+    Returns ``[{"exposure", "rank"}]`` in input order (rank only for exact).
+    """
+    lps = _finite("log-perplexities", log_perplexities)
+    refs = result.reference_lps
+    if result.method == "exact" and refs is not None:
+        ranks = np.maximum(np.searchsorted(np.sort(refs), lps, side="right"), 1)  # each filler is in the space
+        return [{"exposure": math.log2(result.space_size) - math.log2(int(r)), "rank": int(r)} for r in ranks]
+    if result.method == "skewnorm" and result.skewnorm:
+        fit = SkewNormalFit(**result.skewnorm, ks_pvalue=result.ks_pvalue or float("nan"))
+        return [{"exposure": float(e), "rank": None} for e in extrapolation(lps, refs, fit)]
+    if result.method == "sampled" and refs is not None:
+        return [{"exposure": float(e), "rank": None} for e in interpolation(lps, refs)]
+    return [{"exposure": float("nan"), "rank": None} for _ in lps]
