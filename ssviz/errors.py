@@ -28,3 +28,11 @@ class SpaceTooLargeError(SsvizError):
 
 class StoppedError(SsvizError):
     """Long work was stopped by the user before it finished."""
+
+
+def stop_requested(stop) -> bool:
+    """Whether long work should stop: ``stop`` is None, a ``threading.Event``, or a callable returning bool.
+
+    One definition so every loop (scoring, search, training, ingestion, sweeps) accepts the same flags.
+    """
+    return stop is not None and bool(stop.is_set() if hasattr(stop, "is_set") else stop())

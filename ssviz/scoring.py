@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ssviz.errors import SpaceTooLargeError, StoppedError
+from ssviz.errors import SpaceTooLargeError, StoppedError, stop_requested
 from ssviz.models.base import LanguageModel, State
 from ssviz.templates import Template
 
@@ -32,7 +32,7 @@ StopFlag = Callable[[], bool]
 
 
 def _check_stop(stop) -> None:
-    if stop is not None and (stop.is_set() if hasattr(stop, "is_set") else stop()):
+    if stop_requested(stop):
         raise StoppedError("stopped by the user")
 
 

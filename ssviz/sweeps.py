@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ssviz.demo import ROOT
-from ssviz.errors import SsvizError
+from ssviz.errors import SsvizError, stop_requested
 from ssviz.train import Canary, TrainConfig, train
 
 DEFAULT_SWEEP_DB = ROOT / "data" / "sweeps.duckdb"
@@ -148,9 +148,6 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
     computed = skipped = 0
     stopped = False
 
-    def is_stopped() -> bool:
-        return stop is not None and (stop.is_set() if hasattr(stop, "is_set") else stop())
-
     con = connect(db)
     try:
         done = {(r[0], r[1]) for r in con.execute("SELECT cell, seed FROM sweep_runs WHERE sweep = ?",
@@ -159,7 +156,7 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
             key = cell_key(c)
             if (key, seed) in done:
                 skipped += 1
-            elif is_stopped():
+            elif stop_requested(stop):
                 stopped = True
                 break
             else:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ssviz import exposure as exposure_mod
-from ssviz.errors import SsvizError
+from ssviz.errors import SsvizError, stop_requested
 from ssviz.models.base import Vocab
 from ssviz.models.checkpoint import save_checkpoint
 from ssviz.models.rnn import ARCHS, CharRNN
@@ -306,15 +306,12 @@ def train(text: str, config: TrainConfig | None = None, canary: Canary | None = 
     best_val, best_state, best_record, bad_epochs = math.inf, None, None, 0
     t0 = time.perf_counter()
 
-    def stopped() -> bool:
-        return stop is not None and (stop.is_set() if hasattr(stop, "is_set") else stop())
-
     for epoch in range(1, config.epochs + 1):
         backend.module.train()
         n_batches, batches = backend.batches()
         total, count = 0.0, 0
         for b, batch in enumerate(batches):
-            if stopped():
+            if stop_requested(stop):
                 result.stopped = True
                 break
             if len(batch) == 0:  # Poisson sampling can draw an empty batch

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ssviz.enron.scanner import MESSAGE_SEPARATOR
-from ssviz.errors import SsvizError, StoppedError
+from ssviz.errors import SsvizError, StoppedError, stop_requested
 
 SENT_FOLDERS = frozenset({"sent", "_sent_mail", "sent_items"})
 MAX_MESSAGE_BYTES = 5_000_000  # larger files are attachment dumps, not mail someone typed
@@ -255,7 +255,7 @@ def build_corpora(source, out_dir, *, users=None, on_user: Callable[[UserCorpus]
     current, handle = None, None
     try:
         for raw in iter_raw_messages(source, users):
-            if stop is not None and (stop.is_set() if hasattr(stop, "is_set") else stop()):
+            if stop_requested(stop):
                 raise StoppedError("stopped while reading the maildir")
             if raw.user != current:
                 if handle:

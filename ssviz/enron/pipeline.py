@@ -36,7 +36,7 @@ from typing import Callable
 from ssviz.demo import ROOT
 from ssviz.enron.maildir import build_corpora
 from ssviz.enron.scanner import scan
-from ssviz.errors import SsvizError, StoppedError
+from ssviz.errors import SsvizError, StoppedError, stop_requested
 from ssviz.store import Store
 from ssviz.train import TrainConfig
 
@@ -70,10 +70,6 @@ class StudySettings:
         if self.exposure_samples < 10:
             raise SsvizError("exposure-samples must be at least 10")
         return self
-
-
-def _stopped(stop) -> bool:
-    return stop is not None and (stop.is_set() if hasattr(stop, "is_set") else stop())
 
 
 def _sha(text: str) -> str:
@@ -250,7 +246,7 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
 
         if workers == 1 or len(todo) <= 1:
             for job in todo:
-                if _stopped(stop):
+                if stop_requested(stop):
                     raise StoppedError("stopped between users")
                 try:
                     result = measure_user(job, stop=stop)
@@ -286,7 +282,7 @@ def _run_parallel(jobs: list[dict], workers: int, save, skip, stop) -> None:
                         skip(user_of[fut], e)
                         continue
                     save(result)
-                if _stopped(stop):
+                if stop_requested(stop):
                     raise StoppedError("stopped: users in progress are lost, finished users are stored")
         except BaseException:
             for fut in pending:

@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from ssviz.errors import SsvizError
+from ssviz.errors import SsvizError, stop_requested
 
 
 class SearchBudgetError(SsvizError):
@@ -89,8 +89,7 @@ class Deadline:
         self.stop = stop
 
     def stopped(self) -> bool:
-        s = self.stop
-        return s is not None and (s.is_set() if hasattr(s, "is_set") else bool(s()))
+        return stop_requested(self.stop)
 
     def out_of_time(self) -> bool:
         return self.max_seconds is not None and time.perf_counter() - self.started > self.max_seconds
