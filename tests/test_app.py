@@ -313,3 +313,22 @@ def test_an_incomplete_shortest_path_makes_the_comparison_inconclusive_not_a_mis
     assert not at.exception and not at.error
     assert not any("missed" in w.value for w in at.warning)
     assert any(i.value.startswith("Inconclusive") for i in at.info)
+
+
+def test_compared_fillers_that_no_longer_fit_are_dropped_when_the_template_changes():
+    at = open_page("exposure")
+    assert at.session_state["ssviz_extra_secrets"] == [DEMO_CONTROL]
+    at.switch_page("pages/template.py").run()
+    at.selectbox(key="w_preset").select("PIN").run()
+    assert not at.exception and not at.error
+    assert at.session_state["ssviz_extra_secrets"] == []  # the 6-digit control does not fit a PIN
+    at.switch_page("pages/exposure.py").run()
+    at.button(key="exp_run").click().run()
+    assert not at.exception and not at.error
+    assert not [w.value for w in at.warning if "730912" in w.value]
+    assert at.text_input(key="w_exp_others").value == ""
+    # a filler that still fits the new template is kept
+    at.text_input(key="w_exp_others").input("1234").run()
+    at.switch_page("pages/template.py").run()
+    at.text_input(key="w_ssviz_template").input("Your PIN is {d:4}").run()
+    assert at.session_state["ssviz_extra_secrets"] == ["1234"]

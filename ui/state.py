@@ -79,7 +79,8 @@ def put(name: str, value) -> None:
 
 
 def template_changed() -> None:
-    """After the template changed: keep the secret if it still fits, else use an example filler of the new one."""
+    """After the template changed: keep the secret if it still fits, else use an example filler of the new one;
+    keep only the compared fillers (exposure page) that still fit, so none is warned about on every visit."""
     from ssviz.templates import Template
     try:
         template = Template(st.session_state[TEMPLATE])
@@ -89,6 +90,16 @@ def template_changed() -> None:
         template.normalize(st.session_state[SECRET])
     except SsvizError:
         put(SECRET, template.random_fillers(1, seed=0)[0])
+    put(EXTRA_SECRETS, [f for f in st.session_state.get(EXTRA_SECRETS, []) if _fits(template, f)])
+    st.session_state.pop("w_exp_others", None)  # the exposure page's text box, if it is still remembered
+
+
+def _fits(template, filler: str) -> bool:
+    try:
+        template.normalize(filler)
+    except SsvizError:
+        return False
+    return True
 
 
 def secret_under_test(model) -> tuple["Template", str]:
@@ -115,6 +126,7 @@ def select_model(key: str) -> CurrentModel:
     if current.canary:
         put(TEMPLATE, current.canary["template"])
         put(SECRET, current.canary["secret"])
+        template_changed()
     return current
 
 
