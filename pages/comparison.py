@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from ssviz.demo import ROOT
+from ssviz.errors import SsvizError
 from ssviz.plots.study import exposure_by_secret, exposure_scatter
 from ssviz.store import BUNDLED_STUDY, DEFAULT_DB
 from ui import cache
@@ -20,17 +21,32 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def choose_store() -> Path:
+def choose_store() -> Path | None:
+    """The results file to show: a bundled one, a .duckdb under data/ or models/, or an uploaded one (None: an
+    error was shown)."""
     choices = [p for p in (DEFAULT_DB, BUNDLED_STUDY) if p.is_file()]
     labels = {DEFAULT_DB: "your results", BUNDLED_STUDY: "bundled demo study"}
     c1, c2 = st.columns([3, 2])
-    options = [*choices, "other"]
+    options = [*choices, "other", "upload"]
     pick = c1.selectbox("Results", options, key="w_cmp_store",
-                        format_func=lambda p: "another DuckDB file..." if p == "other"
-                        else f"{labels.get(p, '')} ({shown(p)})")
+                        format_func=lambda p: {"other": "another DuckDB file under data/ or models/...",
+                                               "upload": "upload a DuckDB file..."}.get(p)
+                        or f"{labels.get(p, '')} ({shown(p)})")
     if pick == "other":
-        typed = c2.text_input("Path to a results .duckdb file", key="w_cmp_path")
-        return Path(typed).expanduser() if typed else DEFAULT_DB
+        typed = c2.text_input("Path to a results .duckdb file (under data/ or models/)", key="w_cmp_path")
+        if not typed:
+            return DEFAULT_DB
+        try:
+            return cache.results_file(typed)
+        except SsvizError as e:
+            st.error(str(e))
+            return None
+    if pick == "upload":
+        upload = c2.file_uploader("Results .duckdb file", type=["duckdb"], key="w_cmp_upload")
+        if upload is None:
+            st.info("Choose a .duckdb results file to upload.")
+            return None
+        return cache.uploaded_results_file(upload.getvalue())
     return pick
 
 
@@ -54,6 +70,8 @@ def body() -> None:
              "measured for exposure and attacked by extraction. Secrets are stored only as salted hashes and "
              "last 4 digits.")
     path = choose_store()
+    if path is None:
+        return
     df = cache.store(str(path)).comparison()
     if df.empty:
         st.info(f"No per-user results in `{shown(path)}` yet. Run the study with `python -m ssviz enron ...` "

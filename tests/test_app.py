@@ -200,9 +200,33 @@ def test_comparison_page_shows_the_bundled_study():
 def test_comparison_page_has_an_honest_empty_state(tmp_path):
     at = open_page("comparison")
     at.selectbox(key="w_cmp_store").select("other").run()
-    at.text_input(key="w_cmp_path").input(str(tmp_path / "missing.duckdb")).run()
+    at.text_input(key="w_cmp_path").input("data/no-such-results-file.duckdb").run()
     assert not at.exception and not at.error
     assert any("No per-user results" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("where", ["outside", "escape", "not-duckdb"])
+def test_comparison_page_reads_only_results_files_under_data_or_models(tmp_path, where):
+    outside = tmp_path / "results.duckdb"
+    outside.write_bytes(BUNDLED_STUDY.read_bytes())  # a real results file, but outside the allowed folders
+    typed = {"outside": str(outside), "escape": f"data/../../../../../../{outside}",
+             "not-duckdb": "models/demo-lstm.safetensors"}[where]
+    at = open_page("comparison")
+    at.selectbox(key="w_cmp_store").select("other").run()
+    at.text_input(key="w_cmp_path").input(typed).run()
+    assert not at.exception
+    assert len(at.error) == 1 and ("data/ or models/" in at.error[0].value or ".duckdb" in at.error[0].value)
+    assert not at.metric and not at.dataframe
+
+
+def test_comparison_page_shows_an_uploaded_results_file():
+    df = Store(BUNDLED_STUDY, read_only=True).comparison()
+    at = open_page("comparison")
+    at.selectbox(key="w_cmp_store").select("upload").run()
+    assert any("upload" in i.value for i in at.info)
+    at.file_uploader(key="w_cmp_upload").upload("study.duckdb", BUNDLED_STUDY.read_bytes()).run()
+    assert not at.exception and not at.error
+    assert metric(at, "Secrets") == str(len(df))
 
 
 def by_label(widgets, label: str):

@@ -8,18 +8,20 @@
 * Results (exposure, extraction): per session, keyed by their inputs, so going
   back to a page shows the last result instead of recomputing it.
 * The per-user results store: one read-only :class:`ssviz.store.Store` per file
-  (it opens a short-lived DuckDB connection per query, so threads never share one).
+  (it opens a short-lived DuckDB connection per query, so threads never share one),
+  at most ``MAX_STORES``; only files under data/ or models/, or uploaded ones.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from pathlib import Path
 
 import streamlit as st
 
-from ssviz.demo import DEMO_CORPUS
-from ssviz.errors import CheckpointError
+from ssviz.demo import DEMO_CORPUS, ROOT
+from ssviz.errors import CheckpointError, SsvizError
 from ssviz.models import load_checkpoint
 from ssviz.store import Store
 from ssviz.train import read_corpus
@@ -81,7 +83,36 @@ def demo_corpus_text() -> str:
     return read_corpus(DEMO_CORPUS)
 
 
-@st.cache_resource
+RESULTS_DIRS = (ROOT / "data", ROOT / "models")  # the only server folders the app reads results files from
+MAX_STORES = 16
+
+
+@st.cache_resource(max_entries=MAX_STORES)
 def store(path: str) -> Store:
-    """One read-only store object per results file."""
+    """One read-only store object per results file (only paths from :func:`results_file` or an upload)."""
     return Store(path, read_only=True)
+
+
+def results_file(typed: str) -> Path:
+    """A typed results path, resolved (relative to the repo) and refused unless inside data/ or models/.
+
+    Resolving first means ``..`` and symlinks cannot lead outside those folders.
+    """
+    path = Path(typed).expanduser()
+    path = (path if path.is_absolute() else ROOT / path).resolve()
+    if path.suffix != ".duckdb":
+        raise SsvizError(f"{typed}: choose a .duckdb results file")
+    if not any(path.is_relative_to(d.resolve()) for d in RESULTS_DIRS):
+        raise SsvizError(f"{typed}: results files are read only from the repository's data/ or models/ "
+                         "folders; upload the file instead")
+    return path
+
+
+def uploaded_results_file(data: bytes) -> Path:
+    """Save an uploaded results file to a temporary file named by its content (so it is cached once)."""
+    path = Path(tempfile.gettempdir()) / f"ssviz-results-{hashlib.sha256(data).hexdigest()[:32]}.duckdb"
+    if not path.is_file():
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
