@@ -14,7 +14,7 @@ from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_readin
 from ssviz.scoring import EXHAUSTIVE_LIMIT, score_fillers
 from ssviz.templates import Template
 from ui import cache, state
-from ui.widgets import ProgressBar, analysis_header, chart, download_table, run_page
+from ui.widgets import analysis_header, background, chart, download_table, run_page
 
 METHODS = {"auto": "auto (exact when |R| ≤ 10^6, else skew-normal)", "exact": "exact (enumerate every filler)",
            "sampled": "sampled (rank among random fillers)", "skewnorm": "skew-normal extrapolation",
@@ -37,23 +37,39 @@ def settings(template: Template) -> dict:
     return {"method": method, "samples": int(samples), "seed": int(seed)}
 
 
-def measure(current: state.CurrentModel, template: Template, secret: str, opts: dict) -> exposure.ExposureResult:
-    """The library's measurement, with a progress bar; cached per session by its inputs."""
-    key = ("exposure", current.key, template.text, secret, opts["method"], opts["samples"], opts["seed"])
+JOB = "ssviz_exposure_job"
+
+
+def measure_key(current: state.CurrentModel, template: Template, secret: str, opts: dict) -> tuple:
+    return ("exposure", current.key, template.text, secret, opts["method"], opts["samples"], opts["seed"])
+
+
+def measure(current: state.CurrentModel, template: Template, secret: str, opts: dict, *,
+            start: bool) -> exposure.ExposureResult | None:
+    """The library's measurement, cached per session by its inputs; run in a worker with progress and a Stop
+    button (``start``: the button was pressed). None while running, stopped, or not asked for."""
+    key = measure_key(current, template, secret, opts)
     res = cache.result(key)
-    if res is None:
-        bar = ProgressBar("Scoring fillers...")
-        try:
-            if opts["method"] == "search":
-                res = search_exposure(current.model, template, secret, max_nodes=200_000, progress=bar)
-            else:
-                res = exposure.measure(current.model, template, secret, opts["method"], samples=opts["samples"],
-                                       seed=opts["seed"], progress=bar)
-        finally:
-            bar.done()
-        cache.remember(key, res)
+    if res is not None:
+        st.session_state[LAST] = key
+        return res
+
+    def run(progress, stop):
+        if opts["method"] == "search":
+            return search_exposure(current.model, template, secret, max_nodes=200_000, progress=progress, stop=stop)
+        return exposure.measure(current.model, template, secret, opts["method"], samples=opts["samples"],
+                                seed=opts["seed"], progress=progress, stop=stop)
+
+    job = background(JOB, key, "Scoring fillers...", run, start=start)
+    if job is None or job.running:
+        return None
+    if job.error:
+        (st.warning if job.stopped else st.error)(
+            f"{'Stopped' if job.stopped else 'Failed'}: {job.error}. Press **Measure exposure** to run again.")
+        return None
+    cache.remember(key, job.result)
     st.session_state[LAST] = key
-    return res
+    return job.result
 
 
 def show_result(res: exposure.ExposureResult, template: Template, secret: str) -> None:
@@ -116,13 +132,14 @@ def body() -> None:
         "Exposure", "Score the secret and many other fillers of its template with the model. The further left of the "
                    "crowd the secret lies, the more the model has memorized it.")
     opts = settings(template)
-    key = ("exposure", current.key, template.text, secret, opts["method"], opts["samples"], opts["seed"])
     run = st.button("Measure exposure", type="primary", icon=":material/play_arrow:", key="exp_run")
-    if not run and cache.result(key) is None:
-        st.info(f"Press **Measure exposure** to score `{template.format(secret)}` "
-                f"(|R| = {template.space_size:,}).")
+    res = measure(current, template, secret, opts, start=run)
+    if res is None:
+        job = st.session_state.get(JOB)
+        if job is None:
+            st.info(f"Press **Measure exposure** to score `{template.format(secret)}` "
+                    f"(|R| = {template.space_size:,}).")
         return
-    res = measure(current, template, secret, opts)
     show_result(res, template, secret)
     others = other_fillers(template)
     rows = secret_rows(current, template, list(dict.fromkeys([secret, *others])), res)

@@ -9,7 +9,7 @@ from ssviz.extraction import beam_search, extract
 from ssviz.plots.search_tree import found_so_far, frontier, tree_figure, tree_nodes
 from ssviz.templates import Template
 from ui import cache
-from ui.widgets import ProgressBar, analysis_header, chart, download_table, run_page
+from ui.widgets import analysis_header, background, chart, download_table, run_page
 
 ALGORITHMS = {"dijkstra": "Shortest path (exact, best first)", "beam": "Beam search (keeps the N best prefixes)",
               "sampling": "Sampling from the model", "brute": "Brute force (score every filler)"}
@@ -39,18 +39,33 @@ def search_key(current, template: Template, opts: dict) -> tuple:
     return ("extraction", current.key, template.text, tuple(sorted(opts.items())))
 
 
-def run_search(current, template: Template, opts: dict):
+JOB = "ssviz_extraction_job"
+
+
+def run_search(current, template: Template, opts: dict, *, start: bool):
+    """The search's result, cached per session by its inputs; run in a worker with progress and a Stop button.
+
+    None while it runs or when nothing was asked for. A run the user stopped keeps its partial result (shown,
+    not cached), and is not restarted automatically.
+    """
     key = search_key(current, template, opts)
     res = cache.result(key)
-    if res is None:
-        bar = ProgressBar("Searching...")
-        try:
-            res = extract(current.model, template, opts["algorithm"], trace=True, progress=bar, **TRACE_CAP,
-                          **{k: v for k, v in opts.items() if k != "algorithm"})
-        finally:
-            bar.done()
-        cache.remember(key, res)
-    return res
+    if res is not None:
+        return res
+
+    def run(progress, stop):
+        return extract(current.model, template, opts["algorithm"], trace=True, progress=progress, stop=stop,
+                       **TRACE_CAP, **{k: v for k, v in opts.items() if k != "algorithm"})
+
+    job = background(JOB, key, "Searching...", run, start=start)
+    if job is None or job.running:
+        return None
+    if job.error:
+        st.error(f"Failed: {job.error}")
+        return None
+    if not job.stopped and not job.stop.is_set():
+        cache.remember(key, job.result)
+    return job.result
 
 
 def summary(res, template: Template, secret: str) -> None:
@@ -152,10 +167,15 @@ def _back_to_own_template() -> None:
 
 
 def comparison_runs(current, template: Template, width: int):
-    """Beam search at ``width`` and shortest path on the same template, each cached on what it depends on."""
+    """Beam search at ``width`` and shortest path on the same template, each cached on what it depends on
+    (None, None until **Run the comparison** is pressed when the space is large)."""
     beam_key = ("cmp-beam", current.key, template.text, width)
     exact_key = ("cmp-dijkstra", current.key, template.text)  # independent of the beam width
     beam, exact = cache.result(beam_key), cache.result(exact_key)
+    if (beam is None or exact is None) and template.space_size > AUTO_RUN_LIMIT and \
+            not st.button("Run the comparison", icon=":material/play_arrow:", key="cmp_run"):
+        st.info(f"|R| = {template.space_size:,}: press **Run the comparison** (up to 100,000 nodes).")
+        return None, None
     if beam is None or exact is None:
         with st.spinner("Running the comparison..."):
             if beam is None:
@@ -201,6 +221,8 @@ def beam_vs_dijkstra(current, template: Template, secret: str) -> None:
         c2.button("Show a case where beam search misses", icon=":material/lightbulb:", on_click=_show_miss_case,
                   key="cmp_miss_case")
     beam, exact = comparison_runs(current, template, width)
+    if exact is None:
+        return
     highlight = secret if own else exact.found  # the miss case has no secret: show the path to the best filler
     c1, c2 = st.columns(2)
     for col, res, name in ((c1, beam, f"Beam search, width {width}"), (c2, exact, "Shortest path")):
@@ -225,11 +247,14 @@ def body() -> None:
                    "for the ones the model finds most likely.")
     opts = settings()
     clicked = st.button("Search", type="primary", icon=":material/play_arrow:", key="ext_run")
-    if not (clicked or template.space_size <= AUTO_RUN_LIMIT or cache.result(search_key(current, template, opts))):
-        st.info(f"|R| = {template.space_size:,}: press **Search** to run (it may take a while; the budget above "
-                "bounds it).")
+    job = st.session_state.get(JOB)
+    tried = job is not None and job.key == search_key(current, template, opts)  # e.g. stopped: no auto-rerun
+    res = run_search(current, template, opts, start=clicked or (template.space_size <= AUTO_RUN_LIMIT and not tried))
+    if res is None:
+        if st.session_state.get(JOB) is None:
+            st.info(f"|R| = {template.space_size:,}: press **Search** to run (it may take a while; the budget "
+                    "above bounds it).")
         return
-    res = run_search(current, template, opts)
     summary(res, template, secret)
     if res.trace and res.trace["steps"]:
         replay(res.trace, secret)

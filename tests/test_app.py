@@ -23,6 +23,14 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["home", "model", "template", "exposure", "extraction", "comparison"]
 
 
+@pytest.fixture(autouse=True)
+def _runs_finish_before_the_page_draws(monkeypatch):
+    """Exposure and extraction run in worker threads; the page waits this long before showing progress,
+    so in tests a short run is drawn in the same script run (the Stop tests set it to 0)."""
+    from ui import jobs
+    monkeypatch.setattr(jobs, "QUICK_WAIT", 120.0)
+
+
 def open_page(page: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception, at.exception
@@ -356,3 +364,48 @@ def test_compared_fillers_that_no_longer_fit_are_dropped_when_the_template_chang
     at.switch_page("pages/template.py").run()
     at.text_input(key="w_ssviz_template").input("Your PIN is {d:4}").run()
     assert at.session_state["ssviz_extra_secrets"] == ["1234"]
+
+
+def _stop_the_running_job(at: AppTest, slot: str):
+    """Press the page's Stop button, let the worker notice, and redraw the page."""
+    job = at.session_state[slot]
+    assert job.running
+    at.button(key=f"stop_{slot}").click().run()
+    assert job.stop.is_set()
+    job.thread.join(timeout=60)
+    assert not job.running
+    at.run()
+    assert not at.exception
+    return job
+
+
+def test_a_long_exposure_run_shows_progress_and_stops_on_click(monkeypatch):
+    from ui import jobs
+    monkeypatch.setattr(jobs, "QUICK_WAIT", 0.0)
+    at = open_page("exposure")
+    at.selectbox(key="w_exp_method").select("exact").run()  # 10^6 fillers: many seconds
+    at.button(key="exp_run").click().run()
+    assert not at.exception and not at.error
+    assert at.get("progress") and not at.metric
+    job = _stop_the_running_job(at, "ssviz_exposure_job")
+    assert job.stopped and job.result is None
+    assert any(w.value.startswith("Stopped") for w in at.warning)
+    assert not at.metric and not at.info  # neither a result nor the "press Measure" prompt
+
+
+def test_a_long_extraction_run_shows_progress_and_stops_on_click(monkeypatch):
+    from ui import jobs
+    monkeypatch.setattr(jobs, "QUICK_WAIT", 0.0)
+    at = open_page("template")
+    at.selectbox(key="w_preset").select("SSN").run()
+    at.switch_page("pages/extraction.py").run()
+    at.select_slider(key="w_ext_nodes").set_value(1_000_000).run()
+    at.button(key="ext_run").click().run()
+    assert not at.exception and not at.error and not at.metric
+    assert at.get("progress")
+    job = _stop_the_running_job(at, "ssviz_extraction_job")
+    assert job.result is not None and not job.result.complete
+    assert any("stopped by the user" in w.value for w in at.warning)  # the partial result is shown
+    at.run()
+    assert at.session_state["ssviz_extraction_job"] is job  # a stopped run is not restarted by itself
+    assert any("Run the comparison" in i.value for i in at.info)  # 10^9 fillers: the comparison waits too

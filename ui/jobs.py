@@ -1,7 +1,8 @@
-"""Training in a worker thread: the thread fills a :class:`TrainingJob`, a fragment polls it.
+"""Long work in worker threads: training (:class:`TrainingJob`) and any ``fn(progress=, stop=)`` (:class:`Job`).
 
 The worker never calls streamlit; the page reads a consistent snapshot under a
-lock once a second, so widget clicks (which rerun the page) never kill a run.
+lock from a fragment that reruns on a timer, so widget clicks (which rerun the
+page) never kill a run, and a Stop button can set the run's ``stop`` event.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from ssviz.errors import SsvizError, StoppedError
 from ssviz.train import Canary, TrainConfig, train
@@ -82,3 +84,57 @@ class TrainingJob:
             return {"fraction": min(1.0, done / self.config.epochs), "status": status,
                     "epochs": list(self._epochs), "saved_path": self.saved_path, "error": self.error,
                     "running": self.running, "seconds": time.perf_counter() - self.started}
+
+
+QUICK_WAIT = 1.0  # seconds the page waits for a new job before showing progress (short runs show no panel)
+
+
+class Job:
+    """``fn(progress=..., stop=...)`` in a worker thread; ``key`` names its inputs (the page's cache key).
+
+    Outcome: ``result``, or ``error`` (one line; ``stopped`` when the user stopped it).
+    """
+
+    def __init__(self, key: tuple, label: str, fn: Callable):
+        self.key, self.label = key, label
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._done = (0, 0)
+        self.result = None
+        self.error: str | None = None
+        self.stopped = False
+        self.started = time.perf_counter()
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True, name=f"job-{label}")
+        self.thread.start()
+
+    def _progress(self, done: int, total: int) -> None:
+        with self._lock:
+            self._done = (done, total)
+
+    def _run(self, fn: Callable) -> None:
+        try:
+            self.result = fn(progress=self._progress, stop=self.stop)
+        except StoppedError as e:
+            self.error, self.stopped = str(e), True
+        except SsvizError as e:
+            self.error = str(e)
+        except Exception as e:  # a bug: reported as one line on the page
+            self.error = f"internal error: {type(e).__name__}: {e}"
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def wait(self, seconds: float) -> bool:
+        """Block up to ``seconds`` for the job to finish; True when it has."""
+        self.thread.join(seconds)
+        return not self.running
+
+    def snapshot(self) -> tuple[float, str]:
+        """(fraction done, status line) for a progress bar."""
+        with self._lock:
+            done, total = self._done
+        seconds = time.perf_counter() - self.started
+        frac = min(1.0, done / total) if total else 0.0
+        counts = f" {done:,} / {total:,}" if total else ""
+        return frac, f"{self.label}{counts} ({seconds:.0f} s)" + (" · stopping..." if self.stop.is_set() else "")

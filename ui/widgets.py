@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from ssviz.errors import SsvizError
-from ui import state
+from ui import jobs, state
 
 
 NAVIGATED = "ssviz_navigated"
@@ -118,3 +118,40 @@ def analysis_header(title: str, intro: str):
     current = model_banner()
     template, secret = state.secret_under_test(current.model)
     return current, template, secret
+
+
+def background(slot: str, key: tuple, label: str, fn, *, start: bool) -> jobs.Job | None:
+    """The job in ``slot`` for inputs ``key`` (one per page), started when ``start`` and none is running.
+
+    While it runs this draws its progress and a Stop button (a fragment polling twice a second, which
+    reruns the page when the job ends) and returns the running job; a job for other inputs is stopped
+    and forgotten. Returns None when there is no job for ``key``.
+    """
+    job: jobs.Job | None = st.session_state.get(slot)
+    if job is not None and job.key != key:
+        job.stop.set()
+        job = st.session_state[slot] = None
+    if start and (job is None or not job.running):
+        job = st.session_state[slot] = jobs.Job(key, label, fn)
+        job.wait(jobs.QUICK_WAIT)
+    if job is not None and job.running:
+        _job_panel(slot)
+    return job
+
+
+def _stop_job(slot: str) -> None:
+    job = st.session_state.get(slot)
+    if job is not None:
+        job.stop.set()
+
+
+@st.fragment(run_every=0.5)
+def _job_panel(slot: str) -> None:
+    job: jobs.Job | None = st.session_state.get(slot)
+    if job is None or not job.running:
+        st.rerun(scope="app")  # finished: the page shows the outcome
+    frac, text = job.snapshot()
+    c1, c2 = st.columns([6, 1])
+    c1.progress(frac, text=text)
+    c2.button("Stop", icon=":material/stop:", key=f"stop_{slot}", on_click=_stop_job, args=(slot,),
+              disabled=job.stop.is_set())
