@@ -156,6 +156,10 @@ def test_extraction_page_draws_the_tree(server, page):
     expect(page.get_by_text("Step 3 of", exact=False)).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Pause").click()
     no_exceptions(page)
+    page.get_by_role("button", name="Show a case where beam search misses").click()
+    expect(page.get_by_text("missed the most likely filler", exact=False)).to_be_visible(timeout=60_000)
+    no_exceptions(page)
+    shoot(page, "5b-beam-miss")
 
 
 def test_comparison_page(server, page):

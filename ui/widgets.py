@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import traceback
 
 import pandas as pd
@@ -80,27 +79,6 @@ def chart(fig, name: str, key: str | None = None) -> None:
     """A plotly figure with its HTML download under it."""
     st.plotly_chart(fig, width="stretch", key=key and f"chart_{key}")
     download_figure(fig, name, key=key and f"html_{key}")
-
-
-class ProgressBar:
-    """A ``progress(done, total)`` callback drawing a Streamlit progress bar (throttled to ~10 updates/s)."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.bar = st.progress(0.0, text=label)
-        self.last = 0.0
-        self.started = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - self.last < 0.1 and done < total:
-            return
-        self.last = now
-        frac = min(1.0, done / total) if total else 0.0
-        self.bar.progress(frac, text=f"{self.label} {done:,} / {total:,} ({now - self.started:.0f} s)")
-
-    def done(self) -> None:
-        self.bar.empty()
 
 
 def model_banner() -> state.CurrentModel:
