@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import sys
-import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,11 +21,12 @@ import streamlit as st  # noqa: E402
 
 from ssviz.defenses.compare import DEFENSE_LABELS, DEFENSES, load_results, run_defense  # noqa: E402
 from ssviz.demo import DEMO_CANARY, DEMO_CORPUS  # noqa: E402
-from ssviz.errors import SsvizError, StoppedError  # noqa: E402
+from ssviz.errors import SsvizError  # noqa: E402
 from ssviz.plots.defenses import defense_comparison, sweep_heatmap, training_dynamics  # noqa: E402
 from ssviz.sweeps import DEFAULT_SWEEP_DB, list_sweeps, load_runs, summarize  # noqa: E402
 from ssviz.templates import Template  # noqa: E402
 from ssviz.train import Canary, TrainConfig  # noqa: E402
+from ui.jobs import Job  # noqa: E402
 
 BUNDLED_RESULTS = ROOT / "models" / "defenses" / "demo-results.json"
 BUNDLED_SWEEP = ROOT / "models" / "defenses" / "demo-sweep.duckdb"
@@ -44,47 +44,24 @@ PAPER_TABLE7 = pd.DataFrame([
     columns=["model", "epsilon", "test loss", "exposure"])
 
 
-class Job:
-    """A training run in a worker thread; the page polls its fields (the thread never touches streamlit)."""
+def start_training(defense: str, strength: str) -> Job:
+    """Train one defense on the spot as a background job; ``job.epochs`` feeds the live chart."""
+    epochs: list[dict] = []
+    total = LIVE_CONFIG.epochs * (2 if defense == "lpd" else 1)  # LPD trains half models first
 
-    def __init__(self, defense: str, strength: str):
-        self.defense, self.strength = defense, strength
-        self.stop = threading.Event()
-        self.progress, self.status, self.epochs = 0.0, "starting", []
-        self.result: dict | None = None
-        self.error: str | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        epochs = LIVE_CONFIG.epochs * (2 if self.defense == "lpd" else 1)  # LPD trains half models first
-        seen = {"epochs": 0}
-
+    def fn(progress, stop) -> dict:
         def on_batch(b: int, n: int, loss: float) -> None:
-            self.progress = min(1.0, (seen["epochs"] + b / n) / epochs)
-            self.status = f"batch {b}/{n}, loss {loss:.3f}"
+            progress(len(epochs) * n + b, total * n)
 
-        def on_epoch(r: dict) -> None:
-            seen["epochs"] += 1
-            self.epochs.append(r)
+        text = DEMO_CORPUS.read_text(encoding="utf-8")[:LIVE_CHARS]
+        canary = Canary(Template(DEMO_CANARY["template"]), DEMO_CANARY["secret"], DEMO_CANARY["insertions"])
+        result = run_defense(text, canary, LIVE_CONFIG, defense, strength, lpd_config=LIVE_CONFIG,
+                             on_epoch=epochs.append, on_batch=on_batch, stop=stop)
+        return {**result, "source": "trained here"}
 
-        try:
-            text = DEMO_CORPUS.read_text(encoding="utf-8")[:LIVE_CHARS]
-            canary = Canary(Template(DEMO_CANARY["template"]), DEMO_CANARY["secret"], DEMO_CANARY["insertions"])
-            self.result = run_defense(text, canary, LIVE_CONFIG, self.defense, self.strength,
-                                      lpd_config=LIVE_CONFIG, on_epoch=on_epoch, on_batch=on_batch, stop=self.stop)
-            self.result["source"] = "trained here"
-        except StoppedError as e:
-            self.error = f"stopped: {e}"
-        except SsvizError as e:
-            self.error = str(e)
-        except Exception as e:  # a bug: show it as one line, never a traceback
-            self.error = f"internal error: {type(e).__name__}: {e}"
-        self.progress = 1.0
-
-    @property
-    def running(self) -> bool:
-        return self.thread.is_alive()
+    job = Job((defense, strength), f"{DEFENSE_LABELS[defense]} {strength}", fn)
+    job.epochs = epochs
+    return job
 
 
 def shown(path: Path) -> str:
@@ -141,7 +118,7 @@ def train_section() -> None:
     job: Job | None = st.session_state.get("def_job")
     b1, b2 = st.columns(2)
     if b1.button("Train", disabled=bool(job and job.running), type="primary"):
-        st.session_state["def_job"] = Job(defense, strength)
+        st.session_state["def_job"] = start_training(defense, strength)
         st.rerun()
     if job and job.running and b2.button("Stop"):
         job.stop.set()
@@ -154,15 +131,16 @@ def job_panel() -> None:
     job: Job | None = st.session_state.get("def_job")
     if job is None:
         return
-    label = f"{DEFENSE_LABELS[job.defense]} {job.strength}"
+    label = job.label
     if job.running:
-        st.progress(job.progress, text=f"{label}: {job.status}")
+        fraction, status = job.snapshot()
+        st.progress(fraction, text=status)
         if job.epochs:
             st.plotly_chart(training_dynamics(job.epochs, title=label), width="stretch",
                             key=f"live_{len(job.epochs)}")
         return
     if job.error:
-        st.warning(f"{label}: {job.error}")
+        st.warning(f"{label}: {'stopped: ' if job.stopped else ''}{job.error}")
     elif job.result and st.session_state.get("def_job_saved") is not job:
         st.session_state.setdefault("def_results", []).append(job.result)
         st.session_state["def_job_saved"] = job
