@@ -6,19 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from ssviz.demo import ROOT
 from ssviz.errors import SsvizError
 from ssviz.plots.study import exposure_by_secret, exposure_scatter
 from ssviz.store import BUNDLED_STUDY, DEFAULT_DB
 from ui import cache
-from ui.widgets import chart, download_table, run_page
+from ui.widgets import chart, download_table, run_page, shown
 
-
-def shown(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def choose_store() -> Path | None:

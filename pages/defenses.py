@@ -27,6 +27,7 @@ from ssviz.sweeps import DEFAULT_SWEEP_DB, list_sweeps, load_runs, summarize  # 
 from ssviz.templates import Template  # noqa: E402
 from ssviz.train import Canary, TrainConfig  # noqa: E402
 from ui.jobs import Job  # noqa: E402
+from ui.widgets import shown  # noqa: E402
 
 BUNDLED_RESULTS = ROOT / "models" / "defenses" / "demo-results.json"
 BUNDLED_SWEEP = ROOT / "models" / "defenses" / "demo-sweep.duckdb"
@@ -63,13 +64,6 @@ def start_training(defense: str, strength: str) -> Job:
     job.epochs = epochs
     return job
 
-
-def shown(path: Path) -> str:
-    """A path relative to the repository when it lies inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def bundled_records() -> list[dict]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import traceback
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from ssviz.demo import ROOT
 from ssviz.errors import SsvizError
 from ui import jobs, state
 
@@ -56,6 +58,14 @@ def run_page(body) -> None:
                  "The rest of the app still works; please report this.")
         with st.expander("Details for a bug report"):
             st.code("".join(traceback.format_exception(e))[-4000:], language="text")
+
+
+def shown(path) -> str:
+    """A path relative to the repository when it lies inside it (shorter, and no server layout on screen)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def slug(text: str) -> str:
