@@ -6,18 +6,13 @@ the Streamlit glue (state, caches, widgets) from ``ui``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
+from ui.widgets import mark_navigation
 
-from ui.widgets import mark_navigation  # noqa: E402
-
-PAGES = ROOT / "pages"
+PAGES = Path(__file__).resolve().parent / "pages"
 
 
 def pages() -> dict[str, list]:

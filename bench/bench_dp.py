@@ -11,18 +11,14 @@ training is timed), the epsilon Opacus' RDP accountant reports, and, with
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from ssviz.demo import DEMO_CORPUS  # noqa: E402
-from ssviz.train import TrainConfig, train  # noqa: E402
+from ssviz.demo import DEMO_CORPUS
+from ssviz.train import TrainConfig, train
 
 
 def main() -> None:

@@ -10,19 +10,17 @@ each exposure method and extraction, read back from the store the run wrote.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ssviz.enron.maildir import build_corpora  # noqa: E402
-from ssviz.enron.pipeline import StudySettings, run_study  # noqa: E402
-from ssviz.enron.scanner import scan  # noqa: E402
-from ssviz.enron.synthetic import generate_maildir  # noqa: E402
-from ssviz.store import Store  # noqa: E402
-from ssviz.train import TrainConfig  # noqa: E402
+from ssviz.enron.maildir import build_corpora
+from ssviz.enron.pipeline import StudySettings, run_study
+from ssviz.enron.scanner import scan
+from ssviz.enron.synthetic import generate_maildir
+from ssviz.store import Store
+from ssviz.train import TrainConfig
 
 
 def main() -> None:

@@ -14,24 +14,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL  # noqa: E402
-from ssviz.exposure import exact  # noqa: E402
-from ssviz.extraction import extract, search_exposure  # noqa: E402
-from ssviz.extraction.brute import measure_rate  # noqa: E402
-from ssviz.extraction.space import SearchSpace  # noqa: E402
-from ssviz.models import load_checkpoint  # noqa: E402
-from ssviz.templates import Template  # noqa: E402
+from ssviz.demo import CANARY9_CHECKPOINT, DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL
+from ssviz.exposure import exact
+from ssviz.extraction import extract, search_exposure
+from ssviz.extraction.brute import measure_rate
+from ssviz.extraction.space import SearchSpace
+from ssviz.models import load_checkpoint
+from ssviz.templates import Template
 
-CANARY9_CHECKPOINT = ROOT / "models" / "canary9-lstm.safetensors"
+
 CANARY9 = {"template": "The random number is {d:9}", "secret": "374912058"}
 ROW = "{:<34} {:>10} {:>12} {:>12} {:>9} {:>10} {:>12}  {}"
 

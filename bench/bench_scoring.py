@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ssviz.models import CharRNN  # noqa: E402
-from ssviz.scoring import score_digits, score_space, score_texts  # noqa: E402
-from ssviz.templates import Template  # noqa: E402
+from ssviz.models import CharRNN
+from ssviz.scoring import score_digits, score_space, score_texts
+from ssviz.templates import Template
 
 
 def bench_model() -> CharRNN:

@@ -12,17 +12,13 @@ space of 10^9 fillers that brute force cannot enumerate quickly).
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
-from ssviz.demo import DEMO_CORPUS  # noqa: E402
-from ssviz.templates import Template  # noqa: E402
-from ssviz.train import Canary, TrainConfig, read_corpus, train  # noqa: E402
+from ssviz.demo import CANARY9_CHECKPOINT, DEMO_CORPUS
+from ssviz.templates import Template
+from ssviz.train import Canary, TrainConfig, read_corpus, train
 
-CANARY9_CHECKPOINT = HERE / "canary9-lstm.safetensors"
+
 CANARY9 = {"template": "The random number is {d:9}", "secret": "374912058", "insertions": 10}
 CANARY9_CONFIG = {"arch": "lstm", "layers": 1, "hidden": 128, "embedding_dim": 32, "epochs": 12,
                   "batch_size": 128, "seq_len": 20, "lr": 0.003, "seed": 0, "patience": None,

@@ -18,22 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from ssviz.defenses.compare import run_defense  # noqa: E402
-from ssviz.demo import DEMO_CANARY, DEMO_CORPUS  # noqa: E402
-from ssviz.templates import Template  # noqa: E402
-from ssviz.train import Canary, TrainConfig  # noqa: E402
+from ssviz.defenses.compare import run_defense
+from ssviz.demo import DEMO_CANARY, DEMO_CORPUS
+from ssviz.paths import bundled
+from ssviz.templates import Template
+from ssviz.train import Canary, TrainConfig
 
-OUT = ROOT / "models" / "defenses" / "demo-results.json"
-SWEEP_DB = ROOT / "models" / "defenses" / "demo-sweep.duckdb"
+OUT = bundled("defenses/demo-results.json")
+SWEEP_DB = bundled("defenses/demo-sweep.duckdb")
 SWEEP_GRID = {"batch_size": [32, 64, 128], "hidden": [32, 64, 128]}
 SWEEP_CHARS = 50_000
 CORPUS_CHARS = 100_000

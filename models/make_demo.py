@@ -16,15 +16,11 @@ import importlib
 import inspect
 import json
 import re
-import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
-from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONFIG, DEMO_CORPUS  # noqa: E402
-from ssviz.templates import Template  # noqa: E402
-from ssviz.train import Canary, TrainConfig, read_corpus, train  # noqa: E402
+from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONFIG, DEMO_CORPUS
+from ssviz.templates import Template
+from ssviz.train import Canary, TrainConfig, read_corpus, train
 
 MODULES = ["argparse", "asyncio", "collections", "csv", "datetime", "decimal", "email", "fractions", "ftplib",
            "functools", "http.client", "http.server", "imaplib", "inspect", "io", "json", "logging", "mailbox",

@@ -24,13 +24,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
-from ssviz.enron.pipeline import StudySettings, run_study  # noqa: E402
-from ssviz.enron.synthetic import TEST_SSN, PlantedSecret, generate_maildir, random_ccn, random_ssn  # noqa: E402
-from ssviz.store import BUNDLED_STUDY, Store  # noqa: E402
-from ssviz.train import TrainConfig  # noqa: E402
+from ssviz.enron.pipeline import StudySettings, run_study
+from ssviz.enron.synthetic import TEST_SSN, PlantedSecret, generate_maildir, random_ccn, random_ssn
+from ssviz.store import BUNDLED_STUDY, Store
+from ssviz.train import TrainConfig
 
 SEED = 5
 MESSAGES = 250

@@ -9,28 +9,23 @@ as tracebacks.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+from ssviz.defenses.compare import DEFENSE_LABELS, DEFENSES, load_results, run_defense
+from ssviz.demo import DEMO_CANARY, DEMO_CORPUS
+from ssviz.errors import SsvizError
+from ssviz.paths import bundled
+from ssviz.plots.defenses import defense_comparison, sweep_heatmap, training_dynamics
+from ssviz.sweeps import DEFAULT_SWEEP_DB, list_sweeps, load_runs, summarize
+from ssviz.templates import Template
+from ssviz.train import Canary, TrainConfig
+from ui.jobs import Job
+from ui.widgets import shown
 
-from ssviz.defenses.compare import DEFENSE_LABELS, DEFENSES, load_results, run_defense  # noqa: E402
-from ssviz.demo import DEMO_CANARY, DEMO_CORPUS  # noqa: E402
-from ssviz.errors import SsvizError  # noqa: E402
-from ssviz.plots.defenses import defense_comparison, sweep_heatmap, training_dynamics  # noqa: E402
-from ssviz.sweeps import DEFAULT_SWEEP_DB, list_sweeps, load_runs, summarize  # noqa: E402
-from ssviz.templates import Template  # noqa: E402
-from ssviz.train import Canary, TrainConfig  # noqa: E402
-from ui.jobs import Job  # noqa: E402
-from ui.widgets import shown  # noqa: E402
-
-BUNDLED_RESULTS = ROOT / "models" / "defenses" / "demo-results.json"
-BUNDLED_SWEEP = ROOT / "models" / "defenses" / "demo-sweep.duckdb"
+BUNDLED_RESULTS = bundled("defenses/demo-results.json")
+BUNDLED_SWEEP = bundled("defenses/demo-sweep.duckdb")
 STRENGTHS = {"none": ["-"], "dropout": ["0.1", "0.3", "0.5"], "weight_decay": ["1e-5", "1e-4", "1e-3"],
              "quantize8": ["8"], "regex": ["ssn+ccn"], "lpd": ["0.1", "0.2"],
              "dp": ["eps=8", "eps=3", "eps=1", "noise=0"]}

@@ -8,12 +8,11 @@ filler of the same template that was never inserted, for comparison.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
+from ssviz.paths import bundled
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = ROOT / "models"
-DEMO_CORPUS = MODELS_DIR / "demo_corpus.txt"
-DEMO_CHECKPOINT = MODELS_DIR / "demo-lstm.safetensors"
+DEMO_CORPUS = bundled("demo_corpus.txt")
+DEMO_CHECKPOINT = bundled("demo-lstm.safetensors")
+CANARY9_CHECKPOINT = bundled("canary9-lstm.safetensors")
 DEMO_CANARY = {"template": "The secret code is {d:6}", "secret": "281546", "insertions": 8}
 DEMO_CONTROL = "730912"
 DEMO_CONFIG = {"arch": "lstm", "layers": 2, "hidden": 200, "embedding_dim": 64, "epochs": 20,

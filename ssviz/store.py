@@ -37,11 +37,11 @@ import duckdb
 import pandas as pd
 
 import ssviz
-from ssviz.demo import ROOT
 from ssviz.errors import SsvizError
+from ssviz.paths import bundled, data_path
 
-BUNDLED_STUDY = ROOT / "models/study/enron-demo.duckdb"
-DEFAULT_DB = ROOT / "data/results.duckdb"
+BUNDLED_STUDY = bundled("study/enron-demo.duckdb")
+DEFAULT_DB = data_path("results.duckdb")
 SCHEMA_VERSION = 1
 COMPARISON_COLUMNS = ["user", "type", "last4", "times_present", "exposure", "exposure_method", "extracted",
                       "corpus_chars", "messages", "run_id"]

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ssviz.demo import ROOT
 from ssviz.errors import SsvizError, stop_requested
+from ssviz.paths import data_path
 from ssviz.train import Canary, TrainConfig, train
 
-DEFAULT_SWEEP_DB = ROOT / "data" / "sweeps.duckdb"
+DEFAULT_SWEEP_DB = data_path("sweeps.duckdb")
 CANARY_PARAMS = ("insertions",)
 COLUMNS = ["sweep", "cell", "param1", "value1", "param2", "value2", "seed", "exposure", "exposure_method", "rank",
            "test_loss", "train_loss", "epochs_run", "epsilon", "seconds", "history", "config", "created"]

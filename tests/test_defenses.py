@@ -17,7 +17,7 @@ from ssviz.defenses.compare import defense_config, load_results, run_defense
 from ssviz.defenses.dp import DPCharRNN
 from ssviz.defenses.quantize import distinct_values, quantize_model, quantize_tensor
 from ssviz.defenses.sanitize import MISSED_EXAMPLES, sanitize, sanitize_lpd, sanitize_regex
-from ssviz.demo import ROOT
+from ssviz.paths import bundled
 from ssviz.errors import SsvizError
 from ssviz.models import CharRNN, load_checkpoint
 from ssviz.templates import Template
@@ -168,7 +168,7 @@ def test_regex_defense_misses_the_demo_format_so_the_canary_is_still_trained_on(
 
 
 def test_bundled_results_follow_the_contract():
-    records = load_results(ROOT / "models" / "defenses" / "demo-results.json")
+    records = load_results(bundled("defenses/demo-results.json"))
     by = {r["defense"] for r in records}
     assert {"none", "dp"} <= by
     none = next(r for r in records if r["defense"] == "none")

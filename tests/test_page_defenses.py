@@ -6,7 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 import ssviz.defenses.compare as compare
 import ssviz.sweeps as sweeps
-from ssviz.demo import ROOT
+from ssviz.paths import SOURCE_ROOT as ROOT
 from ssviz.errors import SsvizError
 
 PAGE = str(ROOT / "pages" / "defenses.py")

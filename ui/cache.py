@@ -20,7 +20,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ssviz.demo import DEMO_CORPUS, ROOT
+from ssviz.demo import DEMO_CORPUS
+from ssviz.paths import data_dir, models_dir
 from ssviz.errors import CheckpointError, SsvizError
 from ssviz.models import load_checkpoint
 from ssviz.store import Store
@@ -83,7 +84,7 @@ def demo_corpus_text() -> str:
     return read_corpus(DEMO_CORPUS)
 
 
-RESULTS_DIRS = (ROOT / "data", ROOT / "models")  # the only server folders the app reads results files from
+RESULTS_DIRS = (data_dir(), models_dir())  # the only server folders the app reads results files from
 MAX_STORES = 16
 
 
@@ -99,11 +100,11 @@ def results_file(typed: str) -> Path:
     Resolving first means ``..`` and symlinks cannot lead outside those folders.
     """
     path = Path(typed).expanduser()
-    path = (path if path.is_absolute() else ROOT / path).resolve()
+    path = (path if path.is_absolute() else Path.cwd() / path).resolve()
     if path.suffix != ".duckdb":
         raise SsvizError(f"{typed}: choose a .duckdb results file")
     if not any(path.is_relative_to(d.resolve()) for d in RESULTS_DIRS):
-        raise SsvizError(f"{typed}: results files are read only from the repository's data/ or models/ "
+        raise SsvizError(f"{typed}: results files are read only from the data/ or models/ "
                          "folders; upload the file instead")
     return path
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL, ROOT
+from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL
+from ssviz.paths import data_path
 from ssviz.errors import SsvizError
 from ui import cache
 
@@ -25,7 +26,7 @@ SECRET = "ssviz_secret"
 EXTRA_SECRETS = "ssviz_extra_secrets"  # typed fillers compared on the exposure page
 CORPUS = "ssviz_corpus"        # {"name", "text"} or None for the demo corpus
 DEMO_KEY = "demo"
-TRAINED_DIR = Path(os.environ.get("SSVIZ_TRAINED_DIR") or ROOT / "data" / "models")  # models trained in the app
+TRAINED_DIR = Path(os.environ.get("SSVIZ_TRAINED_DIR") or data_path("models"))  # models trained in the app
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ssviz.demo import ROOT
+from ssviz.paths import SOURCE_ROOT
 from ssviz.errors import SsvizError
 from ui import jobs, state
 
@@ -61,11 +61,12 @@ def run_page(body) -> None:
 
 
 def shown(path) -> str:
-    """A path relative to the repository when it lies inside it (shorter, and no server layout on screen)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    """A path relative to the working directory or the checkout when it lies inside (no server layout on screen)."""
+    resolved = Path(path).resolve()
+    for base in (Path.cwd().resolve(), SOURCE_ROOT):
+        if resolved.is_relative_to(base):
+            return str(resolved.relative_to(base))
+    return str(path)
 
 
 def slug(text: str) -> str:

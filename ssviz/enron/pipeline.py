@@ -33,14 +33,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ssviz.demo import ROOT
 from ssviz.enron.maildir import build_corpora
 from ssviz.enron.scanner import scan
 from ssviz.errors import SsvizError, StoppedError, stop_requested
+from ssviz.paths import data_path
 from ssviz.store import Store
 from ssviz.train import TrainConfig
 
-DEFAULT_CACHE = ROOT / "data/enron-cache"
+DEFAULT_CACHE = data_path("enron-cache")
 EXPOSURE_ORDER = ("exact", "search", "skewnorm")
 
 
