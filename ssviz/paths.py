@@ -37,3 +37,30 @@ def bundled(name: str) -> Path:
 def data_path(name: str) -> Path:
     """A file or folder in the data folder, e.g. ``data_path("results.duckdb")``."""
     return data_dir() / name
+
+
+def ensure_writable(path, what: str = "output") -> Path:
+    """Check, before long work starts, that ``path`` can be written (its folder is created).
+
+    A late failure would throw away the work; this fails first with one clear line instead.
+    """
+    from ssviz.errors import SsvizError
+
+    path = Path(path)
+    if path.is_dir():
+        raise SsvizError(f"{what} {path} is a folder: give a file name")
+    blocker = next((a for a in path.parents if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise SsvizError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SsvizError(f"cannot create the folder of {what} {path}: {e.strerror or e}") from None
+    probe = path.parent / f".{path.name}.ssviz-write-test"
+    try:
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as e:
+        raise SsvizError(f"cannot write {what} {path}: {e.strerror or e}") from None
+    return path
