@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import integrate, special, stats
 
-from ssviz.errors import SsvizError
+from ssviz.errors import InvalidValueError, NonFiniteError, SettingsError, SsvizError, clip
+from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel
 from ssviz.scoring import EXHAUSTIVE_LIMIT, Progress, StopFlag, check_exhaustive, score_digits, score_space
 from ssviz.templates import Template
@@ -34,10 +35,10 @@ def _finite(name: str, values) -> np.ndarray:
     if arr.ndim == 0:
         arr = arr[None]
     if arr.size == 0:
-        raise SsvizError(f"{name} is empty")
+        raise InvalidValueError(f"{name} is empty")
     bad = ~np.isfinite(arr)
     if bad.any():
-        raise SsvizError(f"{name} contains {int(bad.sum())} NaN or infinite value(s) (first at index "
+        raise NonFiniteError(f"{name} contains {int(bad.sum())} NaN or infinite value(s) (first at index "
                          f"{int(np.flatnonzero(bad)[0])}): exposure needs finite log-perplexities")
     return arr
 
@@ -101,7 +102,7 @@ class SkewNormalFit:
 def fit_skewnorm(reference_lps) -> SkewNormalFit:
     refs = _finite("reference log-perplexities", reference_lps)
     if len(refs) < 10 or np.ptp(refs) == 0:
-        raise SsvizError("a skew-normal fit needs at least 10 references that are not all equal")
+        raise InvalidValueError("a skew-normal fit needs at least 10 references that are not all equal")
     a, loc, scale = stats.skewnorm.fit(refs)
     p = float(stats.kstest(refs, "skewnorm", args=(a, loc, scale)).pvalue)
     return SkewNormalFit(float(a), float(loc), float(scale), p)
@@ -180,8 +181,11 @@ def _fit_subsample(lps: np.ndarray, size: int = 20_000, seed: int = 0):
 
 
 def _sample(model, template, secret, samples, seed, progress, stop):
-    if samples < 10:
-        raise SsvizError("use at least 10 samples")
+    if not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 10:
+        raise SettingsError(f"use a whole number of at least 10 samples, got {samples!r}")
+    # random fillers, their token rows and the sort order exist at once
+    ensure_memory(samples * (template.filler_length + 2 * len(template.positions) + 4) * 8,
+                  f"{samples:,} random fillers", "use fewer samples")
     digits = template.random_digits(samples, np.random.default_rng(seed))
     secret_digits = template.fillers_to_digits([secret])
     lps = score_digits(model, template, np.concatenate([secret_digits, digits]), progress=progress, stop=stop)
@@ -214,6 +218,8 @@ def skewnorm(model: LanguageModel, template: Template, secret: str, *, samples: 
 def measure(model: LanguageModel, template: Template, secret: str, method: str = "auto", *,
             samples: int = 10_000, seed: int = 0, limit: int = EXHAUSTIVE_LIMIT, **kw) -> ExposureResult:
     """One entry point: ``auto`` is exact when |R| <= limit, otherwise skew-normal."""
+    if method not in METHODS:
+        raise SettingsError(f"unknown exposure method {clip(repr(method), 40)}: expected one of {', '.join(METHODS)}")
     template.check_vocab(model.vocab)
     secret = template.normalize(secret)
     if method == "auto":
@@ -222,9 +228,7 @@ def measure(model: LanguageModel, template: Template, secret: str, method: str =
         return exact(model, template, secret, limit=limit, **kw)
     if method == "sampled":
         return sampled(model, template, secret, samples=samples, seed=seed, **kw)
-    if method == "skewnorm":
-        return skewnorm(model, template, secret, samples=samples, seed=seed, **kw)
-    raise SsvizError(f"unknown exposure method {method!r}: expected one of {', '.join(METHODS)}")
+    return skewnorm(model, template, secret, samples=samples, seed=seed, **kw)
 
 
 def exposure_of(result: ExposureResult, log_perplexities) -> list[dict]:

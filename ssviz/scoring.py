@@ -19,8 +19,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ssviz.errors import SpaceTooLargeError, StoppedError, stop_requested
-from ssviz.models.base import LanguageModel, State
+from ssviz.errors import SpaceTooLargeError, StoppedError, clip, stop_requested
+from ssviz.memory import ensure_memory
+from ssviz.models.base import LanguageModel, State, check_finite
 from ssviz.templates import Template
 
 LN2 = math.log(2.0)
@@ -50,6 +51,7 @@ def prefix_context(model: LanguageModel, template: Template) -> PrefixContext:
     ids = torch.tensor([model.vocab.encode(template.prefix)])
     with torch.inference_mode():
         lp, state = model.run(ids, model.initial_state(1))
+        check_finite(lp, model)
         bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).double().sum()) / LN2
     return PrefixContext(state, lp[:, -1], bits)
 
@@ -103,6 +105,13 @@ def _score_sorted_chunk(model: LanguageModel, ctx: PrefixContext, tokens: np.nda
     return cost.numpy()[node_of_row]
 
 
+def _finite_bits(model: LanguageModel, bits: np.ndarray) -> np.ndarray:
+    """One check per chunk (cheap) instead of per step: NaN or inf anywhere along a path ends up in its sum."""
+    if not np.isfinite(bits).all():
+        check_finite(torch.tensor([float("nan")]), model)
+    return bits
+
+
 def score_tokens(model: LanguageModel, template: Template, tokens: np.ndarray, *, presorted: bool = False,
                  chunk_size: int = DEFAULT_CHUNK, ctx: PrefixContext | None = None,
                  progress: Progress | None = None, stop: StopFlag | None = None) -> np.ndarray:
@@ -116,7 +125,7 @@ def score_tokens(model: LanguageModel, template: Template, tokens: np.ndarray, *
     with torch.inference_mode():
         for lo in range(0, n, chunk_size):
             _check_stop(stop)
-            out[lo:lo + chunk_size] = _score_sorted_chunk(model, ctx, tokens[lo:lo + chunk_size])
+            out[lo:lo + chunk_size] = _finite_bits(model, _score_sorted_chunk(model, ctx, tokens[lo:lo + chunk_size]))
             if progress:
                 progress(min(lo + chunk_size, n), n)
     if order is not None:
@@ -147,7 +156,7 @@ def check_exhaustive(template: Template, limit: int = EXHAUSTIVE_LIMIT, rate: fl
     if template.space_size > limit:
         seconds = template.space_size / rate
         raise SpaceTooLargeError(
-            f"the space of {template.text!r} has {template.space_size:.3g} fillers, more than the "
+            f"the space of {clip(template.text, 80)!r} has {template.space_size:.3g} fillers, more than the "
             f"limit of {limit:.3g} for exhaustive enumeration (about {_human_seconds(seconds)} on this CPU); "
             f"use sampling / skew-normal or search instead")
 
@@ -164,15 +173,17 @@ def score_space(model: LanguageModel, template: Template, *, limit: int = EXHAUS
                 stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity of every filler, indexed by filler number (refuses spaces beyond ``limit``)."""
     check_exhaustive(template, limit)
+    total = template.space_size
+    ensure_memory(total * 8 + chunk_size * len(template.positions) * 24, f"scoring all {total:,} fillers",
+                  "use sampling / skew-normal or search instead")
     ctx = prefix_context(model, template)
     lut = position_tokens(model, template)
-    total = template.space_size
     out = np.empty(total, dtype=np.float64)
     with torch.inference_mode():
         for lo, digits in iter_space_chunks(template, chunk_size):
             _check_stop(stop)
             tokens = digits_to_tokens(model, template, digits, lut)
-            out[lo:lo + len(digits)] = _score_sorted_chunk(model, ctx, tokens)
+            out[lo:lo + len(digits)] = _finite_bits(model, _score_sorted_chunk(model, ctx, tokens))
             if progress:
                 progress(lo + len(digits), total)
     return out
@@ -194,7 +205,7 @@ def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int = 10
                 ids = torch.tensor([model.vocab.encode(texts[i]) for i in rows])
                 lp, _ = model.run(ids[:, :-1], model.initial_state(len(rows)))
                 bits = -lp.gather(2, ids[:, 1:, None])[..., 0].double().sum(1) / LN2
-                out[rows] = bits.numpy()
+                out[rows] = _finite_bits(model, bits.numpy())
     return out
 
 

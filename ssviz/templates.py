@@ -18,7 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ssviz.errors import TemplateError
+from ssviz.errors import TemplateError, clip
 
 ALPHABETS = {"d": "0123456789", "a": "abcdefghijklmnopqrstuvwxyz", "x": "0123456789abcdef"}
 
@@ -30,6 +30,12 @@ PRESETS = {
 }
 
 _SLOT = re.compile(r"\{(d|a|x|\[[^\]]*\]):(\d+)\}")
+
+# Bounds checked while parsing, before anything is allocated: a template is a line someone
+# typed, and a character model's vocabulary is a few hundred characters at most.
+MAX_TEMPLATE_CHARS = 2_000
+MAX_FILLER_LENGTH = 256
+MAX_ALPHABET = 1_024
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,9 @@ def _expand_set(body: str) -> str:
         if i + 2 < len(body) and body[i + 1] == "-":
             lo, hi = body[i], body[i + 2]
             if ord(lo) > ord(hi):
-                raise TemplateError(f"bad range {lo}-{hi} in character set [{body}]")
+                raise TemplateError(f"bad range {lo}-{hi} in character set [{clip(body, 40)}]")
+            if ord(hi) - ord(lo) + 1 + len(out) > MAX_ALPHABET:
+                raise TemplateError(f"character set [{clip(body, 40)}] has more than {MAX_ALPHABET:,} characters")
             out.extend(chr(c) for c in range(ord(lo), ord(hi) + 1))
             i += 3
         else:
@@ -68,6 +76,8 @@ class Template:
     def __init__(self, text: str):
         if not isinstance(text, str) or not text:
             raise TemplateError("template is empty")
+        if len(text) > MAX_TEMPLATE_CHARS:
+            raise TemplateError(f"template is {len(text):,} characters long; the limit is {MAX_TEMPLATE_CHARS:,}")
         self.text = text
         parts: list[str | Slot] = []
         literal: list[str] = []
@@ -82,13 +92,15 @@ class Template:
                 m = _SLOT.match(text, i)
                 if not m:
                     end = text.find("}", i)
-                    bad = text[i:end + 1] if end >= 0 else text[i:]
+                    bad = clip(text[i:end + 1] if end >= 0 else text[i:], 40)
                     raise TemplateError(
                         f"bad slot {bad!r} at position {i}: use {{d:N}}, {{a:N}}, {{x:N}} or {{[chars]:N}} "
                         f"(write {{{{ for a literal brace)")
                 spec, n = m.group(1), int(m.group(2))
                 if n < 1:
-                    raise TemplateError(f"slot {m.group(0)} must have length >= 1")
+                    raise TemplateError(f"slot {clip(m.group(0), 40)} must have length >= 1")
+                if n > MAX_FILLER_LENGTH:
+                    raise TemplateError(f"slot {clip(m.group(0), 40)} is longer than {MAX_FILLER_LENGTH} characters")
                 alphabet = ALPHABETS[spec] if spec in ALPHABETS else _expand_set(spec[1:-1])
                 if literal:
                     parts.append("".join(literal))
@@ -104,6 +116,8 @@ class Template:
             parts.append("".join(literal))
         self.parts = tuple(parts)
         self.slots = tuple(p for p in parts if isinstance(p, Slot))
+        if sum(s.length for s in self.slots) > MAX_FILLER_LENGTH:
+            raise TemplateError(f"the slots add up to more than {MAX_FILLER_LENGTH} characters")
         if not self.slots:
             raise TemplateError("template has no slot: add one such as {d:6}")
         if isinstance(parts[0], Slot):
@@ -126,7 +140,7 @@ class Template:
         self.filler_length = len(slot_positions)
 
     def __repr__(self) -> str:
-        return f"Template({self.text!r})"
+        return f"Template({clip(self.text, 80)!r})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Template) and other.text == self.text
@@ -153,7 +167,7 @@ class Template:
         if missing:
             raise TemplateError(
                 f"the model's vocabulary lacks {len(missing)} character(s) this template needs: "
-                f"{''.join(missing)!r}")
+                f"{clip(''.join(missing), 40)!r}")
 
     # --- fillers ---------------------------------------------------------------
     def format(self, filler: str) -> str:
@@ -186,7 +200,7 @@ class Template:
             if got is not None:
                 return got
         raise TemplateError(
-            f"filler {filler[:60]!r} does not fit template {self.text!r}: expected {self.filler_length} "
+            f"a filler of {len(s)} character(s) does not fit template {clip(self.text, 80)!r}: expected {self.filler_length} "
             f"characters ({self.describe_slots()}), or the formatted text")
 
     def _fits(self, s: str) -> bool:
@@ -204,7 +218,7 @@ class Template:
         return "".join(rest[k] for k in self.slot_positions)
 
     def describe_slots(self) -> str:
-        return ", ".join(str(s) for s in self.slots)
+        return clip(", ".join(str(s) for s in self.slots), 120)
 
     def index_of(self, filler: str) -> int:
         """The filler's number in lexicographic (mixed radix) order."""

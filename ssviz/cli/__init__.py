@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 
 from ssviz.errors import SsvizError, StoppedError
@@ -20,9 +21,23 @@ COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses")
 def emit(args, payload: dict, text: str | None = None) -> None:
     """Print JSON with --json, otherwise a human summary (falls back to indented JSON)."""
     if getattr(args, "json", False) or text is None:
-        print(json.dumps(payload, indent=None if getattr(args, "json", False) else 2, default=_jsonable))
+        print(json.dumps(finite_json(payload), indent=None if getattr(args, "json", False) else 2,
+                         default=_jsonable, allow_nan=False))
     else:
         print(text)
+
+
+def finite_json(o):
+    """``o`` with every NaN or infinite float replaced by null: JSON has neither, and other tools parse ours."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: finite_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite_json(v) for v in o]
+    if hasattr(o, "item") and getattr(o, "ndim", 1) == 0:  # numpy scalars
+        return finite_json(o.item())
+    return o
 
 
 def _jsonable(o):
@@ -45,6 +60,29 @@ def progress_printer(label: str, enabled: bool):
         sys.stderr.flush()
 
     return report
+
+
+def _number(kind, low: float | None, low_open: bool, what: str):
+    """An argparse type: parsed, finite, and within range where the option is declared."""
+    def parse(text: str):
+        try:
+            value = kind(text) if kind is float else int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
+        return value
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 0, True, "a whole number >= 1")
+nonnegative_int = _number(int, 0, False, "a whole number >= 0")
+positive_float = _number(float, 0, True, "a finite number > 0")
+nonnegative_float = _number(float, 0, False, "a finite number >= 0")
+finite_float = _number(float, None, False, "a finite number")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SsvizError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory: ask for a smaller space, fewer samples or a smaller batch", file=sys.stderr)
         return 2
     except Exception as e:  # a bug: one line unless asked for detail
         if getattr(args, "debug", False):

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from ssviz import exposure as exposure_mod
-from ssviz.cli import emit, progress_printer
-from ssviz.errors import SsvizError
+from ssviz.cli import emit, nonnegative_int, positive_int, progress_printer
+from ssviz.errors import MissingFileError, SsvizError
+from ssviz.memory import ensure_memory
 from ssviz.models import load_checkpoint
 from ssviz.scoring import score_fillers
 from ssviz.templates import parse_template
@@ -28,19 +29,17 @@ def register(sub, parent) -> None:
     p.add_argument("--template", required=True)
     p.add_argument("--secret", required=True)
     p.add_argument("--method", default="auto", choices=list(exposure_mod.METHODS) + ["search"])
-    p.add_argument("--samples", type=int, default=10_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-nodes", type=int, default=200_000, help="node budget for --method search")
+    p.add_argument("--samples", type=positive_int, default=10_000)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--max-nodes", type=positive_int, default=200_000, help="node budget for --method search")
     p.set_defaults(run=run_exposure)
     for name in ("score", "exposure"):
-        sub.choices[name].add_argument("--threads", type=int, default=None,
+        sub.choices[name].add_argument("--threads", type=positive_int, default=None,
                                        help="torch CPU threads (1 is often fastest on a shared machine)")
 
 
 def _set_threads(args) -> None:
     if args.threads is not None:
-        if args.threads < 1:
-            raise SsvizError("--threads must be >= 1")
         torch.set_num_threads(args.threads)
 
 
@@ -52,7 +51,8 @@ def run_score(args) -> int:
     if args.fillers:
         path = Path(args.fillers)
         if not path.is_file():
-            raise SsvizError(f"fillers file not found: {path}")
+            raise MissingFileError(f"fillers file not found: {path}")
+        ensure_memory(path.stat().st_size * 16, f"the fillers in {path}", "split the file")
         try:
             fillers = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except UnicodeDecodeError:

@@ -6,10 +6,16 @@ import sys
 
 import torch
 
-from ssviz.cli import emit, progress_printer
-from ssviz.errors import SsvizError
+from ssviz.cli import (
+    emit,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    progress_printer,
+)
 from ssviz.extraction import ALGORITHMS, extract, save_trace
 from ssviz.models import load_checkpoint
+from ssviz.paths import ensure_writable
 from ssviz.scoring import EXHAUSTIVE_LIMIT
 from ssviz.templates import parse_template
 
@@ -19,15 +25,16 @@ def register(sub, parent) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--template", required=True, help="template or preset name (SSN, PIN, ...)")
     p.add_argument("--algorithm", choices=list(ALGORITHMS), default="dijkstra")
-    p.add_argument("--top", type=int, default=5, help="how many fillers to report")
-    p.add_argument("--beam-width", type=int, default=1000, help="beam search: partial fillers kept")
-    p.add_argument("--samples", type=int, default=10_000, help="sampling: fillers drawn")
-    p.add_argument("--seed", type=int, default=0, help="sampling: random seed")
-    p.add_argument("--max-nodes", type=int, default=100_000, help="dijkstra: node budget")
-    p.add_argument("--batch-size", type=int, default=64, help="dijkstra: nodes popped per model step")
-    p.add_argument("--max-seconds", type=float, default=None, help="time budget (partial result when reached)")
-    p.add_argument("--limit", type=int, default=EXHAUSTIVE_LIMIT, help="brute force: largest space enumerated")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--top", type=positive_int, default=5, help="how many fillers to report")
+    p.add_argument("--beam-width", type=positive_int, default=1000, help="beam search: partial fillers kept")
+    p.add_argument("--samples", type=positive_int, default=10_000, help="sampling: fillers drawn")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="sampling: random seed")
+    p.add_argument("--max-nodes", type=positive_int, default=100_000, help="dijkstra: node budget")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="dijkstra: nodes popped per model step")
+    p.add_argument("--max-seconds", type=positive_float, default=None,
+                   help="time budget (partial result when reached)")
+    p.add_argument("--limit", type=positive_int, default=EXHAUSTIVE_LIMIT, help="brute force: largest space enumerated")
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: search steps small batches, which extra threads slow down "
                         "on a busy CPU)")
     p.add_argument("--trace", metavar="FILE", help="write the search trace (JSON, see docs/trace.md)")
@@ -45,11 +52,11 @@ def options_from_args(args) -> dict:
 
 
 def run_extract(args) -> int:
-    if args.threads < 1:
-        raise SsvizError("--threads must be >= 1")
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
     template = parse_template(args.template)
+    if args.trace:
+        ensure_writable(args.trace, "trace")  # before the search, not after it
     progress = progress_printer(args.algorithm, not args.json)
     res = extract(model, template, args.algorithm, progress=progress, **options_from_args(args))
     if progress is not None:

@@ -9,7 +9,7 @@ enumeration into an exact rank. All return an :class:`ExtractionResult`
 
 from __future__ import annotations
 
-from ssviz.errors import SsvizError
+from ssviz.errors import SettingsError
 from ssviz.extraction.beam import beam_search
 from ssviz.extraction.brute import brute_force
 from ssviz.extraction.rank import search_exposure
@@ -26,7 +26,7 @@ def extract(model, template, algorithm: str = "dijkstra", **options) -> Extracti
     try:
         run = ALGORITHMS[algorithm]
     except KeyError:
-        raise SsvizError(f"unknown extraction algorithm {algorithm!r}: expected one of "
+        raise SettingsError(f"unknown extraction algorithm {algorithm!r}: expected one of "
                          f"{', '.join(ALGORITHMS)}") from None
     return run(model, template, **options)
 

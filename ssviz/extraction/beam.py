@@ -14,8 +14,16 @@ import torch
 
 from ssviz.extraction.result import ExtractionResult, make_result
 from ssviz.extraction.space import start_run
-from ssviz.extraction.trace import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_STEPS, child, found_entry, node, recorder_for
-from ssviz.models.base import LanguageModel
+from ssviz.extraction.trace import (
+    DEFAULT_MAX_CHILDREN,
+    DEFAULT_MAX_STEPS,
+    child,
+    found_entry,
+    node,
+    recorder_for,
+)
+from ssviz.memory import ensure_memory
+from ssviz.models.base import LanguageModel, state_nbytes
 
 
 def beam_search(model: LanguageModel, template, *, beam_width: int = 1000, top_k: int = 1,
@@ -28,6 +36,10 @@ def beam_search(model: LanguageModel, template, *, beam_width: int = 1000, top_k
     ``complete=False``.
     """
     deadline, counter, space = start_run(model, template, max_seconds, stop, beam_width=beam_width, top_k=top_k)
+    width = max(len(a) for a in space.alphabets)
+    rows = min(int(beam_width), space.template.space_size)
+    ensure_memory(rows * (width * 24 + state_nbytes(model.initial_state(1)) + 100 + space.depth),
+                  f"a beam of {int(beam_width):,}", "use a smaller beam width")
     recorder = recorder_for(trace, "beam", space, max_trace_steps, max_trace_children)
     fillers = [""]
     costs = torch.tensor([space.prefix_bits], dtype=torch.float64)

@@ -14,9 +14,20 @@ import numpy as np
 from ssviz.errors import SpaceTooLargeError
 from ssviz.extraction.result import ExtractionResult, make_result
 from ssviz.extraction.space import SearchSpace, start_run
-from ssviz.extraction.trace import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_STEPS, found_entry, recorder_for
+from ssviz.extraction.trace import (
+    DEFAULT_MAX_CHILDREN,
+    DEFAULT_MAX_STEPS,
+    found_entry,
+    recorder_for,
+)
 from ssviz.models.base import LanguageModel
-from ssviz.scoring import DEFAULT_CHUNK, EXHAUSTIVE_LIMIT, check_exhaustive, iter_space_chunks, score_digits
+from ssviz.scoring import (
+    DEFAULT_CHUNK,
+    EXHAUSTIVE_LIMIT,
+    check_exhaustive,
+    iter_space_chunks,
+    score_digits,
+)
 
 RATE_PROBE = 1 << 13
 

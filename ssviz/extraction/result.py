@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from ssviz.errors import SsvizError, stop_requested
+from ssviz.errors import SettingsError, SsvizError, clip, stop_requested
 
 
 class SearchBudgetError(SsvizError):
@@ -76,7 +76,7 @@ def check_positive(name: str, value, allow_none: bool = False) -> None:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or \
             (isinstance(value, float) and not math.isfinite(value)):
-        raise SsvizError(f"{name} must be a positive number, got {value!r}")
+        raise SettingsError(f"{name} must be a positive number, got {clip(repr(value), 40)}")
 
 
 class Deadline:

@@ -14,7 +14,15 @@ import torch
 
 from ssviz.extraction.result import ExtractionResult, make_result
 from ssviz.extraction.space import SearchSpace, start_run
-from ssviz.extraction.trace import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_STEPS, child, found_entry, node, recorder_for
+from ssviz.extraction.trace import (
+    DEFAULT_MAX_CHILDREN,
+    DEFAULT_MAX_STEPS,
+    child,
+    found_entry,
+    node,
+    recorder_for,
+)
+from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel
 
 DEFAULT_CHUNK = 4096
@@ -47,6 +55,9 @@ def sample(model: LanguageModel, template, *, samples: int = 10_000, seed: int =
     """The best distinct fillers among ``samples`` drawn from the model (seeded)."""
     deadline, counter, space = start_run(model, template, max_seconds, stop, samples=samples, top_k=top_k,
                                          chunk_size=chunk_size)
+    # the distinct fillers drawn are all kept (a dict entry each)
+    ensure_memory(min(int(samples), space.template.space_size) * (space.depth + 120), f"{int(samples):,} samples",
+                  "draw fewer samples")
     recorder = recorder_for(trace, "sampling", space, max_trace_steps, max_trace_children)
     gen = torch.Generator().manual_seed(int(seed))
     best: dict[str, float] = {}

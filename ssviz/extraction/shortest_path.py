@@ -38,11 +38,24 @@ import heapq
 import numpy as np
 import torch
 
-from ssviz.errors import SsvizError
-from ssviz.extraction.result import Deadline, ExtractionResult, check_positive, make_result
+from ssviz.errors import SettingsError
+from ssviz.extraction.result import (
+    Deadline,
+    ExtractionResult,
+    check_positive,
+    make_result,
+)
 from ssviz.extraction.space import CountingModel, SearchSpace
 from ssviz.extraction.states import PoolFullError, StatePool
-from ssviz.extraction.trace import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_STEPS, child, found_entry, node, recorder_for
+from ssviz.extraction.trace import (
+    DEFAULT_MAX_CHILDREN,
+    DEFAULT_MAX_STEPS,
+    child,
+    found_entry,
+    node,
+    recorder_for,
+)
+from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel
 
 DEFAULT_MAX_MEMORY_MB = 512
@@ -64,6 +77,7 @@ class BestFirstSearch:
         self.batch_size = int(batch_size)
         check_positive("max_memory_mb", max_memory_mb)
         self.max_bytes = int(max_memory_mb * 2**20)
+        ensure_memory(self.max_bytes, f"a search memory budget of {max_memory_mb:,} MB", "give a smaller budget")
         self.pool = StatePool(self.model, self.max_bytes)
         self.recorder = recorder = recorder_for(trace, "dijkstra", self.space, max_trace_steps, max_trace_children)
         self.heap: list[tuple[float, int, int]] = []      # (cost, parent row, character offset)
@@ -208,7 +222,7 @@ def shortest_path(model: LanguageModel, template, *, top_k: int = 1, max_nodes: 
     """
     check_positive("top_k", top_k)
     if stop_rule not in STOP_RULES:
-        raise SsvizError(f"unknown stop rule {stop_rule!r}: expected one of {', '.join(STOP_RULES)}")
+        raise SettingsError(f"unknown stop rule {stop_rule!r}: expected one of {', '.join(STOP_RULES)}")
     deadline = Deadline(max_seconds, stop)
     search = BestFirstSearch(model, template, batch_size=batch_size, max_memory_mb=max_memory_mb, trace=trace,
                              max_trace_steps=max_trace_steps, max_trace_children=max_trace_children)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ssviz.errors import TemplateError
-from ssviz.models.base import LanguageModel, State
+from ssviz.models.base import LanguageModel, State, check_finite
 from ssviz.scoring import LN2, PrefixContext, prefix_context
 from ssviz.templates import Template
 
@@ -39,12 +39,14 @@ class CountingModel(LanguageModel):
     def step(self, tokens: torch.Tensor, state: State):
         self.reads += int(tokens.numel())
         self.calls += 1
-        return self.inner.step(tokens, state)
+        log_probs, state = self.inner.step(tokens, state)
+        return check_finite(log_probs, self.inner), state
 
     def run(self, tokens: torch.Tensor, state: State):
         self.reads += int(tokens.numel())
         self.calls += 1
-        return self.inner.run(tokens, state)
+        log_probs, state = self.inner.run(tokens, state)
+        return check_finite(log_probs, self.inner), state
 
     def select_state(self, state: State, index: torch.Tensor) -> State:
         return self.inner.select_state(state, index)

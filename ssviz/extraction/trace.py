@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssviz.errors import SsvizError
+from ssviz.errors import MissingFileError, SettingsError, SsvizError, clip
 
 DEFAULT_MAX_STEPS = 500
 DEFAULT_MAX_CHILDREN = 100
@@ -25,7 +25,7 @@ class TraceRecorder:
     def __init__(self, algorithm: str, template: str, prefix_bits: float,
                  max_steps: int = DEFAULT_MAX_STEPS, max_children: int = DEFAULT_MAX_CHILDREN):
         if max_steps < 1 or max_children < 1:
-            raise SsvizError("trace caps (max_trace_steps, max_trace_children) must be >= 1")
+            raise SettingsError("trace caps (max_trace_steps, max_trace_children) must be >= 1")
         self.trace = {"algorithm": algorithm, "template": template, "prefix_bits": float(prefix_bits),
                       "capped": False, "max_steps": int(max_steps), "steps": [], "result": None}
         self.max_steps = max_steps
@@ -108,10 +108,10 @@ def load_trace(source) -> dict:
     else:
         path = Path(source)
         if not path.is_file():
-            raise SsvizError(f"trace file not found: {path}")
+            raise MissingFileError(f"trace file not found: {path}")
         text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise SsvizError(f"trace is not valid JSON: {e}") from None
+        raise SsvizError(f"trace is not valid JSON: {clip(str(e), 120)}") from None
     return validate_trace(data)

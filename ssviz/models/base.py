@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ssviz.errors import VocabularyError
+from ssviz.errors import NonFiniteError, VocabularyError, clip
 
 State = Any  # opaque to callers; only the model that made it reads it
 
@@ -29,10 +29,11 @@ class Vocab:
         chars = list(chars)
         bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
         if bad:
-            raise VocabularyError(f"vocabulary entries must be single characters, got {bad[:3]!r}")
+            raise VocabularyError(f"vocabulary entries must be single characters, got {clip(repr(bad[:3]), 80)}")
         if len(set(chars)) != len(chars):
-            dup = sorted({c for c in chars if chars.count(c) > 1})
-            raise VocabularyError(f"vocabulary has duplicate characters: {dup!r}")
+            seen: set[str] = set()
+            dup = sorted({c for c in chars if c in seen or seen.add(c)})  # linear: vocabularies can be huge
+            raise VocabularyError(f"vocabulary has {len(dup)} duplicate character(s): {clip(repr(dup), 80)}")
         self.chars = chars
         self.index = {c: i for i, c in enumerate(chars)}
 
@@ -56,12 +57,42 @@ class Vocab:
             missing = self.missing(text)
             pos = next(i for i, c in enumerate(text) if c in missing)
             raise VocabularyError(
-                f"character {missing[0]!r} (at position {pos} of {text[:40]!r}) is not in the "
-                f"model's vocabulary" + (f"; also missing: {missing[1:]!r}" if len(missing) > 1 else "")
+                f"character {missing[0]!r} (at position {pos} of a {len(text)}-character text) is not in the "
+                f"model's vocabulary" + (f"; {len(missing) - 1} more missing: {clip(repr(missing[1:]), 60)}"
+                                         if len(missing) > 1 else "")
             ) from None
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.chars[int(i)] for i in ids)
+
+
+def model_name(model) -> str:
+    """How messages name a model: the file it came from, else its class."""
+    inner = getattr(model, "inner", model)  # wrappers such as the extraction's CountingModel
+    return str(getattr(inner, "source", None) or type(inner).__name__)
+
+
+def check_finite(log_probs: torch.Tensor, model) -> torch.Tensor:
+    """``log_probs`` unchanged, or :class:`NonFiniteError` naming the model.
+
+    A model whose outputs are NaN or infinite (e.g. finite but huge weights) would
+    otherwise give NaN scores, arbitrary extraction results and a broken fit.
+    """
+    if not bool(torch.isfinite(log_probs).all()):
+        raise NonFiniteError(f"model {clip(model_name(model), 100)} gives NaN or infinite log-probabilities: "
+                             "its weights are unusable (retrain it, or check the file)")
+    return log_probs
+
+
+def state_nbytes(state: State) -> int:
+    """Bytes held by the tensors of a state (for memory estimates before a search allocates rows)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, (tuple, list)):
+        return sum(state_nbytes(s) for s in state)
+    if isinstance(state, dict):
+        return sum(state_nbytes(s) for s in state.values())
+    return 0
 
 
 class LanguageModel(ABC):

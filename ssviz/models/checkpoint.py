@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -24,13 +25,15 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ssviz.errors import CheckpointError, SsvizError
-from ssviz.models.base import Vocab
+from ssviz.errors import CheckpointError, CheckpointNotFoundError, SsvizError, clip, summarize
+from ssviz.models.base import Vocab, check_finite
 from ssviz.models.rnn import ARCHS, CharRNN
 
 Source = Union[str, os.PathLike, bytes, BinaryIO]
 REQUIRED_KEYS = ("arch", "vocab", "embedding_dim", "hidden_size", "num_layers")
 GATES = {"lstm": 4, "gru": 3}
+MAX_VOCAB = 65_536
+PROBE_LENGTH = 64  # characters read once at load time to check the model's outputs are finite
 
 
 def _read_bytes(source: Source) -> tuple[bytes, str]:
@@ -40,7 +43,7 @@ def _read_bytes(source: Source) -> tuple[bytes, str]:
         return source.read(), getattr(source, "name", "uploaded file")
     path = Path(source)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     return path.read_bytes(), str(path)
 
 
@@ -51,13 +54,29 @@ def _is_safetensors(data: bytes) -> bool:
     return 2 <= n <= len(data) - 8 and data[8:9] == b"{"
 
 
+def _json(text, what: str):
+    """Parse JSON from a file someone sent: malformed or absurdly nested input is one clear error."""
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
+        raise CheckpointError(f"{what} is not valid JSON ({clip(str(e), 100)})") from None
+    except RecursionError:
+        raise CheckpointError(f"{what} is nested too deeply to be a checkpoint config") from None
+
+
 def _safetensors_metadata(data: bytes) -> dict:
     (n,) = struct.unpack("<Q", data[:8])
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"safetensors header is not valid JSON: {e}") from None
-    return header.get("__metadata__") or {}
+        text = data[8:8 + n].decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError("safetensors header is not UTF-8 text") from None
+    header = _json(text, "safetensors header")
+    if not isinstance(header, dict):
+        raise CheckpointError("safetensors header must be a JSON object")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError("safetensors metadata must be a JSON object of strings")
+    return meta
 
 
 def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
@@ -79,13 +98,17 @@ def validate_config(config) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise CheckpointError(f"checkpoint config is missing key(s): {', '.join(missing)}")
-    if config["arch"] not in ARCHS:
-        raise CheckpointError(f"unknown arch {config['arch']!r}: expected one of {sorted(ARCHS)}")
+    if not isinstance(config["arch"], str) or config["arch"] not in ARCHS:
+        raise CheckpointError(f"unknown arch {clip(repr(config['arch']), 40)}: expected one of {sorted(ARCHS)}")
     for key in ("embedding_dim", "hidden_size", "num_layers"):
         if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < 1:
-            raise CheckpointError(f"checkpoint config {key} must be a positive integer, got {config[key]!r}")
+            raise CheckpointError(f"checkpoint config {key} must be a positive integer, got "
+                                  f"{clip(repr(config[key]), 40)}")
     if not isinstance(config["vocab"], list) or not config["vocab"]:
         raise CheckpointError("checkpoint config vocab must be a non-empty list of characters")
+    if len(config["vocab"]) > MAX_VOCAB:
+        raise CheckpointError(f"checkpoint vocab has {len(config['vocab']):,} entries; a character model has at "
+                              f"most {MAX_VOCAB:,}")
     try:
         Vocab(config["vocab"])
     except SsvizError as e:
@@ -99,10 +122,10 @@ def model_from_state(config: dict, state_dict: dict) -> CharRNN:
     expected = expected_shapes(config)
     missing = [k for k in expected if k not in state_dict]
     if missing:
-        raise CheckpointError(f"checkpoint is missing tensor(s): {', '.join(missing)}")
+        raise CheckpointError(f"checkpoint is missing tensor(s) ({len(missing)}): {summarize(missing)}")
     unexpected = [k for k in state_dict if k not in expected]
     if unexpected:
-        raise CheckpointError(f"checkpoint has unexpected tensor(s): {', '.join(unexpected[:5])}")
+        raise CheckpointError(f"checkpoint has unexpected tensor(s) ({len(unexpected)}): {summarize(unexpected)}")
     for name, shape in expected.items():
         t = state_dict[name]
         if not isinstance(t, torch.Tensor):
@@ -117,28 +140,46 @@ def model_from_state(config: dict, state_dict: dict) -> CharRNN:
                     hidden_size=config["hidden_size"], num_layers=config["num_layers"])
     model.load_state_dict({k: v.float() for k, v in state_dict.items()})
     model.extra_config = {k: v for k, v in config.items() if k not in REQUIRED_KEYS}
-    return model.eval()
+    model.eval()
+    _probe(model)
+    return model
+
+
+def _probe(model: CharRNN) -> None:
+    """Refuse a model whose outputs are not finite (finite but huge weights overflow), at load time."""
+    ids = torch.arange(min(len(model.vocab), PROBE_LENGTH))[None]
+    with torch.inference_mode():
+        log_probs, _ = model.run(ids, model.initial_state(1))
+    try:
+        check_finite(log_probs, model)
+    except SsvizError:
+        raise CheckpointError("the model's outputs are NaN or infinite (its weights overflow): "
+                              "the checkpoint is unusable") from None
 
 
 def load_checkpoint(source: Source) -> CharRNN:
     """Load a checkpoint from a path, bytes or file object, refusing anything unsafe."""
     data, name = _read_bytes(source)
     if _is_safetensors(data):
-        meta = _safetensors_metadata(data)
-        if "config" not in meta:
-            raise CheckpointError(f"{name}: safetensors metadata has no 'config' key")
         try:
-            config = json.loads(meta["config"])
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{name}: metadata 'config' is not valid JSON ({e})") from None
-        try:
-            tensors = st_load(data)
-        except Exception as e:  # safetensors raises its own error types
-            raise CheckpointError(f"{name}: corrupt safetensors file ({e})") from None
-        return model_from_state(config, tensors)
+            meta = _safetensors_metadata(data)
+            if "config" not in meta:
+                raise CheckpointError("safetensors metadata has no 'config' key")
+            config = _json(meta["config"], "metadata 'config'")
+            try:
+                tensors = st_load(data)
+            except Exception as e:  # safetensors raises its own error types
+                raise CheckpointError(f"corrupt safetensors file ({clip(str(e), 120)})") from None
+            return _named(model_from_state(config, tensors), name)
+        except CheckpointError as e:
+            raise CheckpointError(f"{clip(name, 200)}: {e}") from None
     if data[:2] == b"PK" or data[:1] == b"\x80":
         try:
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's warnings about the format would precede our one line
+                obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except RecursionError:
+            raise CheckpointError(f"{name}: nested too deeply to be a checkpoint") from None
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else "disallowed content"
             raise CheckpointError(
@@ -148,16 +189,22 @@ def load_checkpoint(source: Source) -> CharRNN:
             raise CheckpointError(f"{name}: not a readable torch checkpoint ({str(e)[:160]})") from None
         if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
             raise CheckpointError(f"{name}: a .pt checkpoint must hold a dict with 'config' and 'state_dict'")
-        config = obj["config"]
-        if isinstance(config, str):
-            try:
-                config = json.loads(config)
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"{name}: config is not valid JSON ({e})") from None
-        if not isinstance(obj["state_dict"], dict):
-            raise CheckpointError(f"{name}: 'state_dict' must be a dict of tensors")
-        return model_from_state(config, obj["state_dict"])
+        try:
+            config = obj["config"]
+            if isinstance(config, str):
+                config = _json(config, "config")
+            if not isinstance(obj["state_dict"], dict):
+                raise CheckpointError("'state_dict' must be a dict of tensors")
+            return _named(model_from_state(config, obj["state_dict"]), name)
+        except CheckpointError as e:
+            raise CheckpointError(f"{clip(name, 200)}: {e}") from None
     raise CheckpointError(f"{name}: not a checkpoint (expected a .safetensors file or a torch .pt file)")
+
+
+def _named(model: CharRNN, name: str) -> CharRNN:
+    """Remember where the model came from, so later errors can name it."""
+    model.source = name
+    return model
 
 
 def checkpoint_bytes(model: CharRNN, extra: dict | None = None) -> bytes:

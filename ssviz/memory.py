@@ -1,0 +1,46 @@
+"""Refuse work whose memory would exceed the machine, before allocating it.
+
+A sample count or a space typed by a user turns into arrays of that many rows;
+numpy's own failure ("Unable to allocate 8 TiB") comes late, as a traceback, or
+not at all while the machine swaps. Callers estimate their bytes and ask here.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ssviz.errors import SpaceTooLargeError
+
+# never plan to use more than this share of the memory available right now
+BUDGET_FRACTION = 0.5
+
+
+def available_bytes() -> int:
+    """Memory available to this process now (MemAvailable on Linux, else physical memory)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PB"
+
+
+def ensure_memory(nbytes: float, what: str, hint: str = "") -> None:
+    """Raise :class:`SpaceTooLargeError` when ``what`` would need more than the memory budget."""
+    budget = available_bytes() * BUDGET_FRACTION
+    if nbytes > budget:
+        raise SpaceTooLargeError(f"{what} would need about {human_bytes(nbytes)} of memory, more than the "
+                                 f"{human_bytes(budget)} this machine can spare" + (f": {hint}" if hint else ""))
