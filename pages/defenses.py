@@ -1,18 +1,19 @@
 """Streamlit page "Defenses": what regularization, sanitization and DP-SGD do to a canary's exposure.
 
-Runs standalone (``streamlit run pages/defenses.py``) or inside the app's
-st.navigation. Bundled results load instantly; small runs train on the spot in
-a worker thread (progress bar, stop button). Errors show as messages, never
-as tracebacks.
+Bundled results load instantly; small runs train on the spot as the app's
+background job (progress, live chart, Stop). On the same scaffold as the other
+pages: errors show as messages, never as tracebacks.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pandas as pd
 import streamlit as st
 
+from ssviz.defenses import paper
 from ssviz.defenses.compare import DEFENSE_LABELS, DEFENSES, load_results, run_defense
 from ssviz.demo import DEMO_CANARY, DEMO_CORPUS
 from ssviz.errors import SsvizError
@@ -21,8 +22,8 @@ from ssviz.plots.defenses import defense_comparison, sweep_heatmap, training_dyn
 from ssviz.sweeps import DEFAULT_SWEEP_DB, list_sweeps, load_runs, summarize
 from ssviz.templates import Template
 from ssviz.train import Canary, TrainConfig
-from ui.jobs import Job
-from ui.widgets import shown
+from ui.jobs import Job, Snapshot, training_job
+from ui.widgets import job_panel, message, page_header, run_page, shown, start_job
 
 BUNDLED_RESULTS = bundled("defenses/demo-results.json")
 BUNDLED_SWEEP = bundled("defenses/demo-sweep.duckdb")
@@ -33,39 +34,36 @@ STRENGTHS = {"none": ["-"], "dropout": ["0.1", "0.3", "0.5"], "weight_decay": ["
 LIVE_CHARS = 40_000
 LIVE_CONFIG = TrainConfig(layers=1, hidden=64, embedding_dim=32, epochs=4, batch_size=64, lr=0.005, seed=0,
                           patience=None, exposure_method="exact")
-PAPER_TABLE7 = pd.DataFrame([
-    ("DP, RMSProp", "0.65", 1.69, 1.1), ("DP, RMSProp", "1.21", 1.59, 2.3), ("DP, RMSProp", "5.26", 1.41, 1.8),
-    ("DP, RMSProp", "89", 1.34, 2.1), ("DP, RMSProp", "2e8", 1.32, 3.2), ("DP, RMSProp", "1e9", 1.26, 2.8),
-    ("DP, SGD", "inf", 2.11, 3.6), ("No DP, SGD", "-", 1.86, 9.5), ("No DP, RMSProp", "-", 1.17, 31.0)],
-    columns=["model", "epsilon", "test loss", "exposure"])
+JOB = "def_job"
+RESULTS = "def_results"
 
 
 def start_training(defense: str, strength: str) -> Job:
-    """Train one defense on the spot as a background job; ``job.epochs`` feeds the live chart."""
-    epochs: list[dict] = []
-    total = LIVE_CONFIG.epochs * (2 if defense == "lpd" else 1)  # LPD trains half models first
-
-    def fn(progress, stop) -> dict:
-        def on_batch(b: int, n: int, loss: float) -> None:
-            progress(len(epochs) * n + b, total * n)
-
+    """Train one defense on the spot as a background training job (its epochs feed the live chart)."""
+    def run(on_epoch, on_batch, stop) -> dict:
         text = DEMO_CORPUS.read_text(encoding="utf-8")[:LIVE_CHARS]
         canary = Canary(Template(DEMO_CANARY["template"]), DEMO_CANARY["secret"], DEMO_CANARY["insertions"])
         result = run_defense(text, canary, LIVE_CONFIG, defense, strength, lpd_config=LIVE_CONFIG,
-                             on_epoch=epochs.append, on_batch=on_batch, stop=stop)
+                             on_epoch=on_epoch, on_batch=on_batch, stop=stop)
         return {**result, "source": "trained here"}
 
-    job = Job((defense, strength), f"{DEFENSE_LABELS[defense]} {strength}", fn)
-    job.epochs = epochs
-    return job
+    epochs = LIVE_CONFIG.epochs * (2 if defense == "lpd" else 1)  # LPD trains half models first
+    return training_job((defense, strength), f"{DEFENSE_LABELS[defense]} {strength}", run, epochs)
 
+
+def collect_finished() -> None:
+    """Add a finished on-the-spot run to this session's results, once (before the table is drawn)."""
+    job: Job | None = st.session_state.get(JOB)
+    if job is not None and not job.running and job.result is not None and not job.meta.get("collected"):
+        st.session_state.setdefault(RESULTS, []).append(job.result)
+        job.meta["collected"] = True
 
 
 def bundled_records() -> list[dict]:
     try:
         records = load_results(BUNDLED_RESULTS)
     except SsvizError as e:
-        st.info(f"No bundled results ({e}). Rebuild them with `python models/make_defense_results.py`.")
+        st.info(f"No bundled results ({message(e)}). Rebuild them with `python models/make_defense_results.py`.")
         return []
     return [{**r, "source": "bundled"} for r in records]
 
@@ -89,10 +87,9 @@ def compare_section(records: list[dict]) -> None:
     space = Template(DEMO_CANARY["template"]).space_size
     st.plotly_chart(defense_comparison(records, max_exposure=math.log2(space)), width="stretch")
     st.dataframe(records_table(records), hide_index=True, width="stretch")
-    with st.expander("The paper's Table 7 (PTB, 2x200 LSTM, 100 epochs) for comparison"):
-        st.dataframe(PAPER_TABLE7, hide_index=True)
-        st.caption("Regularization (dropout, weight decay, quantization) left exposure unchanged in the paper "
-                   "(Appendix D); LPD sanitization ranked a once-only secret in its top 10% (Appendix F).")
+    with st.expander(f"The paper's Table 7 ({paper.TABLE7_SETTING}) for comparison"):
+        st.dataframe(paper.table7(), hide_index=True)
+        st.caption(paper.FINDINGS)
 
 
 def train_section() -> None:
@@ -104,39 +101,26 @@ def train_section() -> None:
                                  "fraction of lines (LPD), or DP target epsilon / noise multiplier")
     st.caption(f"Trains a 1x{LIVE_CONFIG.hidden} LSTM for {LIVE_CONFIG.epochs} epochs on the first "
                f"{LIVE_CHARS // 1000} KB of the demo corpus (DP-SGD is several times slower).")
-    job: Job | None = st.session_state.get("def_job")
-    b1, b2 = st.columns(2)
-    if b1.button("Train", disabled=bool(job and job.running), type="primary"):
-        st.session_state["def_job"] = start_training(defense, strength)
+    job: Job | None = st.session_state.get(JOB)
+    if st.button("Train", disabled=bool(job and job.running), type="primary", icon=":material/play_arrow:",
+                 key="def_train"):
+        job = start_job(JOB, start_training(defense, strength))
         st.rerun()
-    if job and job.running and b2.button("Stop"):
-        job.stop.set()
-    if job:
-        job_panel()
-
-
-@st.fragment(run_every=1.0)
-def job_panel() -> None:
-    job: Job | None = st.session_state.get("def_job")
     if job is None:
         return
-    label = job.label
     if job.running:
-        fraction, status = job.snapshot()
-        st.progress(fraction, text=status)
-        if job.epochs:
-            st.plotly_chart(training_dynamics(job.epochs, title=label), width="stretch",
-                            key=f"live_{len(job.epochs)}")
-        return
-    if job.error:
-        st.warning(f"{label}: {'stopped: ' if job.stopped else ''}{job.error}")
-    elif job.result and st.session_state.get("def_job_saved") is not job:
-        st.session_state.setdefault("def_results", []).append(job.result)
-        st.session_state["def_job_saved"] = job
-        st.rerun(scope="app")
-    elif job.result:
-        st.success(f"{label}: exposure {job.result['exposure']:.2f} bits, test loss {job.result['test_loss']:.3f} "
-                   f"({job.result['seconds']:.0f} s)")
+        job_panel(JOB, live=partial(live_dynamics, job.label), every=1.0)
+    elif job.error:
+        (st.warning if job.stopped else st.error)(f"{job.label}: {'stopped: ' if job.stopped else ''}{job.error}")
+    else:
+        st.success(f"{job.label}: exposure {job.result['exposure']:.2f} bits, test loss "
+                   f"{job.result['test_loss']:.3f} ({job.result['seconds']:.0f} s)")
+
+
+def live_dynamics(label: str, snap: Snapshot) -> None:
+    """The running job's epochs so far, under its progress bar."""
+    if snap.records:
+        st.plotly_chart(training_dynamics(snap.records, title=label), width="stretch", key=f"live_{len(snap.records)}")
 
 
 def dynamics_section(records: list[dict]) -> None:
@@ -171,27 +155,22 @@ def sweep_section() -> None:
                             format_func=lambda s: f"{s} ({sweeps.set_index('sweep').loc[s, 'runs']} runs)")
         table = summarize(load_runs(db, name))
     except SsvizError as e:
-        st.error(str(e))
+        st.error(message(e))
         return
     metric = st.radio("Colour by", ["exposure", "test_loss"], horizontal=True, key="def_metric")
     st.plotly_chart(sweep_heatmap(table, metric), width="stretch")
     st.dataframe(table.round(3), hide_index=True, width="stretch")
 
 
-def main() -> None:
-    st.title("Defenses")
-    st.write("Does regularization stop memorization? Does sanitization? Differential privacy does. "
-             "Compare each defense's canary exposure and test loss against the undefended model.")
-    records = bundled_records() + st.session_state.get("def_results", [])
+def body() -> None:
+    page_header("Defenses", "Does regularization stop memorization? Does sanitization? Differential privacy does. "
+                "Compare each defense's canary exposure and test loss against the undefended model.")
+    collect_finished()
+    records = bundled_records() + st.session_state.get(RESULTS, [])
     compare_section(records)
     train_section()
     dynamics_section(records)
     sweep_section()
 
 
-try:
-    main()
-except SsvizError as e:
-    st.error(str(e))
-except Exception as e:  # a bug: one line, never a traceback
-    st.error(f"internal error: {type(e).__name__}: {e}")
+run_page(body)

@@ -13,13 +13,12 @@ from ssviz.extraction import search_exposure
 from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_reading
 from ssviz.scoring import EXHAUSTIVE_LIMIT, score_fillers
 from ssviz.templates import Template
-from ui import cache, state
-from ui.widgets import analysis_header, background, chart, download_table, run_page
+from ui import state
+from ui.widgets import analysis_header, cached_job, chart, download_table, message, run_page
 
 METHODS = {"auto": "auto (exact when |R| ≤ 10^6, else skew-normal)", "exact": "exact (enumerate every filler)",
            "sampled": "sampled (rank among random fillers)", "skewnorm": "skew-normal extrapolation",
            "search": "search (exact rank by shortest-path enumeration)"}
-LAST = "ssviz_exposure_last"
 
 
 def settings(template: Template) -> dict:
@@ -46,30 +45,16 @@ def measure_key(current: state.CurrentModel, template: Template, secret: str, op
 
 def measure(current: state.CurrentModel, template: Template, secret: str, opts: dict, *,
             start: bool) -> exposure.ExposureResult | None:
-    """The library's measurement, cached per session by its inputs; run in a worker with progress and a Stop
-    button (``start``: the button was pressed). None while running, stopped, or not asked for."""
-    key = measure_key(current, template, secret, opts)
-    res = cache.result(key)
-    if res is not None:
-        st.session_state[LAST] = key
-        return res
-
+    """The library's measurement, cached per session by its inputs, run as a background job (``start``:
+    the button was pressed). None while running, stopped, failed or not asked for."""
     def run(progress, stop):
         if opts["method"] == "search":
             return search_exposure(current.model, template, secret, max_nodes=200_000, progress=progress, stop=stop)
         return exposure.measure(current.model, template, secret, opts["method"], samples=opts["samples"],
                                 seed=opts["seed"], progress=progress, stop=stop)
 
-    job = background(JOB, key, "Scoring fillers...", run, start=start)
-    if job is None or job.running:
-        return None
-    if job.error:
-        (st.warning if job.stopped else st.error)(
-            f"{'Stopped' if job.stopped else 'Failed'}: {job.error}. Press **Measure exposure** to run again.")
-        return None
-    cache.remember(key, job.result)
-    st.session_state[LAST] = key
-    return job.result
+    return cached_job(JOB, measure_key(current, template, secret, opts), "Scoring fillers...", run, start=start,
+                      again="Press **Measure exposure** to run again.")
 
 
 def show_result(res: exposure.ExposureResult, template: Template, secret: str) -> None:
@@ -97,7 +82,7 @@ def other_fillers(template: Template) -> list[str]:
         try:
             others.append(template.normalize(raw))
         except SsvizError as e:
-            st.warning(str(e))
+            st.warning(message(e))
     state.put(state.EXTRA_SECRETS, others)
     return others
 

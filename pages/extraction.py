@@ -9,7 +9,7 @@ from ssviz.extraction import beam_search, extract
 from ssviz.plots.search_tree import found_so_far, frontier, tree_figure, tree_nodes
 from ssviz.templates import Template
 from ui import cache
-from ui.widgets import analysis_header, background, chart, download_table, run_page
+from ui.widgets import analysis_header, cached_job, chart, download_table, job_for, run_page
 
 ALGORITHMS = {"dijkstra": "Shortest path (exact, best first)", "beam": "Beam search (keeps the N best prefixes)",
               "sampling": "Sampling from the model", "brute": "Brute force (score every filler)"}
@@ -43,29 +43,15 @@ JOB = "ssviz_extraction_job"
 
 
 def run_search(current, template: Template, opts: dict, *, start: bool):
-    """The search's result, cached per session by its inputs; run in a worker with progress and a Stop button.
-
-    None while it runs or when nothing was asked for. A run the user stopped keeps its partial result (shown,
-    not cached), and is not restarted automatically.
-    """
-    key = search_key(current, template, opts)
-    res = cache.result(key)
-    if res is not None:
-        return res
-
+    """The search's result, cached per session by its inputs, run as a background job: by a click, or by
+    itself for a small space (once: a run the user stopped keeps its partial result, shown, not cached, and
+    is not restarted). None while it runs or when nothing was asked for."""
     def run(progress, stop):
         return extract(current.model, template, opts["algorithm"], trace=True, progress=progress, stop=stop,
                        **TRACE_CAP, **{k: v for k, v in opts.items() if k != "algorithm"})
 
-    job = background(JOB, key, "Searching...", run, start=start)
-    if job is None or job.running:
-        return None
-    if job.error:
-        st.error(f"Failed: {job.error}")
-        return None
-    if not job.stopped and not job.stop.is_set():
-        cache.remember(key, job.result)
-    return job.result
+    return cached_job(JOB, search_key(current, template, opts), "Searching...", run, start=start,
+                      auto=template.space_size <= AUTO_RUN_LIMIT, again="Press **Search** to run again.")
 
 
 def summary(res, template: Template, secret: str) -> None:
@@ -166,26 +152,38 @@ def _back_to_own_template() -> None:
     st.session_state[CMP_TEMPLATE] = None
 
 
+CMP_EXACT_JOB = "ssviz_cmp_exact_job"
+CMP_BEAM_JOB = "ssviz_cmp_beam_job"
+
+
 def comparison_runs(current, template: Template, width: int):
-    """Beam search at ``width`` and shortest path on the same template, each cached on what it depends on
-    (None, None until **Run the comparison** is pressed when the space is large)."""
-    beam_key = ("cmp-beam", current.key, template.text, width)
+    """Shortest path and beam search at ``width`` on the same template, each a background job with Stop and
+    cached on what it depends on (shortest path not on the width). For a large space shortest path waits
+    for **Run the comparison**; (None, None) until both are there."""
     exact_key = ("cmp-dijkstra", current.key, template.text)  # independent of the beam width
-    beam, exact = cache.result(beam_key), cache.result(exact_key)
-    if (beam is None or exact is None) and template.space_size > AUTO_RUN_LIMIT and \
-            not st.button("Run the comparison", icon=":material/play_arrow:", key="cmp_run"):
-        st.info(f"|R| = {template.space_size:,}: press **Run the comparison** (up to 100,000 nodes).")
+    large = template.space_size > AUTO_RUN_LIMIT
+    ran = job_for(CMP_EXACT_JOB, exact_key)
+    clicked = False
+    if cache.result(exact_key) is None and not (ran and ran.running) and (large or ran):
+        clicked = st.button("Run the comparison", icon=":material/play_arrow:", key="cmp_run")
+        if large and not clicked and not ran:
+            st.info(f"|R| = {template.space_size:,}: press **Run the comparison** (up to 100,000 nodes).")
+
+    def run_exact(progress, stop):
+        return extract(current.model, template, "dijkstra", top_k=5, batch_size=8, max_nodes=100_000, trace=True,
+                       progress=progress, stop=stop, **TRACE_CAP)
+
+    def run_beam(progress, stop):
+        return beam_search(current.model, template, beam_width=width, top_k=5, trace=True, progress=progress,
+                           stop=stop, **TRACE_CAP)
+
+    exact = cached_job(CMP_EXACT_JOB, exact_key, "Shortest path...", run_exact, start=clicked, auto=not large,
+                       again="Press **Run the comparison** to run again.")
+    if exact is None:
         return None, None
-    if beam is None or exact is None:
-        with st.spinner("Running the comparison..."):
-            if beam is None:
-                beam = beam_search(current.model, template, beam_width=width, top_k=5, trace=True, **TRACE_CAP)
-                cache.remember(beam_key, beam)
-            if exact is None:
-                exact = extract(current.model, template, "dijkstra", top_k=5, batch_size=8, max_nodes=100_000,
-                                trace=True, **TRACE_CAP)
-                cache.remember(exact_key, exact)
-    return beam, exact
+    beam = cached_job(CMP_BEAM_JOB, ("cmp-beam", current.key, template.text, width),
+                      f"Beam search, width {width}...", run_beam, start=False, auto=True)
+    return (beam, exact) if beam is not None else (None, None)
 
 
 def comparison_verdict(beam, exact, width: int) -> tuple[str, str]:
@@ -193,6 +191,8 @@ def comparison_verdict(beam, exact, width: int) -> tuple[str, str]:
     if not exact.complete:
         return "info", (f"Inconclusive: shortest path stopped before certifying the best filler ({exact.message}), "
                         f"so we cannot tell whether the beam of width {width} missed it.")
+    if beam.found is None:
+        return "info", f"Inconclusive: the beam search of width {width} ended before its last slot ({beam.message})."
     if beam.found != exact.found:
         return "warning", (f"The beam of width {width} missed the most likely filler `{exact.found}` "
                            f"({exact.log_perplexity:.2f} bits) and returned `{beam.found}` "
@@ -247,9 +247,7 @@ def body() -> None:
                    "for the ones the model finds most likely.")
     opts = settings()
     clicked = st.button("Search", type="primary", icon=":material/play_arrow:", key="ext_run")
-    job = st.session_state.get(JOB)
-    tried = job is not None and job.key == search_key(current, template, opts)  # e.g. stopped: no auto-rerun
-    res = run_search(current, template, opts, start=clicked or (template.space_size <= AUTO_RUN_LIMIT and not tried))
+    res = run_search(current, template, opts, start=clicked)
     if res is None:
         if st.session_state.get(JOB) is None:
             st.info(f"|R| = {template.space_size:,}: press **Search** to run (it may take a while; the budget "

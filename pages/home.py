@@ -5,12 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from ssviz.demo import DEMO_CANARY, DEMO_CONTROL
-from ui.widgets import model_banner, run_page
+from ui.widgets import model_banner, page_header, run_page
 
 
 def body() -> None:
-    st.title("ssviz: does your model remember secrets?")
-    st.markdown(
+    page_header(
+        "ssviz: does your model remember secrets?",
         "Language models trained on private text can **memorize** rare secrets in it, such as a credit-card "
         "number that appears a few times. Following *The Secret Sharer* (Carlini et al., 2019), ssviz inserts "
         "a **canary** (a random secret of a known format) into the training data and measures its **exposure**: "

@@ -8,11 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from ssviz.plots.training import training_progress
-from ssviz.templates import Template
+from ssviz.templates import Template, parse_template
 from ssviz.train import Canary, TrainConfig
 from ui import state
-from ui.jobs import TrainingJob
-from ui.widgets import chart, run_page
+from ui.jobs import Job, Snapshot, train_and_save
+from ui.widgets import chart, job_panel, page_header, release_upload, run_page, start_job, uploader_key
 
 JOB = "ssviz_training_job"
 REGISTERED = "ssviz_training_registered"
@@ -49,7 +49,7 @@ def upload_section() -> None:
     c1, c2 = st.columns(2)
     with c1:
         st.file_uploader("Checkpoint (.safetensors or weights-only .pt)", type=["safetensors", "pt"],
-                         key="w_checkpoint_upload", on_change=_on_checkpoint)
+                         key=uploader_key(CHECKPOINT_UPLOAD), on_change=_on_checkpoint)
         st.caption("Files are validated before use; pickled Python objects are refused, never executed.")
         if st.session_state.get(state.UPLOAD_ERROR):
             st.error(st.session_state[state.UPLOAD_ERROR])
@@ -60,10 +60,15 @@ def upload_section() -> None:
             st.error(st.session_state[state.CORPUS_ERROR])
 
 
+CHECKPOINT_UPLOAD = "w_checkpoint_upload"
+
+
 def _on_checkpoint() -> None:
-    f = st.session_state.get("w_checkpoint_upload")
+    """Load the uploaded checkpoint, then let go of its bytes: the loaded model is what the session keeps."""
+    f = st.session_state.get(uploader_key(CHECKPOINT_UPLOAD))
     if f is not None:
         state.accept_checkpoint(f.name, f.getvalue())
+        release_upload(CHECKPOINT_UPLOAD)
 
 
 def _on_corpus() -> None:
@@ -96,7 +101,7 @@ def corpus_section(current: state.CurrentModel) -> None:
 def train_section() -> None:
     st.subheader("Train a model with a canary")
     name, text = state.corpus()
-    job: TrainingJob | None = st.session_state.get(JOB)
+    job: Job | None = st.session_state.get(JOB)
     running = bool(job and job.running)
     with st.form("train_form", border=True):
         st.caption(f"Trains a small character-level LSTM on the {name} with the canary inserted into its "
@@ -113,72 +118,61 @@ def train_section() -> None:
         insertions = c[2].number_input("Insertions", 0, 100, 8)
         start = st.form_submit_button("Train", type="primary", disabled=running, icon=":material/play_arrow:")
     if start:
-        tpl = Template(template)
+        tpl = parse_template(template)  # refused (one line, by the page wrapper) before anything is allocated
         canary = Canary(tpl, tpl.normalize(secret), int(insertions)) if insertions else None
         config = TrainConfig(layers=1, hidden=int(hidden), embedding_dim=32, epochs=int(epochs), batch_size=128,
                              seq_len=20, lr=float(lr), seed=0, patience=None, exposure_method="auto",
-                             exposure_samples=2_000)
-        st.session_state[JOB] = TrainingJob(text[:max_chars], config.validate(), canary, state.TRAINED_DIR,
-                                            name=f"lstm1x{hidden}")
+                             exposure_samples=2_000).validate()
+        job = train_and_save(text[:max_chars], config, canary, state.TRAINED_DIR, name=f"lstm1x{hidden}")
+        start_job(JOB, job)
         st.rerun()
     if job and job.running:
-        live_panel()
+        job_panel(JOB, live=lambda snap: epochs_chart(snap, job.meta["canary"]), every=1.0)
     elif job:
-        job_panel(job)
+        finished(job)
 
 
-@st.fragment(run_every=1.0)
-def live_panel() -> None:
-    """Redrawn every second while the worker trains; the whole page reruns once it ends."""
-    job: TrainingJob | None = st.session_state.get(JOB)
-    if job is None or not job.running:
-        st.rerun(scope="app")
-    snap = job.snapshot()
-    c1, c2 = st.columns([5, 1])
-    c1.progress(snap["fraction"], text=f"{snap['status']} · {snap['seconds']:.0f} s")
-    if c2.button("Stop", icon=":material/stop:", disabled=job.stop.is_set()):
-        job.stop.set()
-    epochs_chart(job, snap)
-
-
-def epochs_chart(job: TrainingJob, snap: dict) -> None:
-    if not snap["epochs"]:
+def epochs_chart(snap: Snapshot, canary: Canary | None) -> None:
+    """Loss and canary exposure per epoch so far (drawn live under the progress bar, and once finished)."""
+    if not snap.records:
         return
-    space = job.canary.template.space_size if job.canary else None
-    last = snap["epochs"][-1]
-    if last.get("exposure") is not None:
+    space = canary.template.space_size if canary else None
+    last = snap.records[-1]
+    if last.get("exposure") is not None and space:
         st.caption(f"Epoch {last['epoch']}: validation loss {last['val_loss']:.3f}, canary exposure "
                    f"{last['exposure']:.2f} of {math.log2(space):.2f} bits"
                    + (f", rank {last['rank']:,}" if last.get("rank") else ""))
-    chart(training_progress(snap["epochs"], math.log2(space) if space else None,
+    chart(training_progress(snap.records, math.log2(space) if space else None,
                             title="Training: loss and canary exposure"), "training-progress",
-          key=f"train_{len(snap['epochs'])}_{snap['running']}")
+          key=f"train_{len(snap.records)}_{snap.running}")
 
 
-def job_panel(job: TrainingJob) -> None:
-    """The finished run: its curves, and its saved checkpoint offered as the current model."""
+def finished(job: Job) -> None:
+    """The ended run: its curves, and its saved checkpoint offered as the current model."""
     snap = job.snapshot()
-    if snap["error"]:
-        st.error(f"Training ended: {snap['error']}")
-    epochs_chart(job, snap)
-    if snap["saved_path"] is None:
+    if job.error:
+        (st.warning if job.stopped else st.error)(f"Training ended: {job.error}")
+    epochs_chart(snap, job.meta["canary"])
+    if job.result is None:
         return
-    key = f"file:{snap['saved_path']}"
+    path = job.result["path"]
+    key = f"file:{path}"
     if st.session_state.get(REGISTERED) != key:
-        d = job.config
-        state.register_model(key, f"Trained here: {d.layers}x{d.hidden} LSTM, {len(snap['epochs'])} epochs "
-                                  f"({snap['saved_path'].name})", str(snap["saved_path"]))
+        d = job.meta["config"]
+        state.register_model(key, f"Trained here: {d.layers}x{d.hidden} LSTM, {len(snap.records)} epochs "
+                                  f"({path.name})", str(path))
         st.session_state[REGISTERED] = key
-    st.success(f"{snap['status'].capitalize()} in {job.seconds:.0f} s: {snap['saved_path'].name}.")
+    status = "stopped early, saved" if job.result["stopped"] else "finished, saved"
+    st.success(f"{status.capitalize()} in {job.seconds:.0f} s: {path.name}.")
     if state.get(state.MODEL) != key and st.button("Use this model", type="primary", key="use_trained"):
         state.select_model(key)
         st.rerun()
 
 
 def body() -> None:
-    st.title("Model & corpus")
-    st.write("Pick the model to examine. The bundled demo is loaded; upload your own checkpoint or train a "
-             "small one on a corpus with a canary inserted. The choice carries over to every page.")
+    page_header("Model & corpus", "Pick the model to examine. The bundled demo is loaded; upload your own "
+                "checkpoint or train a small one on a corpus with a canary inserted. The choice carries over "
+                "to every page.")
     current = model_section()
     upload_section()
     corpus_section(current)

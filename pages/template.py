@@ -10,7 +10,7 @@ import streamlit as st
 from ssviz.errors import SsvizError
 from ssviz.templates import PRESETS, Template
 from ui import state
-from ui.widgets import model_banner, run_page
+from ui.widgets import message, model_banner, page_header, run_page
 
 CUSTOM = "Custom"
 
@@ -39,8 +39,8 @@ def template_section() -> Template | None:
                        "{[chars]:N} a custom set such as {[A-Z0-9]:4}. Use {{ and }} for literal braces.")
     try:
         template = Template(state.get(state.TEMPLATE))
-    except SsvizError as e:
-        st.error(f"Invalid template: {e}")
+    except SsvizError as e:  # too long, a huge alphabet or filler: refused before anything is allocated
+        st.error(message(f"Invalid template: {e}"))
         return None
     space = template.space_size
     c = st.columns(4)
@@ -67,16 +67,15 @@ def secret_section(template: Template) -> None:
         secret = template.normalize(state.get(state.SECRET))
         template.check_vocab(current.model.vocab)
     except SsvizError as e:
-        st.error(str(e))
+        st.error(message(e))
         return
     st.success(f"Testing `{template.format(secret)}` (filler `{secret}`, index {template.index_of(secret):,} "
                f"of {template.space_size:,}).")
 
 
 def body() -> None:
-    st.title("Secret template")
-    st.write("A template is the format of the secret: literal text around slots. Exposure compares the "
-             "secret with every other filler of the same template (the space R).")
+    page_header("Secret template", "A template is the format of the secret: literal text around slots. Exposure "
+                "compares the secret with every other filler of the same template (the space R).")
     model_banner()
     template = template_section()
     if template is not None:

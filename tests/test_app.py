@@ -257,9 +257,8 @@ def test_training_runs_in_a_worker_and_the_result_becomes_selectable(tmp_path, m
     assert not job.running and job.error is None, job.error
     at.run()
     assert not at.exception
-    snap = job.snapshot()
-    assert len(snap["epochs"]) == 1 and snap["epochs"][0]["exposure_method"] == "exact"
-    assert Path(snap["saved_path"]).parent == tmp_path
+    assert len(job.records) == 1 and job.records[0]["exposure_method"] == "exact"
+    assert Path(job.result["path"]).parent == tmp_path
     at.button(key="use_trained").click().run()
     assert not at.exception
     assert metric(at, "Layers x units") == "1 x 64"

@@ -48,7 +48,7 @@ def test_training_on_the_spot_adds_a_point(monkeypatch, tmp_path):
     monkeypatch.setattr(compare, "run_defense", lambda *a, **k: fake_record(a[3], a[4]))
     at = run_page()
     at.selectbox(key="def_defense").set_value("dropout").run()
-    at.button[0].click().run()
+    at.button(key="def_train").click().run()
     wait_for_job(at)
     table = at.dataframe[0].value
     mine = table[table["source"] == "trained here"]
@@ -61,9 +61,11 @@ def test_a_failing_run_shows_a_message_not_a_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
     monkeypatch.setattr(compare, "run_defense", boom)
     at = run_page()
-    at.button[0].click().run()
+    at.button(key="def_train").click().run()
     wait_for_job(at)
-    assert any("too short" in w.value for w in at.warning)
+    # a failed run is an error like on every page (a run the user stopped is a warning)
+    assert [e.value for e in at.error if "too short" in e.value] == \
+        ["No defense -: corpus too short for the sequence length"]
 
 
 def test_sweep_section_reads_a_database(monkeypatch, tmp_path, small_corpus):

@@ -4,7 +4,7 @@
   ``st.cache_resource`` keyed by path and content hash, so every session shares
   one read-only model and a rewritten file is reloaded.
 * Uploaded checkpoints: per session (``st.session_state``), never shared
-  between users.
+  between users; the last ``MAX_UPLOADS`` used (a model can be 200 MB).
 * Results (exposure, extraction): per session, keyed by their inputs, so going
   back to a page shows the last result instead of recomputing it.
 * The per-user results store: one read-only :class:`ssviz.store.Store` per file
@@ -30,6 +30,7 @@ from ssviz.train import read_corpus
 UPLOADS = "ssviz_uploads"
 RESULTS = "ssviz_results"
 MAX_RESULTS = 16  # an exact exposure result holds |R| floats (8 MB for 10^6)
+MAX_UPLOADS = 2   # uploaded models kept per session, least recently used dropped first
 
 
 def file_hash(path: Path) -> str:
@@ -58,25 +59,47 @@ def model_from_upload(data: bytes) -> tuple[str, object]:
     """
     sha = hashlib.sha256(data).hexdigest()
     uploads = st.session_state.setdefault(UPLOADS, {})
-    if sha not in uploads:
-        uploads[sha] = load_checkpoint(bytes(data))
-    return sha, uploads[sha]
+    model = _used(uploads, sha)
+    if model is None:
+        model = load_checkpoint(bytes(data))
+        _keep_recent(uploads, sha, model, MAX_UPLOADS)
+    return sha, model
 
 
 def uploaded_model(sha: str):
-    return st.session_state.get(UPLOADS, {}).get(sha)
+    """An uploaded model still kept in this session (marked as just used), or None."""
+    return _used(st.session_state.get(UPLOADS, {}), sha)
+
+
+def uploaded_shas() -> set[str]:
+    """The uploads this session still keeps (the others were dropped as least recently used)."""
+    return set(st.session_state.get(UPLOADS, {}))
+
+
+def _keep_recent(entries: dict, key, value, cap: int) -> None:
+    """Insert ``key`` as the newest entry and drop the least recently used beyond ``cap`` (a dict keeps
+    insertion order, and :func:`_used` moves an entry to the end)."""
+    entries.pop(key, None)
+    entries[key] = value
+    while len(entries) > cap:
+        entries.pop(next(iter(entries)))
+
+
+def _used(entries: dict, key):
+    """The entry for ``key`` (None if absent), moved to the newest end."""
+    value = entries.pop(key, None)
+    if value is not None:
+        entries[key] = value
+    return value
 
 
 def result(key: tuple):
     """A result computed earlier in this session for the same inputs, or None."""
-    return st.session_state.get(RESULTS, {}).get(key)
+    return _used(st.session_state.get(RESULTS, {}), key)
 
 
 def remember(key: tuple, value) -> None:
-    results = st.session_state.setdefault(RESULTS, {})
-    results[key] = value
-    while len(results) > MAX_RESULTS:  # oldest first: dicts keep insertion order
-        results.pop(next(iter(results)))
+    _keep_recent(st.session_state.setdefault(RESULTS, {}), key, value, MAX_RESULTS)
 
 
 @st.cache_data(show_spinner=False)

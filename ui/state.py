@@ -16,7 +16,7 @@ import streamlit as st
 
 from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL
 from ssviz.paths import data_path
-from ssviz.errors import SsvizError
+from ssviz.errors import SsvizError, clip
 from ui import cache
 
 MODEL = "ssviz_model"          # key of the current model in the registry
@@ -37,12 +37,32 @@ class CurrentModel:
 
     @property
     def canary(self) -> dict | None:
-        """The canary inserted when this model was trained (from the checkpoint), if recorded."""
+        """The canary inserted when this model was trained (from the checkpoint), if recorded and valid.
+
+        A checkpoint may come from anyone: its canary goes through template validation (size limits
+        included) before it becomes the template under test; one that fails is ignored.
+        """
+        if self.key == DEMO_KEY:
+            return dict(DEMO_CANARY)
         extra = getattr(self.model, "extra_config", None) or {}
-        canary = (extra.get("training") or {}).get("canary")
-        if canary:
-            return canary
-        return dict(DEMO_CANARY) if self.key == DEMO_KEY else None
+        training = extra.get("training") if isinstance(extra, dict) else None
+        canary = training.get("canary") if isinstance(training, dict) else None
+        return _valid_canary(canary)
+
+
+def _valid_canary(canary) -> dict | None:
+    from ssviz.templates import parse_template
+    if not isinstance(canary, dict) or not isinstance(canary.get("template"), str) or \
+            not isinstance(canary.get("secret"), str):
+        return None
+    try:
+        template = parse_template(canary["template"])
+        secret = template.normalize(canary["secret"])
+    except SsvizError:
+        return None
+    insertions = canary.get("insertions")
+    return {"template": template.text, "secret": secret,
+            "insertions": insertions if isinstance(insertions, int) and not isinstance(insertions, bool) else "?"}
 
 
 def init() -> None:
@@ -139,7 +159,8 @@ def current_model() -> CurrentModel:
     if key.startswith("upload:"):
         model = cache.uploaded_model(key.split(":", 1)[1])
         if model is None:
-            raise SsvizError("the uploaded model is gone (new session?): upload it again on the Model page")
+            raise SsvizError(f"the uploaded model is no longer kept (a session keeps the last {cache.MAX_UPLOADS} "
+                             "uploads): upload it again on the Model page")
     else:
         model = cache.model_from_file(Path(entry["source"]))
     return CurrentModel(key, entry["name"], model)
@@ -164,13 +185,17 @@ def accept_checkpoint(name: str, data: bytes) -> bool:
     pickled code. The page shows ``st.session_state[UPLOAD_ERROR]`` as an error.
     """
     st.session_state[UPLOAD_ERROR] = None
+    name = clip(name, 80)
     try:
         sha, model = cache.model_from_upload(data)
     except SsvizError as e:
-        st.session_state[UPLOAD_ERROR] = f"{name}: {e}"
+        st.session_state[UPLOAD_ERROR] = clip(f"{name}: {e}", 400)
         return False
     d = model.description
     register_model(f"upload:{sha}", f"{name} ({d['arch']} {d['layers']}x{d['hidden_size']}, uploaded)", name)
+    kept = cache.uploaded_shas()
+    for key in [k for k in models() if k.startswith("upload:") and k.split(":", 1)[1] not in kept]:
+        del models()[key]  # dropped from the upload cache: no longer offered
     select_model(f"upload:{sha}")
     return True
 
@@ -179,10 +204,11 @@ def accept_corpus(name: str, data: bytes) -> bool:
     """Handle an uploaded corpus (UTF-8 text); on failure keep the message in ``CORPUS_ERROR``."""
     from ssviz.train import read_corpus
     st.session_state[CORPUS_ERROR] = None
+    name = clip(name, 80)
     try:
         text = read_corpus(bytes(data))
     except SsvizError as e:
-        st.session_state[CORPUS_ERROR] = f"{name}: {e}"
+        st.session_state[CORPUS_ERROR] = clip(f"{name}: {e}", 400)
         return False
     st.session_state[CORPUS] = {"name": name, "text": text}
     return True

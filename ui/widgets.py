@@ -1,4 +1,5 @@
-"""Shared widgets: the page wrapper that turns errors into messages, downloads, progress, banners."""
+"""Shared widgets: the page scaffold (wrapper that turns errors into messages, header, banner), downloads,
+and the one background-job mechanism (start, progress panel with Stop, cached result else a job)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from ssviz.paths import SOURCE_ROOT
-from ssviz.errors import SsvizError
-from ui import jobs, state
+from ssviz.errors import SsvizError, clip
+from ui import cache, jobs, state
 
 
 NAVIGATED = "ssviz_navigated"
@@ -52,12 +55,26 @@ def run_page(body) -> None:
         state.init()
         body()
     except SsvizError as e:
-        st.error(str(e))
+        st.error(message(e))
     except Exception as e:  # a bug: never a bare traceback on the page
-        st.error(f"Something went wrong inside ssviz ({type(e).__name__}: {str(e)[:200]}). "
+        st.error(f"Something went wrong inside ssviz ({type(e).__name__}: {clip(e, 200)}). "
                  "The rest of the app still works; please report this.")
         with st.expander("Details for a bug report"):
             st.code("".join(traceback.format_exception(e))[-4000:], language="text")
+
+
+MESSAGE_LIMIT = 400  # characters of a user error shown on a page (a 10 MB template must not come back whole)
+
+
+def message(error) -> str:
+    """A user error as one short line for the page (every page error goes through here)."""
+    return clip(str(error), MESSAGE_LIMIT)
+
+
+def page_header(title: str, intro: str) -> None:
+    """Every page starts the same way: its title and a one-paragraph intro."""
+    st.title(title)
+    st.write(intro)
 
 
 def shown(path) -> str:
@@ -67,6 +84,22 @@ def shown(path) -> str:
         if resolved.is_relative_to(base):
             return str(resolved.relative_to(base))
     return str(path)
+
+
+def uploader_key(name: str) -> str:
+    """The key of file uploader ``name`` now: a fresh one after :func:`release_upload`."""
+    generation = st.session_state.get(f"ssviz_gen_{name}", 0)
+    return name if generation == 0 else f"{name}_{generation}"
+
+
+def release_upload(name: str) -> None:
+    """Free an uploaded file once it was read (a checkpoint can be 200 MB): drop its bytes from
+    Streamlit's upload store and give the uploader a fresh key, so the old widget and its copy go too."""
+    uploaded = st.session_state.get(uploader_key(name))
+    ctx = get_script_run_ctx()
+    if uploaded is not None and ctx is not None and isinstance(ctx.uploaded_file_mgr, MemoryUploadedFileManager):
+        ctx.uploaded_file_mgr.remove_file(session_id=ctx.session_id, file_id=uploaded.file_id)
+    st.session_state[f"ssviz_gen_{name}"] = st.session_state.get(f"ssviz_gen_{name}", 0) + 1
 
 
 def slug(text: str) -> str:
@@ -95,37 +128,82 @@ def chart(fig, name: str, key: str | None = None) -> None:
 def model_banner() -> state.CurrentModel:
     """One line naming the current model, template and secret (what every analysis page works on)."""
     current = state.current_model()
-    st.caption(f"Model: **{current.name}** · template: `{state.get(state.TEMPLATE)}` · "
-               f"secret under test: `{state.get(state.SECRET)}` — change them on the Model and Template pages.")
+    st.caption(f"Model: **{clip(current.name, 80)}** · template: `{clip(state.get(state.TEMPLATE), 80)}` · "
+               f"secret under test: `{clip(state.get(state.SECRET), 40)}` — change them on the Model and "
+               "Template pages.")
     return current
 
 
 def analysis_header(title: str, intro: str):
     """Title, one-paragraph intro and the banner of an analysis page; returns (model, template, secret)."""
-    st.title(title)
-    st.write(intro)
+    page_header(title, intro)
     current = model_banner()
     template, secret = state.secret_under_test(current.model)
     return current, template, secret
 
 
-def background(slot: str, key: tuple, label: str, fn, *, start: bool) -> jobs.Job | None:
-    """The job in ``slot`` for inputs ``key`` (one per page), started when ``start`` and none is running.
+def start_job(slot: str, job: jobs.Job) -> jobs.Job:
+    """Make ``job`` the one job in ``slot`` (a previous one is stopped) and start it; wait ``QUICK_WAIT``
+    so that a short run is drawn finished in this same page run, without a progress panel."""
+    old: jobs.Job | None = st.session_state.get(slot)
+    if old is not None:
+        old.stop.set()
+    st.session_state[slot] = job.start()
+    job.wait(jobs.QUICK_WAIT)
+    return job
 
-    While it runs this draws its progress and a Stop button (a fragment polling twice a second, which
-    reruns the page when the job ends) and returns the running job; a job for other inputs is stopped
-    and forgotten. Returns None when there is no job for ``key``.
+
+def job_for(slot: str, key: tuple) -> jobs.Job | None:
+    """The job in ``slot`` if it was started for inputs ``key`` (running or ended), else None."""
+    job: jobs.Job | None = st.session_state.get(slot)
+    return job if job is not None and job.key == key else None
+
+
+def background(slot: str, key: tuple, label: str, fn, *, start: bool) -> jobs.Job | None:
+    """The job in ``slot`` for inputs ``key`` (one per slot), started when ``start`` and none is running.
+
+    While it runs this draws :func:`job_panel` and returns the running job; a job for other inputs is
+    stopped and forgotten. Returns None when there is no job for ``key``.
     """
     job: jobs.Job | None = st.session_state.get(slot)
     if job is not None and job.key != key:
         job.stop.set()
         job = st.session_state[slot] = None
     if start and (job is None or not job.running):
-        job = st.session_state[slot] = jobs.Job(key, label, fn)
-        job.wait(jobs.QUICK_WAIT)
+        job = start_job(slot, jobs.Job(key, label, fn))
     if job is not None and job.running:
-        _job_panel(slot)
+        job_panel(slot)
     return job
+
+
+def cached_job(slot: str, key: tuple, label: str, fn, *, start: bool, auto: bool = False, again: str = ""):
+    """The result for inputs ``key``: computed earlier in this session, else from a background job.
+
+    The job starts when ``start`` (a click), or when ``auto`` unless a job for ``key`` already ran
+    (a stopped or failed run is not restarted by itself). A complete result is cached; a run the user
+    stopped keeps its partial result (if ``fn`` returns one) for this page, uncached. None while the
+    job runs, when it failed (the message, plus ``again``, is shown) or when nothing was asked for.
+    """
+    res = cache.result(key)
+    if res is not None:
+        return res
+    job = background(slot, key, label, fn, start=start or (auto and job_for(slot, key) is None))
+    if job is None or job.running:
+        return None
+    if job.error:
+        show = st.warning if job.stopped else st.error
+        show(f"{'Stopped' if job.stopped else 'Failed'}: {job.error}." + (f" {again}" if again else ""))
+        return None
+    if not job.stop.is_set():
+        cache.remember(key, job.result)
+    return job.result
+
+
+def job_panel(slot: str, live=None, every: float = 0.5) -> None:
+    """The one progress panel: the job in ``slot``'s progress bar and Stop button, and ``live(snapshot)``
+    (e.g. a chart of the records so far) under them, redrawn every ``every`` seconds while it runs;
+    the whole page reruns once the job ends, to show its outcome."""
+    st.fragment(_job_panel, run_every=every)(slot, live)
 
 
 def _stop_job(slot: str) -> None:
@@ -134,13 +212,14 @@ def _stop_job(slot: str) -> None:
         job.stop.set()
 
 
-@st.fragment(run_every=0.5)
-def _job_panel(slot: str) -> None:
+def _job_panel(slot: str, live) -> None:
     job: jobs.Job | None = st.session_state.get(slot)
     if job is None or not job.running:
         st.rerun(scope="app")  # finished: the page shows the outcome
-    frac, text = job.snapshot()
+    snap = job.snapshot()
     c1, c2 = st.columns([6, 1])
-    c1.progress(frac, text=text)
+    c1.progress(snap.fraction, text=snap.text)
     c2.button("Stop", icon=":material/stop:", key=f"stop_{slot}", on_click=_stop_job, args=(slot,),
               disabled=job.stop.is_set())
+    if live is not None:
+        live(snap)
