@@ -18,15 +18,15 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from itertools import product
 from pathlib import Path
 
 import pandas as pd
 
-from ssviz.errors import SsvizError, stop_requested
+from ssviz.errors import SettingsError, SsvizError, stop_requested
 from ssviz.paths import data_path
-from ssviz.train import Canary, TrainConfig, train
+from ssviz.train import Canary, TrainConfig, option_specs, parse_option, train, whole_number
 
 DEFAULT_SWEEP_DB = data_path("sweeps.duckdb")
 CANARY_PARAMS = ("insertions",)
@@ -45,38 +45,41 @@ CREATE TABLE IF NOT EXISTS sweep_runs (
 
 
 def _field_types() -> dict[str, type]:
-    d = TrainConfig()
-    types = {}
-    for f in fields(TrainConfig):
-        v = getattr(d, f.name)
-        types[f.name] = float if v is None else type(v)
-    types.update({"patience": int, "quantize": int, "insertions": int})
+    """Settings a sweep can vary and their types, from TrainConfig's declarations (plus the canary's insertions)."""
+    types = {name: spec["kind"] for name, spec in option_specs().items() if spec["grid"]}
+    types.update({name: int for name in CANARY_PARAMS})
     return types
 
 
 def parse_grid(spec: str) -> tuple[str, list]:
-    """``"batch_size=32,128"`` -> ("batch_size", [32, 128]); values typed like the TrainConfig field."""
+    """``"batch_size=32,128"`` -> ("batch_size", [32, 128]); values typed and checked like the TrainConfig field
+    (``none`` for an optional one)."""
     name, sep, values = spec.partition("=")
     name = name.strip().replace("-", "_")
     types = _field_types()
     if not sep or not values.strip():
         raise SsvizError(f"grid {spec!r}: write NAME=V1,V2 (e.g. batch_size=32,128)")
-    if name not in types or name in ("exposure_method", "exposure_samples", "exposure_limit", "seed",
-                                     "val_fraction", "dp_accountant"):
-        allowed = sorted(n for n in types if n not in ("exposure_method", "exposure_samples", "exposure_limit",
-                                                       "seed", "val_fraction", "dp_accountant"))
-        raise SsvizError(f"grid {spec!r}: unknown setting {name!r}; choose from {', '.join(allowed)}")
-    kind = types[name]
+    if name not in types:
+        raise SsvizError(f"grid {spec!r}: unknown setting {name!r}; choose from {', '.join(sorted(types))}")
     out = []
     for raw in values.split(","):
-        raw = raw.strip()
         try:
-            out.append(raw if kind is str else kind(float(raw)) if kind is int else kind(raw))
-        except ValueError:
-            raise SsvizError(f"grid {spec!r}: {raw!r} is not a valid {kind.__name__}") from None
+            out.append(_parse_canary_param(name, raw) if name in CANARY_PARAMS else parse_option(name, raw))
+        except SettingsError as e:
+            raise SettingsError(f"grid {spec!r}: {e}") from None
     if len(set(out)) != len(out):
         raise SsvizError(f"grid {spec!r}: repeated value")
     return name, out
+
+
+def _parse_canary_param(name: str, raw: str) -> int:
+    try:
+        value = whole_number(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number >= 0, got {raw.strip()!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must be a whole number >= 0, got {value}")
+    return value
 
 
 def cells(grid: dict[str, list]) -> list[dict]:
@@ -140,8 +143,9 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
     if seeds < 1:
         raise SsvizError("seeds must be >= 1")
     todo = [(c, base.seed + s) for c in cells(grid) for s in range(seeds)]
-    for c, _ in todo[:len(todo) // seeds]:  # validate every cell's config before the long work starts
-        _cell_config(base, c).validate()
+    for c, seed in todo:  # every run's settings are checked before the first training starts
+        replace(_cell_config(base, c), seed=seed).validate()
+        _cell_canary(canary, c)
     sweep = sweep or sweep_name(text, canary, base, grid)
     names = list(grid)
     t0 = time.perf_counter()
@@ -161,8 +165,7 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
                 break
             else:
                 config = replace(_cell_config(base, c), seed=seed)
-                run_canary = Canary(canary.template, canary.secret, int(c.get("insertions", canary.insertions)))
-                res = train(text, config, run_canary, stop=stop)
+                res = train(text, config, _cell_canary(canary, c), stop=stop)
                 if res.stopped or res.final is None:
                     stopped = True
                     break
@@ -186,6 +189,11 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
 
 def _cell_config(base: TrainConfig, cell: dict) -> TrainConfig:
     return replace(base, **{k: v for k, v in cell.items() if k not in CANARY_PARAMS})
+
+def _cell_canary(canary: Canary, cell: dict) -> Canary:
+    """The cell's canary (checked on construction): the sweep's, with the cell's insertions if it varies them."""
+    return replace(canary, insertions=cell.get("insertions", canary.insertions))
+
 
 
 def list_sweeps(db=DEFAULT_SWEEP_DB) -> pd.DataFrame:

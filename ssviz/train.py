@@ -1,17 +1,28 @@
 """Training character models with inserted canaries (the paper's section 4 setup).
 
 A canary (template + filler) is inserted k times at random line boundaries of
-the training part of a corpus, a char-LM is trained with the paper's Table 8
+the training split of a corpus, a char-LM is trained with the paper's Table 8
 defaults, and after every epoch a callback receives train/validation loss and
 the canary's exposure: the memorization curve of the paper's Figure 4.
+
+One training core: every trainer (the CLI, the app, sweeps, the study, every
+defense) calls :func:`train`. The corpus is split once (:func:`split_text`:
+train | validation for early stopping | test for ``test_loss``); the optimizer
+side is a *backend* (:class:`PlainBackend`, or DP-SGD from
+:mod:`ssviz.defenses.dp`); randomness comes from generators seeded by
+``config.seed``, never torch's global RNG, so trainings running at once in
+threads stay reproducible.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import numbers
 import time
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,76 +31,100 @@ import torch
 from torch import nn
 
 from ssviz import exposure as exposure_mod
-from ssviz.errors import SsvizError, stop_requested
+from ssviz.corpus import (  # noqa: F401  (re-exported: the training API's data helpers)
+    MAX_INSERTED_CHARS,
+    Split,
+    build_vocab,
+    insert_canary,
+    read_corpus,
+    split_corpus,
+    split_text,
+    windows,
+)
+from ssviz.errors import NonFiniteError, SettingsError, SsvizError, clip, stop_requested
 from ssviz.models.base import Vocab
 from ssviz.models.checkpoint import save_checkpoint
-from ssviz.models.rnn import ARCHS, CharRNN
+from ssviz.models.rnn import ARCHS, CharRNN, TrainingForward
 from ssviz.templates import Template
+
+SEED_LIMIT = 2 ** 63
+
+
+# --- options: declared once, with help text and bounds; the CLI and sweeps derive from them ----------------
+def option(default, help: str, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
+           choices=None, cli: bool = True, grid: bool = True, group: str | None = None,
+           metavar: str | None = None, cli_choices=None):
+    """A :class:`TrainConfig` field carrying its help text and its valid values.
+
+    ``low``/``high`` bound numbers (``*_open``: the bound itself is excluded);
+    ``cli`` puts it in every training command's options, ``grid`` lets sweeps vary it.
+    """
+    return field(default=default, metadata={
+        "help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
+        "choices": tuple(choices) if choices else None, "cli": cli, "grid": grid, "group": group,
+        "metavar": metavar, "cli_choices": tuple(cli_choices) if cli_choices else None})
 
 
 @dataclass
 class TrainConfig:
     """Hyperparameters; defaults follow the paper's Table 8 (RMSProp, lr 0.001, batch 128, seq 20, 2x200 LSTM)."""
 
-    arch: str = "lstm"
-    layers: int = 2
-    hidden: int = 200
-    embedding_dim: int = 64
-    epochs: int = 10
-    batch_size: int = 128
-    seq_len: int = 20
-    lr: float = 0.001
-    seed: int = 0
-    val_fraction: float = 0.1
-    patience: int | None = 3      # early stopping on validation loss; None disables it
-    dropout: float = 0.0
-    weight_decay: float = 0.0
-    grad_clip: float | None = 5.0
-    exposure_method: str = "auto"  # per-epoch canary exposure
-    exposure_samples: int = 5_000
-    exposure_limit: int = 10 ** 6  # largest space enumerated exactly per epoch
+    arch: str = option("lstm", "recurrent cell", choices=sorted(ARCHS))
+    layers: int = option(2, "stacked RNN layers", low=1, high=4)
+    hidden: int = option(200, "hidden units per layer", low=1, high=4096)
+    embedding_dim: int = option(64, "character embedding size", low=1, high=4096)
+    epochs: int = option(10, "training epochs (fewer if early stopping ends it)", low=1, high=100_000)
+    batch_size: int = option(128, "training windows per batch", low=1, high=65_536)
+    seq_len: int = option(20, "characters per training window", low=1, high=10_000)
+    lr: float = option(0.001, "RMSProp learning rate", low=0, low_open=True)
+    seed: int = option(0, "seed of initial weights, batches, dropout and canary positions", low=0,
+                       high=SEED_LIMIT, high_open=True, grid=False)
+    val_fraction: float = option(0.1, "fraction of the corpus held out (its last lines): the first half is the "
+                                      "validation split early stopping watches, the second half the test split "
+                                      "test_loss reports", low=0, high=0.5, low_open=True, high_open=True,
+                                 cli=False, grid=False)
+    patience: int | None = option(3, "early stopping patience in epochs (0 disables early stopping)", low=0)
+    dropout: float = option(0.0, "dropout probability on embeddings, RNN outputs and between layers", low=0,
+                            high=1, high_open=True, group="defenses", metavar="P")
+    weight_decay: float = option(0.0, "L2 weight decay", low=0, group="defenses", metavar="W")
+    grad_clip: float | None = option(5.0, "gradient norm clipping of plain training (None: off)", low=0,
+                                     low_open=True, cli=False)
+    exposure_method: str = option("auto", "per-epoch canary exposure", choices=exposure_mod.METHODS,
+                                  cli=False, grid=False)
+    exposure_samples: int = option(5_000, "samples of a per-epoch skew-normal or sampled exposure", low=10,
+                                   high=10 ** 8, cli=False, grid=False)
+    exposure_limit: int = option(10 ** 6, "largest space enumerated exactly per epoch", low=1, cli=False,
+                                 grid=False)
     # defenses (ssviz.defenses): 8-bit weight quantization after training; DP-SGD with Opacus
-    quantize: int | None = None    # bits per weight (8 in the paper's Appendix D); None = off
-    dp_epsilon: float | None = None  # target epsilon: Opacus picks the noise for `epochs` epochs
-    dp_noise: float | None = None    # or a fixed noise multiplier sigma
-    dp_delta: float = 1e-5
-    dp_clip: float = 1.0             # per-example gradient clipping norm
-    dp_accountant: str = "rdp"       # Opacus accountant: "rdp" (moments accountant, as the paper) or "prv"
+    quantize: int | None = option(None, "quantize the trained weights to this many bits (Appendix D); reports "
+                                        "before/after", low=2, high=16, group="defenses", metavar="8",
+                                  cli_choices=[8])
+    dp_epsilon: float | None = option(None, "DP-SGD (Opacus) with this target epsilon over --epochs", low=0,
+                                      low_open=True, group="defenses", metavar="E")
+    dp_noise: float | None = option(None, "DP-SGD with this noise multiplier instead of a target epsilon "
+                                          "(0 = clipping only)", low=0, group="defenses", metavar="SIGMA")
+    dp_delta: float = option(1e-5, "DP delta", low=0, high=1, low_open=True, high_open=True, group="defenses",
+                             metavar="D")
+    dp_clip: float = option(1.0, "per-example clipping norm", low=0, low_open=True, group="defenses",
+                            metavar="C")
+    dp_accountant: str = option("rdp", "Opacus accountant: rdp (the moments accountant, as the paper) or prv",
+                                choices=("rdp", "prv"), group="defenses", grid=False)
 
     @property
     def uses_dp(self) -> bool:
         return self.dp_epsilon is not None or self.dp_noise is not None
 
+    @property
+    def early_stopping(self) -> bool:
+        """Whether early stopping is on: ``patience`` None or 0 disables it, everywhere."""
+        return bool(self.patience)
+
     def validate(self) -> "TrainConfig":
-        if self.arch not in ARCHS:
-            raise SsvizError(f"unknown arch {self.arch!r}: expected one of {sorted(ARCHS)}")
-        for name in ("layers", "hidden", "embedding_dim", "epochs", "batch_size", "seq_len"):
-            if getattr(self, name) < 1:
-                raise SsvizError(f"{name} must be >= 1")
-        if not 1 <= self.layers <= 4:
-            raise SsvizError("layers must be between 1 and 4")
-        if not 0 < self.val_fraction < 0.5:
-            raise SsvizError("val_fraction must be in (0, 0.5)")
-        if not 0 <= self.dropout < 1:
-            raise SsvizError("dropout must be in [0, 1)")
-        if self.lr <= 0:
-            raise SsvizError("lr must be positive")
-        if self.weight_decay < 0:
-            raise SsvizError("weight_decay must be >= 0")
-        if self.quantize is not None and not 2 <= self.quantize <= 16:
-            raise SsvizError("quantize must be a number of bits between 2 and 16 (the paper uses 8)")
+        """Check every option against its declaration (type, finiteness, bounds, choices), then the pairs."""
+        for f in fields(self):
+            check_option(f.name, getattr(self, f.name))
         if self.dp_epsilon is not None and self.dp_noise is not None:
-            raise SsvizError("give either a DP target epsilon or a noise multiplier, not both")
-        if self.dp_epsilon is not None and not self.dp_epsilon > 0:
-            raise SsvizError("dp_epsilon must be positive")
-        if self.dp_noise is not None and not self.dp_noise >= 0:
-            raise SsvizError("dp_noise must be >= 0 (0 = clipping only)")
-        if not 0 < self.dp_delta < 1:
-            raise SsvizError("dp_delta must be in (0, 1)")
-        if not self.dp_clip > 0:
-            raise SsvizError("dp_clip must be positive")
-        if self.dp_accountant not in ("rdp", "prv"):
-            raise SsvizError("dp_accountant must be 'rdp' or 'prv'")
+            raise SettingsError("give either a DP target epsilon or a noise multiplier, not both")
         return self
 
     @classmethod
@@ -98,20 +133,111 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-@dataclass
+@functools.cache
+def option_specs() -> dict[str, dict]:
+    """Every TrainConfig option: ``{name: {"kind", "optional", "default", "help", bounds, ...}}``."""
+    hints = typing.get_type_hints(TrainConfig)
+    specs = {}
+    for f in fields(TrainConfig):
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        kind = args[0] if args else hints[f.name]
+        specs[f.name] = {**f.metadata, "kind": kind, "optional": bool(args), "default": f.default}
+    return specs
+
+
+def _describe(spec: dict) -> str:
+    kind = spec["kind"]
+    if spec["choices"]:
+        return "one of " + ", ".join(map(str, spec["choices"]))
+    what = "a whole number" if kind is int else "a finite number"
+    lo, hi = spec["low"], spec["high"]
+    if lo is not None and hi is not None:
+        left = ">" if spec["low_open"] else ">="
+        right = "<" if spec["high_open"] else "<="
+        bound = f" {left} {lo:g} and {right} {hi:g}" if kind is float else \
+            (f" from {lo + spec['low_open']:,} to {hi - spec['high_open']:,}")
+    elif lo is not None:
+        bound = f" {'>' if spec['low_open'] else '>='} {lo:g}"
+    elif hi is not None:
+        bound = f" {'<' if spec['high_open'] else '<='} {hi:g}"
+    else:
+        bound = ""
+    return what + bound + (" (or None)" if spec["optional"] else "")
+
+
+def check_option(name: str, value):
+    """``value`` if it is valid for option ``name``, else :class:`SettingsError` saying what is expected."""
+    spec = option_specs()[name]
+    if value is None and spec["optional"]:
+        return value
+    kind, ok = spec["kind"], True
+    if kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    elif spec["choices"]:
+        ok = value in spec["choices"]
+    if ok and kind in (int, float):
+        lo, hi = spec["low"], spec["high"]
+        ok = (lo is None or (value > lo if spec["low_open"] else value >= lo)) and \
+             (hi is None or (value < hi if spec["high_open"] else value <= hi))
+    if not ok:
+        raise SettingsError(f"{name} must be {_describe(spec)}, got {clip(repr(value), 40)}")
+    return value
+
+
+def parse_option(name: str, text: str):
+    """A value of option ``name`` from text (``none`` for an optional one), checked like :meth:`validate`."""
+    spec = option_specs()[name]
+    raw = str(text).strip()
+    if spec["optional"] and raw.lower() == "none":
+        return None
+    kind = spec["kind"]
+    try:
+        value = raw if kind is str else float(raw) if kind is float else whole_number(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {_describe(spec)}, got {clip(repr(raw), 40)}") from None
+    return check_option(name, value)
+
+
+def whole_number(raw: str) -> int:
+    """An int from text, accepting exact float spellings such as ``1e3`` but not ``2.5``."""
+    try:
+        return int(raw, 10)
+    except ValueError:
+        value = float(raw)
+        if not math.isfinite(value) or value != int(value):
+            raise
+        return int(value)
+
+
+# --- canary ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class Canary:
+    """A secret (template + filler) inserted ``insertions`` times into the training split; never modified."""
+
     template: Template
     secret: str
     insertions: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.insertions, numbers.Integral) or isinstance(self.insertions, bool) \
+                or self.insertions < 0:
+            raise SettingsError(f"insertions must be a whole number >= 0, got {clip(repr(self.insertions), 40)}")
 
     @property
     def text(self) -> str:
         return self.template.format(self.secret)
 
+    def normalized(self) -> "Canary":
+        """A copy whose secret is the bare filler (the input may be its formatted form)."""
+        return replace(self, secret=self.template.normalize(self.secret))
+
     def to_json(self) -> dict:
         return {"template": self.template.text, "secret": self.secret, "insertions": self.insertions}
 
 
+# --- results -----------------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
     model: CharRNN
@@ -120,85 +246,45 @@ class TrainResult:
     canary: Canary | None = None
     stopped: bool = False
     seconds: float = 0.0
-    test_loss: float | None = None
+    test_loss: float | None = None        # loss on the held-out test split (never seen by early stopping)
     epsilon: float | None = None          # DP guarantee spent (with config.dp_delta); None without DP
     dp_noise: float | None = None         # the noise multiplier DP training used (chosen by Opacus for a target)
     final: dict | None = None             # exposure of the returned model (best epoch when restored)
     quantization: dict | None = None      # before/after figures when config.quantize is set
+    diverged: dict | None = None          # {"epoch", "batch", "loss", "kept_epoch"} when the loss stopped being finite
+
+    @property
+    def warning(self) -> str | None:
+        """One line for a user when training diverged (None otherwise)."""
+        if self.diverged is None:
+            return None
+        return (f"{divergence_text(self.diverged)}; kept the model of epoch {self.diverged['kept_epoch']}, the "
+                f"last with finite weights (try a lower lr than {self.config.lr:g})")
 
     def metadata(self) -> dict:
-        return {"training": {"config": asdict(self.config), "epochs": self.epochs,
-                             "canary": self.canary.to_json() if self.canary else None,
-                             "epsilon": self.epsilon if self.epsilon is None or math.isfinite(self.epsilon)
-                             else None, "dp_noise": self.dp_noise, "test_loss": self.test_loss,
-                             "quantization": self.quantization}}
+        training = {"config": asdict(self.config), "epochs": self.epochs,
+                    "canary": self.canary.to_json() if self.canary else None,
+                    "epsilon": self.epsilon if self.epsilon is None or math.isfinite(self.epsilon) else None,
+                    "dp_noise": self.dp_noise, "test_loss": self.test_loss, "quantization": self.quantization}
+        if self.diverged is not None:
+            training["diverged"] = self.diverged
+        return {"training": training}
 
     def save(self, path) -> Path:
         return save_checkpoint(self.model, path, extra=self.metadata())
 
 
-# --- corpus -----------------------------------------------------------------------------
-def read_corpus(source) -> str:
-    """Text from a path or bytes; non-UTF-8 input is refused with the offending byte's position."""
-    if isinstance(source, (bytes, bytearray)):
-        data, name = bytes(source), "uploaded corpus"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise SsvizError(f"corpus not found: {path}")
-        data, name = path.read_bytes(), str(path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SsvizError(f"{name} is not UTF-8 text (invalid byte 0x{data[e.start]:02x} at offset {e.start}); "
-                         f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
-    if "\x00" in text:
-        raise SsvizError(f"{name} looks binary (contains NUL bytes), not a text corpus")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if len(text) < 100:
-        raise SsvizError(f"{name} is too short to train on ({len(text)} characters)")
-    return text
-
-
-def insert_canary(text: str, canary_text: str, insertions: int, seed: int = 0) -> str:
-    """Insert ``canary_text`` as its own line at ``insertions`` random line boundaries (seeded)."""
-    if insertions <= 0:
-        return text
-    lines = text.split("\n")
-    rng = np.random.default_rng(seed)
-    spots = sorted(rng.integers(0, len(lines) + 1, size=insertions).tolist(), reverse=True)
-    for s in spots:
-        lines.insert(s, canary_text)
-    return "\n".join(lines)
-
-
-def build_vocab(text: str, *templates: Template) -> Vocab:
-    chars = set(text)
-    for t in templates:
-        chars.update(t.characters)
-    return Vocab(sorted(chars))
-
-
-def split_corpus(text: str, val_fraction: float) -> tuple[str, str]:
-    cut = int(len(text) * (1 - val_fraction))
-    cut = text.rfind("\n", 0, cut) + 1 or cut
-    return text[:cut], text[cut:]
-
-
-def windows(ids: torch.Tensor, seq_len: int, offset: int = 0) -> torch.Tensor:
-    """Non-overlapping training windows ``[N, seq_len + 1]`` (inputs and shifted targets)."""
-    n = (len(ids) - offset - 1) // seq_len
-    if n <= 0:
-        return torch.zeros(0, seq_len + 1, dtype=torch.long)
-    idx = offset + torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)[None]
-    return ids[idx]
-
-
+# --- evaluation --------------------------------------------------------------------------------------------
 def evaluate_loss(model: CharRNN, ids: torch.Tensor, seq_len: int, batch_size: int = 512) -> float:
-    """Mean cross-entropy per predicted character (nats) over windows of a held-out text."""
+    """Mean cross-entropy per predicted character (nats) over windows of a held-out text.
+
+    A text shorter than one window is scored as one shorter window (NaN below 2 characters).
+    """
     data = windows(ids, seq_len)
     if len(data) == 0:
-        return float("nan")
+        if len(ids) < 2:
+            return float("nan")
+        data = ids[None]
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -224,41 +310,58 @@ def canary_exposure(model: CharRNN, canary: Canary, config: TrainConfig) -> dict
             "log_perplexity": res.log_perplexity}
 
 
-def prepare(text: str, config: TrainConfig, canary: Canary | None = None, vocab: Vocab | None = None):
-    """Split, insert the canary into the training part, build the vocabulary and token tensors."""
+@dataclass
+class Prepared:
+    """What :func:`prepare` hands the loop: the vocabulary, token ids of the three splits, the canary."""
+
+    vocab: Vocab
+    train_ids: torch.Tensor
+    val_ids: torch.Tensor
+    test_ids: torch.Tensor
+    canary: Canary | None
+
+
+def prepare(text: str | Split, config: TrainConfig, canary: Canary | None = None,
+            vocab: Vocab | None = None) -> Prepared:
+    """Split (unless ``text`` is already a :class:`Split`), insert the canary into the training split,
+    build the vocabulary and token tensors. ``canary`` is not modified (a normalized copy is returned)."""
     config.validate()
-    train_text, val_text = split_corpus(text, config.val_fraction)
+    split = text if isinstance(text, Split) else split_text(text, config.val_fraction)
+    train_text = split.train
     if canary is not None:
-        canary.secret = canary.template.normalize(canary.secret)
+        canary = canary.normalized()
         train_text = insert_canary(train_text, canary.text, canary.insertions, config.seed)
-    vocab = vocab or build_vocab(text, *([canary.template] if canary else []))
+    vocab = vocab or build_vocab(split.text, *([canary.template] if canary else []))
     if canary is not None:
         canary.template.check_vocab(vocab)
-    return vocab, torch.tensor(vocab.encode(train_text)), torch.tensor(vocab.encode(val_text))
+    for name, part in (("validation", split.val), ("test", split.test)):
+        if len(part) < 2:
+            raise SsvizError(f"the corpus is too short to hold out a {name} split ({len(part)} characters); "
+                             f"use a longer corpus")
+    return Prepared(vocab, *(torch.tensor(vocab.encode(t)) for t in (train_text, split.val, split.test)), canary)
 
 
-def dropout_forward(model: CharRNN, tokens: torch.Tensor, p: float) -> torch.Tensor:
-    """Training-time logits with dropout on the embeddings and the RNN output.
-
-    CharRNN only drops between stacked layers, which does nothing for a
-    1-layer model; dropping inputs and outputs as well (Zaremba et al.) makes
-    the dropout defense real for every depth without changing the checkpoint.
-    """
-    if p <= 0 or not model.training:
-        return model(tokens)[0]
-    out, _ = model.rnn(nn.functional.dropout(model.embedding(tokens), p, True))
-    return model.head(nn.functional.dropout(out, p, True))
+def _stream_seed(seed: int, stream: int) -> int:
+    """An independent seed for one random stream (dropout, ...) of a training run."""
+    return int(np.random.SeedSequence(seed, spawn_key=(stream,)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+# --- backends ----------------------------------------------------------------------------------------------
 class PlainBackend:
-    """Ordinary training: RMSProp on the model itself, batches from a seeded permutation."""
+    """Ordinary training: RMSProp on the model itself, batches from a seeded permutation.
+
+    A backend offers ``module`` (what ``.train()`` is called on), ``optimizer``, ``batches()`` ->
+    ``(count, iterator of [B, seq_len + 1] windows)``, ``logits(tokens)``, ``clip()``, ``export()``
+    -> the ordinary CharRNN, and for DP ``epsilon()`` and ``noise_multiplier``.
+    """
 
     epsilon = None
 
-    def __init__(self, model: CharRNN, config: TrainConfig, train_ids: torch.Tensor, rng: np.random.Generator):
+    def __init__(self, model: CharRNN, config: TrainConfig, train_ids: torch.Tensor, rng: np.random.Generator,
+                 generator: torch.Generator):
         self.model, self.config, self.train_ids, self.rng = model, config, train_ids, rng
         self.optimizer = torch.optim.RMSprop(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.module = model
+        self.module = TrainingForward(model, config.dropout, generator)
 
     def batches(self):
         cfg = self.config
@@ -268,7 +371,7 @@ class PlainBackend:
         return n, (data[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]] for b in range(n))
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        return dropout_forward(self.model, tokens, self.config.dropout)
+        return self.module(tokens)
 
     def clip(self) -> None:
         if self.config.grad_clip:
@@ -278,32 +381,53 @@ class PlainBackend:
         return self.model
 
 
-def train(text: str, config: TrainConfig | None = None, canary: Canary | None = None, *,
+def default_backend(config: TrainConfig):
+    """The backend a config asks for: DP-SGD (Opacus, imported only then) or plain training."""
+    if config.uses_dp:
+        from ssviz.defenses.dp import DPBackend
+        return DPBackend
+    return PlainBackend
+
+
+def divergence_text(d: dict) -> str:
+    """"training diverged in epoch N (...)" for a ``TrainResult.diverged`` record."""
+    what = f"loss became {d['loss']} at batch {d['batch']}" if d.get("batch") else \
+        f"{d['loss']} after the epoch's updates"
+    return f"training diverged in epoch {d['epoch']} ({what})"
+
+
+def _finite_weights(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+# --- the loop ----------------------------------------------------------------------------------------------
+def train(text: str | Split, config: TrainConfig | None = None, canary: Canary | None = None, *,
           on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
-          stop=None, model: CharRNN | None = None) -> TrainResult:
+          stop=None, model: CharRNN | None = None, backend=None) -> TrainResult:
     """Train a char-LM on ``text`` (with ``canary`` inserted); stoppable via ``stop`` (Event or callable).
 
-    A stop request ends training after the current batch and returns the best model so far.
-    With ``config.dp_epsilon``/``dp_noise`` training runs DP-SGD (Opacus, see
-    :mod:`ssviz.defenses.dp`) and ``result.epsilon`` reports the privacy spent;
-    with ``config.quantize`` the returned model's weights are quantized and
-    ``result.quantization`` holds test loss and exposure before and after.
+    ``text`` is a corpus, split here, or a :class:`Split` someone already made (the
+    sanitization defenses clean only its training part). A stop request ends
+    training after the current batch and returns the best model so far. A loss that
+    stops being finite ends training too: the last finite model is kept and
+    ``result.diverged`` / ``result.warning`` say so (:class:`NonFiniteError` if no
+    epoch finished). With ``config.dp_epsilon``/``dp_noise`` training runs DP-SGD
+    (``backend`` defaults to :func:`default_backend`) and ``result.epsilon`` reports the
+    privacy spent; with ``config.quantize`` the returned model's weights are quantized
+    and ``result.quantization`` holds test loss and exposure before and after.
     """
     config = (config or TrainConfig()).validate()
-    torch.manual_seed(config.seed)
-    vocab, train_ids, val_ids = prepare(text, config, canary, model.vocab if model is not None else None)
-    if len(windows(train_ids, config.seq_len)) == 0:
+    data = prepare(text, config, canary, model.vocab if model is not None else None)
+    canary, vocab = data.canary, data.vocab
+    if len(windows(data.train_ids, config.seq_len)) == 0:
         raise SsvizError("corpus too short for the sequence length")
-    model = model or CharRNN(vocab, arch=config.arch, embedding_dim=config.embedding_dim,
-                             hidden_size=config.hidden, num_layers=config.layers, dropout=config.dropout)
+    model = model or CharRNN.from_config(vocab, config)
     rng = np.random.default_rng(config.seed)
-    if config.uses_dp:
-        from ssviz.defenses.dp import DPBackend  # Opacus is imported only when DP is asked for
-        backend = DPBackend(model, config, train_ids, rng)
-    else:
-        backend = PlainBackend(model, config, train_ids, rng)
+    generator = torch.Generator().manual_seed(_stream_seed(config.seed, 1))
+    backend = (backend or default_backend(config))(model, config, data.train_ids, rng, generator)
     result = TrainResult(model=model, config=config, canary=canary)
     best_val, best_state, best_record, bad_epochs = math.inf, None, None, 0
+    last_state, last_record = None, None
     t0 = time.perf_counter()
 
     for epoch in range(1, config.epochs + 1):
@@ -318,44 +442,65 @@ def train(text: str, config: TrainConfig | None = None, canary: Canary | None = 
                 continue
             logits = backend.logits(batch[:, :-1])
             loss = nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), batch[:, 1:].reshape(-1))
+            value = loss.item()
+            if not math.isfinite(value):
+                result.diverged = {"epoch": epoch, "batch": b + 1, "loss": str(value)}
+                break
             backend.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             backend.clip()
             backend.optimizer.step()
-            total += loss.item() * len(batch)
+            total += value * len(batch)
             count += len(batch)
             if on_batch:
-                on_batch(b + 1, n_batches, loss.item())
-        if count == 0:
+                on_batch(b + 1, n_batches, value)
+        if result.diverged or count == 0:
             break
         model = backend.export()
         model.eval()
         record = {"epoch": epoch, "train_loss": total / count,
-                  "val_loss": evaluate_loss(model, val_ids, config.seq_len),
+                  "val_loss": evaluate_loss(model, data.val_ids, config.seq_len),
                   "exposure": None, "seconds": time.perf_counter() - t0}
+        if not math.isfinite(record["val_loss"]) or not _finite_weights(model):
+            result.diverged = {"epoch": epoch, "batch": None, "loss": f"validation loss {record['val_loss']}"
+                               if not math.isfinite(record["val_loss"]) else "non-finite weights"}
+            break
         if config.uses_dp:
             record["epsilon"] = backend.epsilon()
         if canary is not None:
-            record.update(canary_exposure(model, canary, config))
+            try:
+                record.update(canary_exposure(model, canary, config))
+            except NonFiniteError:  # finite but huge weights: as unusable as NaN ones
+                result.diverged = {"epoch": epoch, "batch": None, "loss": "non-finite log-probabilities"}
+                break
         result.epochs.append(record)
+        last_state, last_record = copy.deepcopy(model.state_dict()), record
         if on_epoch:
             on_epoch(record)
         if record["val_loss"] < best_val:
             best_val, bad_epochs, best_record = record["val_loss"], 0, record
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = last_state
         else:
             bad_epochs += 1
-        if result.stopped or (config.patience is not None and bad_epochs >= config.patience):
+        if result.stopped or (config.early_stopping and bad_epochs >= config.patience):
             break
-    if best_state is not None and config.patience is not None:
-        model.load_state_dict(best_state)
+    if result.diverged is not None:
+        if last_state is None:
+            raise NonFiniteError(f"{divergence_text(result.diverged)} before any epoch finished: nothing finite "
+                                 f"to keep; try a lower lr than {config.lr:g}")
+        if not config.early_stopping:
+            best_state, best_record = last_state, last_record
+        result.diverged["kept_epoch"] = best_record["epoch"]
+    if config.early_stopping or result.diverged is not None:
+        if best_state is not None:
+            model.load_state_dict(best_state)
     else:
         best_record = result.epochs[-1] if result.epochs else None
     model.eval()
     result.model = model
     if config.uses_dp:
         result.epsilon, result.dp_noise = backend.epsilon(), backend.noise_multiplier
-    result.test_loss = evaluate_loss(model, val_ids, config.seq_len)
+    result.test_loss = evaluate_loss(model, data.test_ids, config.seq_len)
     if best_record is not None and canary is not None:
         result.final = {k: best_record[k] for k in ("epoch", "exposure", "exposure_method", "rank",
                                                     "log_perplexity")}
@@ -363,7 +508,7 @@ def train(text: str, config: TrainConfig | None = None, canary: Canary | None = 
         from ssviz.defenses.quantize import quantize_model
         before = {"test_loss": result.test_loss, "exposure": (result.final or {}).get("exposure")}
         quantize_model(model, config.quantize)
-        result.test_loss = evaluate_loss(model, val_ids, config.seq_len)
+        result.test_loss = evaluate_loss(model, data.test_ids, config.seq_len)
         after = {"test_loss": result.test_loss, "exposure": None}
         if canary is not None:
             result.final = {"epoch": result.final["epoch"] if result.final else None,

@@ -19,7 +19,7 @@ def test_parse_grid_types_values_like_the_config():
     assert parse_grid("arch=lstm,gru") == ("arch", ["lstm", "gru"])
     assert parse_grid("insertions=1,4") == ("insertions", [1, 4])
     assert parse_grid("weight-decay=1e-4") == ("weight_decay", [1e-4])
-    for bad, msg in (("hidden", "NAME=V1"), ("colour=1", "unknown setting"), ("hidden=a", "not a valid"),
+    for bad, msg in (("hidden", "NAME=V1"), ("colour=1", "unknown setting"), ("hidden=a", "must be a whole number"),
                      ("hidden=8,8", "repeated")):
         with pytest.raises(SsvizError, match=msg):
             parse_grid(bad)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ssviz.cli import emit, progress_printer
-from ssviz.cli.train import add_training_options, canary_from_args, config_from_args
+from ssviz.cli.train import add_training_options, canary_from_args, check_output, config_from_args
 from ssviz.errors import SsvizError
 from ssviz.train import read_corpus
 
@@ -32,7 +30,7 @@ def register(sub, parent) -> None:
     s.add_argument("corpus", help="UTF-8 text file")
     s.add_argument("--canary", metavar="TEMPLATE", required=True)
     s.add_argument("--secret", metavar="FILLER")
-    s.add_argument("--insertions", type=int, default=1)
+    s.add_argument("--insertions", type=int, default=1, help="times the canary is inserted (default: 1)")
     s.add_argument("--grid", action="append", required=True, metavar="NAME=V1,V2",
                    help="a TrainConfig setting (or 'insertions') and its values; give one or two")
     s.add_argument("--seeds", type=int, default=2, help="seeds per cell (seed, seed+1, ...)")
@@ -44,14 +42,13 @@ def register(sub, parent) -> None:
 
 def run_sanitize(args) -> int:
     from ssviz.defenses.sanitize import sanitize
-    text = read_corpus(args.corpus)
     options = {"canary_line": args.canary_line}
     if args.method == "lpd":
         options.update(top_fraction=args.top_fraction, config=config_from_args(args), seed=args.seed,
                        score=args.lpd_score)
+    text = read_corpus(args.corpus)
+    out = check_output(args.out, inputs=[args.corpus])  # before the (LPD: two trainings of) work
     result = sanitize(text, args.method, **options)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(result.text, encoding="utf-8")
     payload = {"out": str(out), **result.to_json(max_removed=args.show)}
     summary = (f"{args.method}: removed {len(result.removed)} match(es), {result.chars_removed} characters"
@@ -66,14 +63,21 @@ def run_sanitize(args) -> int:
 
 
 def run_sweep_cmd(args) -> int:
-    from ssviz.sweeps import DEFAULT_SWEEP_DB, load_runs, parse_grid, run_sweep, summarize
+    from ssviz.sweeps import (
+        DEFAULT_SWEEP_DB,
+        load_runs,
+        parse_grid,
+        run_sweep,
+        summarize,
+    )
+    base = config_from_args(args)
     text = read_corpus(args.corpus)
     canary = canary_from_args(args)
     grid = dict(parse_grid(g) for g in args.grid)
     if len(grid) != len(args.grid):
         raise SsvizError("each --grid must name a different setting")
-    db = args.db or DEFAULT_SWEEP_DB
-    summary = run_sweep(text, canary, config_from_args(args), grid, args.seeds, db=db, sweep=args.name,
+    db = check_output(args.db or DEFAULT_SWEEP_DB, inputs=[args.corpus], what="--db")
+    summary = run_sweep(text, canary, base, grid, args.seeds, db=db, sweep=args.name,
                         progress=progress_printer("sweep runs", not args.json))
     table = summarize(load_runs(db, summary.sweep))
     cells = table.astype(object).where(table.notna(), None).to_dict(orient="records")  # NaN is not JSON

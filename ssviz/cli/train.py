@@ -1,60 +1,93 @@
-"""The ``train`` subcommand: train a char-LM, optionally with an inserted canary and a defense."""
+"""The ``train`` subcommand: train a char-LM, optionally with an inserted canary and a defense.
+
+Outputs are checked before training starts (not the input, not an unrelated
+file, writable). A training whose loss stops being finite saves the last
+finite model, says so on stderr and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+from pathlib import Path
 
 from ssviz.cli import emit
-from ssviz.errors import SsvizError
+from ssviz.errors import CheckpointError, SsvizError
+from ssviz.paths import ensure_writable
 from ssviz.templates import parse_template
-from ssviz.train import Canary, TrainConfig, read_corpus, train
+from ssviz.train import Canary, TrainConfig, option_specs, read_corpus, train, whole_number
 
 
 def add_training_options(p) -> None:
-    """Options shared by every command that trains (train, enron, sweeps, sanitize)."""
-    d = TrainConfig()
-    p.add_argument("--arch", choices=["lstm", "gru"], default=d.arch)
-    p.add_argument("--layers", type=int, default=d.layers)
-    p.add_argument("--hidden", type=int, default=d.hidden)
-    p.add_argument("--embedding-dim", type=int, default=d.embedding_dim)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--seq-len", type=int, default=d.seq_len)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--patience", type=int, default=d.patience,
-                   help="early stopping patience in epochs (0 disables early stopping)")
-    g = p.add_argument_group("defenses")
-    g.add_argument("--dropout", type=float, default=d.dropout, metavar="P",
-                   help="dropout probability on embeddings, RNN outputs and between layers")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="W", help="L2 weight decay")
-    g.add_argument("--quantize", type=int, choices=[8], default=None, metavar="8",
-                   help="quantize the trained weights to 8 bits (Appendix D); reports before/after")
-    g.add_argument("--dp-epsilon", type=float, default=None, metavar="E",
-                   help="DP-SGD (Opacus) with this target epsilon over --epochs")
-    g.add_argument("--dp-noise", type=float, default=None, metavar="SIGMA",
-                   help="DP-SGD with this noise multiplier instead of a target epsilon (0 = clipping only)")
-    g.add_argument("--dp-delta", type=float, default=d.dp_delta, metavar="D")
-    g.add_argument("--dp-clip", type=float, default=d.dp_clip, metavar="C", help="per-example clipping norm")
+    """Options shared by every command that trains (train, enron, sweeps, sanitize), from TrainConfig's fields."""
+    groups = {}
+    for name, spec in option_specs().items():
+        if not spec["cli"]:
+            continue
+        target = p if spec["group"] is None else groups.setdefault(spec["group"], p.add_argument_group(spec["group"]))
+        kind = spec["kind"]
+        kwargs = {"default": spec["default"], "metavar": spec["metavar"],
+                  "help": spec["help"] + ("" if spec["default"] is None else f" (default: {spec['default']})")}
+        if spec["cli_choices"] or spec["choices"]:
+            kwargs["choices"] = list(spec["cli_choices"] or spec["choices"])
+        kwargs["type"] = _whole_number if kind is int else kind
+        target.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
+def _whole_number(text: str) -> int:
+    return whole_number(text)
+
+
+_whole_number.__name__ = "int"  # argparse names the type in "invalid int value"
 
 
 def config_from_args(args) -> TrainConfig:
     """A validated TrainConfig from parsed options (options a parser lacks keep their defaults)."""
-    d = TrainConfig()
-    names = ("arch", "layers", "hidden", "embedding_dim", "epochs", "batch_size", "seq_len", "lr", "seed",
-             "dropout", "weight_decay", "quantize", "dp_epsilon", "dp_noise", "dp_delta", "dp_clip")
-    config = TrainConfig(**{n: getattr(args, n, getattr(d, n)) for n in names})
-    config.patience = getattr(args, "patience", d.patience) or None
-    return config.validate()
+    values = {name: getattr(args, name) for name, spec in option_specs().items()
+              if spec["cli"] and hasattr(args, name)}
+    if "patience" in values:
+        values["patience"] = values["patience"] or None  # 0 disables early stopping (stored as None)
+    return TrainConfig(**values).validate()
+
+
+def same_file(a, b) -> bool:
+    """Whether two paths name the same file (through symlinks, hard links and relative spellings)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_output(path, *, inputs=(), what: str = "--out", checkpoint: bool = False, force: bool = False) -> Path:
+    """Refuse an output that is one of the ``inputs`` or (``checkpoint``) an existing non-checkpoint file
+    unless ``force``; then check it is writable. Called before any long work starts."""
+    path = Path(path)
+    for src in inputs:
+        if same_file(path, src):
+            raise SsvizError(f"{what} {path} is the input file {src}: writing it would destroy the input; "
+                             f"choose another file")
+    if checkpoint and path.is_file() and not force:
+        from ssviz.models import load_checkpoint
+        try:
+            load_checkpoint(path)
+        except CheckpointError:
+            raise SsvizError(f"{what} {path} exists and is not a checkpoint: refusing to overwrite it "
+                             f"(choose another file, or --force)") from None
+    return ensure_writable(path, what)
 
 
 def register(sub, parent) -> None:
-    p = sub.add_parser("train", parents=[parent], help="train a char-LM, optionally with an inserted canary")
+    p = sub.add_parser("train", parents=[parent], help="train a char-LM, optionally with an inserted canary",
+                       description="Trains on the first part of CORPUS; the held-out rest is split into a "
+                                   "validation part (early stopping) and a test part (test_loss). If the loss "
+                                   "stops being finite, the last finite model is saved and the exit status is 2.")
     p.add_argument("corpus", help="UTF-8 text file")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it exists and is not a checkpoint")
     p.add_argument("--canary", metavar="TEMPLATE", help="canary template, e.g. 'The random number is {d:9}'")
     p.add_argument("--secret", metavar="FILLER", help="the canary's filler (default: a random one)")
-    p.add_argument("--insertions", type=int, default=1)
+    p.add_argument("--insertions", type=_whole_number, default=1, help="times the canary is inserted (default: 1)")
     add_training_options(p)
     p.set_defaults(run=run_train)
 
@@ -70,9 +103,10 @@ def canary_from_args(args) -> Canary | None:
 
 
 def run_train(args) -> int:
+    config = config_from_args(args)
     text = read_corpus(args.corpus)
     canary = canary_from_args(args)
-    config = config_from_args(args)
+    check_output(args.out, inputs=[args.corpus], checkpoint=True, force=args.force)
     on_epoch = None if args.json else (lambda r: print(
         f"epoch {r['epoch']}: train {r['train_loss']:.4f} val {r['val_loss']:.4f}"
         + (f" exposure {r['exposure']:.2f}" if r.get("exposure") is not None else "")
@@ -89,11 +123,14 @@ def run_train(args) -> int:
     payload = {"checkpoint": str(path), "epochs": result.epochs, "test_loss": result.test_loss,
                "epsilon": epsilon, "dp": dp,
                "exposure": (result.final or {}).get("exposure"), "quantization": result.quantization,
-               "seconds": result.seconds, "canary": canary.to_json() if canary else None}
+               "seconds": result.seconds, "canary": result.canary.to_json() if result.canary else None}
     summary = f"saved {path}: test loss {result.test_loss:.4f}"
     if payload["exposure"] is not None:
         summary += f", canary exposure {payload['exposure']:.2f} bits"
     if config.uses_dp:
         summary += f", epsilon {result.epsilon:.3g} (delta {config.dp_delta:g}, noise {result.dp_noise:.3g})"
     emit(args, payload, summary)
+    if result.diverged is not None:
+        print(f"error: {result.warning}; saved it to {path}", file=sys.stderr)
+        return 2
     return 0

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ssviz.errors import SsvizError
-from ssviz.train import Canary, TrainConfig, insert_canary, split_corpus, train
+from ssviz.train import Canary, TrainConfig, insert_canary, split_text, train
 
 DEFENSES = ("none", "dropout", "weight_decay", "quantize8", "regex", "lpd", "dp")
 DEFENSE_LABELS = {"none": "No defense", "dropout": "Dropout", "weight_decay": "Weight decay",
@@ -73,17 +73,17 @@ def run_defense(text: str, canary: Canary, base: TrainConfig, defense: str, stre
     details: dict = {}
     if defense in ("regex", "lpd"):
         from ssviz.defenses.sanitize import sanitize_lpd, sanitize_regex
-        secret = canary.template.normalize(canary.secret)
-        canary_line = canary.template.format(secret)
-        train_part, val_part = split_corpus(text, config.val_fraction)
-        poisoned = insert_canary(train_part, canary_line, canary.insertions, config.seed)
+        canary = canary.normalized()
+        split = split_text(text, config.val_fraction)  # the one split train() makes: same validation and test
+        poisoned = insert_canary(split.train, canary.text, canary.insertions, config.seed)
         if defense == "regex":
-            clean = sanitize_regex(poisoned, canary_line=canary_line)
+            clean = sanitize_regex(poisoned, canary_line=canary.text)
         else:
             clean = sanitize_lpd(poisoned, _number(defense, strength), lpd_config or config, seed=config.seed,
-                                 score=lpd_score, canary_line=canary_line, on_batch=on_batch, stop=stop)
+                                 score=lpd_score, canary_line=canary.text, on_batch=on_batch, stop=stop)
         details = {k: v for k, v in clean.to_json(max_removed=5).items() if k != "patterns"}
-        text, canary = clean.text + val_part, Canary(canary.template, secret, insertions=0)
+        # the defender trains on the cleaned training split; the canary is measured, not inserted again
+        text, canary = replace(split, train=clean.text), replace(canary, insertions=0)
     result = train(text, config, canary, on_epoch=on_epoch, on_batch=on_batch, stop=stop)
     if result.final is None:
         raise SsvizError("training stopped before the first epoch finished: nothing to measure")

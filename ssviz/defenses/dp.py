@@ -1,16 +1,18 @@
-"""DP-SGD training with Opacus (the paper's section 8.3, Table 7).
+"""DP-SGD training with Opacus (the paper's section 8.3, Table 7): a backend of :func:`ssviz.train.train`.
 
-The model is rebuilt with Opacus' ``DPLSTM`` (an LSTM made of linear layers
-so per-example gradients exist), trained with RMSProp as in the paper, with
-per-example clipping and Gaussian noise; the privacy spent comes from Opacus'
-accountant (RDP = the moments accountant by default). DPLSTM names its
-tensors exactly like ``nn.LSTM``, so after every epoch the weights are copied
-back into the ordinary :class:`~ssviz.models.rnn.CharRNN`: everything else
-(scoring, exposure, checkpoints) sees a normal model.
+The model is made DP-compatible by Opacus' own module fixing
+(``ModuleValidator.fix`` turns ``nn.LSTM``/``nn.GRU`` into ``DPLSTM``/``DPGRU``,
+whose per-example gradients exist, and copies the weights), trained with
+RMSProp as in the paper, with per-example clipping and Gaussian noise; the
+privacy spent comes from Opacus' accountant (RDP = the moments accountant by
+default). The DP layers name their tensors like torch's, so after every epoch
+the weights are copied back into the ordinary :class:`~ssviz.models.rnn.CharRNN`:
+everything else (scoring, exposure, checkpoints) sees a normal model.
 
 Batches are drawn by Poisson sampling over fixed windows of the training text
 (the accountant's assumption); the plain trainer's random window offset per
-epoch is not used here.
+epoch is not used here. This module depends on the data helpers and the model,
+never on :mod:`ssviz.train` (which picks this backend when DP is configured).
 """
 
 from __future__ import annotations
@@ -21,43 +23,34 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssviz.corpus import windows
 from ssviz.errors import SsvizError
-from ssviz.models.rnn import CharRNN
+from ssviz.models.rnn import CharRNN, TrainingForward
 
 # Opacus hooks the embedding, whose integer inputs never need gradients: harmless, silence it.
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
-
-class DPCharRNN(nn.Module):
-    """CharRNN's layout with a DPLSTM (GRU is not offered: Opacus' DPGRU is not wired here)."""
-
-    def __init__(self, model: CharRNN, dropout: float):
-        from opacus.layers import DPLSTM
-        super().__init__()
-        if model.arch != "lstm":
-            raise SsvizError("DP training supports arch 'lstm' only (Opacus DPLSTM)")
-        self.dropout = dropout
-        self.embedding = nn.Embedding(len(model.vocab), model.embedding_dim)
-        self.rnn = DPLSTM(model.embedding_dim, model.hidden_size, num_layers=model.num_layers, batch_first=True,
-                          dropout=dropout if model.num_layers > 1 else 0.0)
-        self.head = nn.Linear(model.hidden_size, len(model.vocab))
-        copy_weights(model, self)
+PARTS = ("embedding", "rnn", "head")
 
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.dropout(self.embedding(tokens), self.dropout, self.training)
-        out, _ = self.rnn(x)
-        return self.head(nn.functional.dropout(out, self.dropout, self.training))
+def dp_module(model: CharRNN) -> nn.Module:
+    """A copy of ``model`` made DP-compatible by Opacus (DP RNN layers holding the same weights)."""
+    from opacus.validators import ModuleValidator
+
+    fixed = ModuleValidator.fix(model)
+    errors = ModuleValidator.validate(fixed.train(), strict=False)  # Opacus checks modules in training mode
+    if errors:
+        raise SsvizError(f"DP training cannot handle this model: {errors[0]}")
+    return fixed.train(model.training)
 
 
 def copy_weights(source: nn.Module, target: nn.Module) -> None:
-    """Copy embedding, RNN and head weights between CharRNN and DPCharRNN.
+    """Copy embedding, RNN and head weights between a CharRNN and its DP copy (either way).
 
-    Done per submodule: DPLSTM maps nn.LSTM tensor names only on its own
-    state dict, not when nested in a parent's.
+    Done per part: the DP layers map torch's tensor names only on their own state dict.
     """
     with torch.no_grad():
-        for name in ("embedding", "rnn", "head"):
+        for name in PARTS:
             state = {k: v.detach().clone() for k, v in getattr(source, name).state_dict().items()}
             getattr(target, name).load_state_dict(state)
 
@@ -65,20 +58,22 @@ def copy_weights(source: nn.Module, target: nn.Module) -> None:
 class DPBackend:
     """The training backend :func:`ssviz.train.train` uses when DP is configured."""
 
-    def __init__(self, model: CharRNN, config, train_ids: torch.Tensor, rng: np.random.Generator):
+    def __init__(self, model: CharRNN, config, train_ids: torch.Tensor, rng: np.random.Generator,
+                 generator: torch.Generator):
         from opacus import PrivacyEngine
-        from ssviz.train import windows
 
         self.model, self.config = model, config
-        self.raw = DPCharRNN(model, config.dropout)
+        self.raw = dp_module(model)
         data = windows(train_ids, config.seq_len)
         if len(data) < 2:
             raise SsvizError("corpus too short for DP training")
-        generator = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 31)))
+        loader_generator = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 31)))
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data),
-                                             batch_size=min(config.batch_size, len(data)), generator=generator)
-        optimizer = torch.optim.RMSprop(self.raw.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        common = dict(module=self.raw, optimizer=optimizer, data_loader=loader, max_grad_norm=config.dp_clip,
+                                             batch_size=min(config.batch_size, len(data)),
+                                             generator=loader_generator)
+        net = TrainingForward(self.raw, config.dropout, generator)
+        optimizer = torch.optim.RMSprop(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        common = dict(module=net, optimizer=optimizer, data_loader=loader, max_grad_norm=config.dp_clip,
                       noise_generator=torch.Generator().manual_seed(config.seed + 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "secure RNG turned off": fine for experiments
@@ -101,7 +96,7 @@ class DPBackend:
         """Per-example clipping happens inside the DP optimizer."""
 
     def export(self) -> CharRNN:
-        """Copy the DPLSTM weights into the ordinary model (same tensor names)."""
+        """Copy the DP layers' weights into the ordinary model (same tensor names)."""
         copy_weights(self.raw, self.model)
         return self.model
 

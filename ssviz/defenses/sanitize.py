@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from ssviz.errors import SsvizError
 from ssviz.models.rnn import CharRNN
@@ -114,10 +113,8 @@ def lpd_scores(text: str, config=None, *, seed: int = 0, score: str = "raw", on_
     models, info = [], {}
     for half in (0, 1):
         part = "\n".join(lines[i] for i, s in zip(idx, side) if s == half)
-        torch.manual_seed(config.seed + half)  # seeded initial weights: the ranking is reproducible
-        model = CharRNN(vocab, arch=config.arch, embedding_dim=config.embedding_dim, hidden_size=config.hidden,
-                        num_layers=config.layers, dropout=config.dropout)
-        res = train(part, replace(config, seed=config.seed + half), model=model, on_batch=on_batch, stop=stop)
+        half_config = replace(config, seed=config.seed + half)  # seeded: the ranking is reproducible
+        res = train(part, half_config, model=CharRNN.from_config(vocab, half_config), on_batch=on_batch, stop=stop)
         if res.stopped:
             from ssviz.errors import StoppedError
             raise StoppedError("LPD sanitization stopped while training its half models")

@@ -95,9 +95,7 @@ def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, 
         model = load_checkpoint(path)
         return model, model.extra_config.get("test_loss"), 0.0, True
     vocab = build_vocab(text, *templates)
-    model = CharRNN(vocab, arch=config.arch, embedding_dim=config.embedding_dim, hidden_size=config.hidden,
-                    num_layers=config.layers, dropout=config.dropout)
-    result = train(text, config, model=model, stop=stop)
+    result = train(text, config, model=CharRNN.from_config(vocab, config), stop=stop)
     if result.stopped:
         raise StoppedError(f"stopped while training the model of {user}")
     meta = result.metadata()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -26,6 +28,30 @@ class CharRNN(nn.Module, LanguageModel):
         self.rnn = ARCHS[arch](embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
                                dropout=dropout if num_layers > 1 else 0.0)
         self.head = nn.Linear(hidden_size, len(self.vocab))
+
+    @classmethod
+    def from_config(cls, vocab: Vocab | list[str], config, *, seed: int | None = None) -> "CharRNN":
+        """The model a training config describes (``arch``, ``layers``, ``hidden``, ``embedding_dim``,
+        ``dropout``), initialized from ``seed`` (default ``config.seed``) without torch's global RNG."""
+        model = cls(vocab, arch=config.arch, embedding_dim=config.embedding_dim, hidden_size=config.hidden,
+                    num_layers=config.layers, dropout=config.dropout)
+        model.reset_parameters(torch.Generator().manual_seed(int(config.seed if seed is None else seed)))
+        return model
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """torch's default initialization, drawn from ``generator``.
+
+        Same distributions and order as the constructors' own, so a seed gives the
+        weights ``torch.manual_seed(seed)`` followed by the constructor would, but
+        concurrent trainings (threads in the app) cannot disturb each other.
+        """
+        nn.init.normal_(self.embedding.weight, generator=generator)
+        bound = 1 / math.sqrt(self.hidden_size)
+        for p in self.rnn.parameters():
+            nn.init.uniform_(p, -bound, bound, generator=generator)
+        nn.init.kaiming_uniform_(self.head.weight, a=math.sqrt(5), generator=generator)
+        nn.init.uniform_(self.head.bias, -bound, bound, generator=generator)
 
     @property
     def config(self) -> dict:
@@ -61,3 +87,61 @@ class CharRNN(nn.Module, LanguageModel):
         if isinstance(state, tuple):
             return tuple(s.index_select(1, index) for s in state)
         return state.index_select(1, index)
+
+
+class GeneratorDropout(nn.Module):
+    """Dropout whose masks come from a ``torch.Generator``, not torch's global RNG (reproducible in threads)."""
+
+    def __init__(self, p: float, generator: torch.Generator):
+        super().__init__()
+        self.p, self.generator = float(p), generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p <= 0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep / (1 - self.p)
+
+    def __deepcopy__(self, memo):  # a copied module keeps drawing from the same seeded stream
+        return GeneratorDropout(self.p, self.generator)
+
+
+class TrainingForward(nn.Module):
+    """A CharRNN's training-time forward: dropout on embeddings, between layers and on RNN outputs.
+
+    CharRNN itself only drops between stacked layers, which does nothing for a
+    1-layer model; dropping inputs and outputs as well (Zaremba et al.) makes the
+    dropout defense real at every depth without changing the checkpoint. Every
+    mask is drawn from ``generator``. ``model.rnn`` may be Opacus' DP layer
+    (same interface); its between-layer dropout is switched to ``generator`` too.
+    """
+
+    def __init__(self, model: nn.Module, p: float, generator: torch.Generator):
+        super().__init__()
+        self.model = model
+        self.drop = GeneratorDropout(p, generator)
+        if getattr(model.rnn, "dropout_layer", None) is not None:  # Opacus DPLSTM / DPGRU
+            model.rnn.dropout_layer = GeneratorDropout(model.rnn.dropout_layer.p, generator)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x = self.drop(m.embedding(tokens))
+        if isinstance(m.rnn, nn.RNNBase) and m.rnn.num_layers > 1 and m.rnn.dropout > 0 and self.training:
+            x = self._layer_by_layer(m.rnn, x)
+        else:
+            x = m.rnn(x)[0]
+        return m.head(self.drop(x))
+
+    def _layer_by_layer(self, rnn: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
+        """nn.LSTM/GRU one layer at a time, so the between-layer dropout draws from the generator."""
+        h0 = x.new_zeros(1, x.shape[0], rnn.hidden_size)
+        between = GeneratorDropout(rnn.dropout, self.drop.generator)
+        for k in range(rnn.num_layers):
+            if k:
+                x = between(x)
+            params = [getattr(rnn, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            if isinstance(rnn, nn.LSTM):
+                x = torch.lstm(x, (h0, h0), params, True, 1, 0.0, True, False, True)[0]
+            else:
+                x = torch.gru(x, h0, params, True, 1, 0.0, True, False, True)[0]
+        return x
