@@ -1,0 +1,131 @@
+"""Membership metrics over arrays: ROC, AUC and TPR at low FPR.
+
+A *membership score* is higher for canaries more likely to be members. Every
+function here takes ``(scores, included)`` - one score per canary and whether
+the canary was really inserted - and is pure, so the audit's driver, the CLI
+and the app's page all compute the same numbers from the same two columns.
+
+Ties are handled as a threshold sees them: canaries with equal scores cross any
+threshold together, so the ROC has one point per *distinct* score and the AUC
+counts a tied (member, non-member) pair as half right (the Mann-Whitney
+convention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ssviz.errors import SsvizError
+
+DEFAULT_FPRS = (0.001, 0.01, 0.1)
+
+
+class AuditError(SsvizError, ValueError):
+    """Audit inputs that cannot give a meaningful number (NaN scores, no members, ...)."""
+
+
+def membership_scores(log_perplexities, space_size: int | None = None) -> np.ndarray:
+    """Score = how many bits more likely the model finds a canary than a uniformly random filler.
+
+    ``log2(space_size) - log_perplexity`` (log-perplexity in bits, lower = more likely); without a
+    space size just ``-log_perplexity``. Only the order matters to the metrics; the offset makes
+    0 mean "as likely as chance".
+    """
+    lps = _finite("log-perplexities", log_perplexities)
+    offset = math.log2(space_size) if space_size else 0.0
+    return offset - lps
+
+
+def _finite(name: str, values) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AuditError(f"{name} must be numbers") from None
+    if arr.ndim != 1:
+        raise AuditError(f"{name} must be a flat list of numbers (got shape {arr.shape})")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise AuditError(f"{name} contain {int(bad.sum())} NaN or infinite value(s) (first at index "
+                         f"{int(np.flatnonzero(bad)[0])}): the model's scores must be finite")
+    return arr
+
+
+def _labels(included, n: int) -> np.ndarray:
+    arr = np.asarray(included)
+    if arr.ndim != 1 or len(arr) != n:
+        raise AuditError(f"'included' must have one entry per score ({n}), got shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "iuf" and np.isin(arr, (0, 1)).all():
+        return arr.astype(bool)
+    raise AuditError("'included' must be true/false (or 1/0) for every canary")
+
+
+def membership_arrays(scores, included, *, need_both: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(scores as float64, included as bool)``: the one check every metric and bound runs.
+
+    Refuses NaN or infinite scores, mismatched lengths, labels other than true/false, and (with
+    ``need_both``) a set with no member or no non-member, where no rate can be computed.
+    """
+    s = _finite("membership scores", scores)
+    inc = _labels(included, len(s))
+    if need_both:
+        n_in = int(inc.sum())
+        if n_in == 0 or n_in == len(inc):
+            which = "included" if n_in else "excluded"
+            raise AuditError(f"all {len(inc)} canaries are {which}: membership metrics need both members and "
+                             "non-members")
+    return s, inc
+
+
+def roc_curve(scores, included) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fpr, tpr, thresholds)`` of the rule "member if score >= threshold", one point per distinct score.
+
+    Starts at (0, 0) with threshold +inf and ends at (1, 1); tied scores move together, so a
+    tie between a member and a non-member is a diagonal step, never a favourable corner.
+    """
+    s, inc = membership_arrays(scores, included)
+    order = np.argsort(-s, kind="stable")
+    s, inc = s[order], inc[order]
+    last_of_value = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # end of each run of equal scores
+    tp = np.cumsum(inc)[last_of_value]
+    fp = (last_of_value + 1) - tp
+    n_in, n_out = int(inc.sum()), int(len(inc) - inc.sum())
+    fpr = np.r_[0.0, fp / n_out]
+    tpr = np.r_[0.0, tp / n_in]
+    thresholds = np.r_[np.inf, s[last_of_value]]
+    return fpr, tpr, thresholds
+
+
+def auc(scores, included) -> float:
+    """Area under the ROC: the probability a random member outscores a random non-member (ties half)."""
+    fpr, tpr, _ = roc_curve(scores, included)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def tpr_at_fpr(scores, included, fprs=DEFAULT_FPRS) -> dict[float, float]:
+    """TPR at each FPR budget, conservatively: the best TPR of a threshold whose FPR does not exceed it.
+
+    No interpolation between ROC points (that would credit a randomized threshold the attack did
+    not use). With ``n`` non-members an FPR below ``1/n`` is only met with zero false positives,
+    so "TPR at 0.1%" over 250 non-members is the TPR at no false positive at all.
+    """
+    fpr, tpr, _ = roc_curve(scores, included)
+    out = {}
+    for f in fprs:
+        f = float(f)
+        if not 0.0 <= f <= 1.0:
+            raise AuditError(f"FPR budget {f} is not between 0 and 1")
+        # tpr is non-decreasing along the curve, so the last point within budget is the best one
+        k = int(np.searchsorted(fpr, f * (1 + 1e-12), side="right")) - 1
+        out[f] = float(tpr[k])
+    return out
+
+
+def from_groups(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, included)`` from two groups, e.g. the loss attack's training lines and held-out lines."""
+    a = _finite("member scores", member_scores)
+    b = _finite("non-member scores", nonmember_scores)
+    return np.r_[a, b], np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]
