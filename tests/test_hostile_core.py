@@ -238,6 +238,6 @@ def test_missing_fillers_file(tmp_path, canary_model, capsys):
 
 
 def test_json_output_is_strict_json():
-    from ssviz.cli import finite_json
+    from ssviz.jsonable import finite_json
     out = finite_json({"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64("nan"), "d": 2})
     assert json.loads(json.dumps(out, allow_nan=False)) == {"a": None, "b": [1.0, None], "c": None, "d": 2}

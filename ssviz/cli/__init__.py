@@ -13,9 +13,10 @@ import math
 import sys
 
 from ssviz.errors import SsvizError, StoppedError
+from ssviz.jsonable import finite_json
 
 # each module defines register(subparsers, parent) and sets a handler via set_defaults(run=...)
-COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses")
+COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "report")
 
 
 def emit(args, payload: dict, text: str | None = None) -> None:
@@ -25,19 +26,6 @@ def emit(args, payload: dict, text: str | None = None) -> None:
                          default=_jsonable, allow_nan=False))
     else:
         print(text)
-
-
-def finite_json(o):
-    """``o`` with every NaN or infinite float replaced by null: JSON has neither, and other tools parse ours."""
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: finite_json(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [finite_json(v) for v in o]
-    if hasattr(o, "item") and getattr(o, "ndim", 1) == 0:  # numpy scalars
-        return finite_json(o.item())
-    return o
 
 
 def _jsonable(o):

@@ -1,0 +1,88 @@
+"""The ``report`` subcommand: one standalone HTML file (optionally PDF) of what a model memorized."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from ssviz.cli import emit, nonnegative_int, positive_int
+from ssviz.exposure import METHODS
+from ssviz.paths import ensure_writable
+
+
+def register(sub, parent) -> None:
+    p = sub.add_parser("report", parents=[parent], help="a one-file HTML report of a model's memorized secrets")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--template", required=True, help="template or preset name (SSN, PIN, ...)")
+    p.add_argument("--secret", required=True, action="append", metavar="FILLER",
+                   help="a secret to measure (repeat for several)")
+    p.add_argument("--study", metavar="DB", help="a per-user study results file (.duckdb) to include")
+    p.add_argument("--audit", metavar="DIR", help="a finished audit folder to include")
+    p.add_argument("--defenses", metavar="RESULTS", help="a defenses results file (.json) to include")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--pdf", action="store_true", help="also print it to PDF (next to --out) with headless Chromium")
+    p.add_argument("--reveal", action="store_true", help="show secrets in full (the report's first line says so)")
+    p.add_argument("--method", default="auto", choices=list(METHODS), help="exposure estimator")
+    p.add_argument("--samples", type=positive_int, default=10_000, help="random fillers for sampled estimators")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--max-nodes", type=positive_int, default=100_000, help="extraction search node budget")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args) -> int:
+    from ssviz.models import load_checkpoint
+    from ssviz.report import Report, measure, model_summary, print_pdf, render
+    from ssviz.templates import parse_template
+
+    out = ensure_writable(args.out, "report")  # before any measuring
+    pdf = ensure_writable(out.with_suffix(".pdf"), "PDF") if args.pdf else None
+    model = load_checkpoint(args.checkpoint)
+    template = parse_template(args.template)
+    template.check_vocab(model.vocab)
+    secrets = [template.normalize(s) for s in args.secret]  # every secret checked before the long work
+    study = _study(args.study) if args.study else None
+    defenses = _defenses(args.defenses) if args.defenses else None
+    audit = _audit(args.audit) if args.audit else None
+    findings = measure(model, template, secrets, method=args.method, samples=args.samples, seed=args.seed,
+                       max_nodes=args.max_nodes)
+    settings = {"exposure estimator": args.method, "samples": args.samples, "seed": args.seed,
+                "extraction node budget": args.max_nodes,
+                "command": "python -m ssviz " + " ".join(shlex.quote(a) for a in _argv_redacted(args))}
+    report = Report(model_summary(model, args.checkpoint), findings, reveal=args.reveal, study=study, audit=audit,
+                    defenses=defenses, settings=settings)
+    out.write_text(render(report), encoding="utf-8")
+    if pdf is not None:
+        print_pdf(out, pdf)
+    payload = {"report": str(out), "pdf": str(pdf) if pdf else None, "reveal": args.reveal,
+               "secrets": [{"secret": report.shown(f.secret), "verdict": f.verdict, "exposure": f.exposure.exposure,
+                            "rank": f.exposure.rank, "extracted": f.extracted} for f in findings]}
+    emit(args, payload, f"wrote {out}" + (f" and {pdf}" if pdf else "") + ": " +
+         "; ".join(f"{s['secret']} {s['verdict']} ({s['exposure']:.1f} bits)" for s in payload["secrets"]))
+    return 0
+
+
+def _argv_redacted(args) -> list[str]:
+    """The command line, secrets redacted unless revealed, so a reviewer can rerun it (with the secrets)."""
+    from ssviz.redaction import redact
+    argv, hide = list(sys.argv[1:]), False
+    for i, a in enumerate(argv):
+        if hide and not args.reveal:
+            argv[i] = redact(a)
+        hide = a == "--secret"
+    return argv
+
+
+def _study(path):
+    from ssviz.store import Store
+    return Store(Path(path), read_only=True).comparison()
+
+
+def _defenses(path):
+    from ssviz.defenses.compare import load_results
+    return load_results(path)
+
+
+def _audit(path):
+    from ssviz.audit import load_audit
+    return load_audit(path)

@@ -1,0 +1,102 @@
+"""What a report says about each secret, as plain data: measured here or handed over by the app.
+
+A finding is one secret's exposure (with its estimator's details), its
+extraction result and the per-character cost of its text. The verdict turns the
+numbers into one of three words for people who are not specialists, and keeps
+the number behind each word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ssviz.exposure import ExposureResult
+from ssviz.extraction.result import ExtractionResult
+from ssviz.models.base import LanguageModel
+from ssviz.scoring import LN2
+from ssviz.templates import Template
+
+# A random filler reaches exposure E with probability 2^-E, so E >= log2(20) happens by chance
+# less than 5% of the time: below it a secret is indistinguishable from chance.
+EXPOSED_BITS = math.log2(20)
+
+
+@dataclass
+class ModelSummary:
+    name: str
+    description: dict
+    parameters: int
+    sha256: str | None = None
+    training: dict | None = None     # the checkpoint's recorded training (config, canary, epochs)
+
+
+@dataclass
+class Finding:
+    secret: str                       # raw: rendered redacted unless the report reveals secrets
+    template: str
+    exposure: ExposureResult
+    extraction: ExtractionResult | None = None
+    char_bits: list[tuple[str, float]] = field(default_factory=list)  # text after the first character
+
+    @property
+    def extracted(self) -> bool:
+        """The search certified the secret as the model's most likely filler."""
+        x = self.extraction
+        return bool(x is not None and x.complete and x.found == self.secret)
+
+    @property
+    def verdict(self) -> str:
+        if self.extracted:
+            return "extractable"
+        return "exposed" if self.exposure.exposure >= EXPOSED_BITS else "indistinguishable from chance"
+
+    @property
+    def chance_probability(self) -> float:
+        """How often a random filler of the template is at least this exposed."""
+        return 2.0 ** -max(self.exposure.exposure, 0.0)
+
+
+def model_summary(model: LanguageModel, path=None, name: str | None = None) -> ModelSummary:
+    params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
+    sha = None
+    if path is not None and Path(path).is_file():
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        sha = h.hexdigest()
+    extra = getattr(model, "extra_config", None) or {}
+    return ModelSummary(name=name or (Path(path).name if path else type(model).__name__),
+                        description=dict(model.description), parameters=int(params), sha256=sha,
+                        training=extra.get("training"))
+
+
+def char_costs(model: LanguageModel, text: str) -> list[tuple[str, float]]:
+    """``(character, bits)`` for every character after the first: where the model 'knows' the text."""
+    ids = torch.tensor([model.vocab.encode(text)])
+    with torch.inference_mode():
+        lp, _ = model.run(ids[:, :-1], model.initial_state(1))
+        bits = (-lp[0].gather(1, ids[0, 1:, None])[:, 0].double() / LN2).tolist()
+    return list(zip(text[1:], bits))
+
+
+def measure(model: LanguageModel, template: Template, secrets: list[str], *, method: str = "auto",
+            samples: int = 10_000, seed: int = 0, max_nodes: int = 100_000, batch_size: int = 64,
+            progress=None, stop=None) -> list[Finding]:
+    """Exposure, a shortest-path extraction (once per template) and per-character costs of each secret."""
+    from ssviz import exposure
+    from ssviz.extraction import shortest_path
+
+    secrets = [template.normalize(s) for s in secrets]
+    extraction = shortest_path(model, template, top_k=5, max_nodes=max_nodes, batch_size=batch_size, stop=stop)
+    findings = []
+    for secret in secrets:
+        res = exposure.measure(model, template, secret, method, samples=samples, seed=seed, progress=progress,
+                               stop=stop)
+        findings.append(Finding(secret, template.text, res, extraction, char_costs(model, template.format(secret))))
+    return findings

@@ -1,0 +1,317 @@
+"""One standalone HTML file for stakeholders: every figure, script and style inline, nothing fetched.
+
+A Content-Security-Policy in the file itself forbids every network request, so
+the report opens offline and cannot leak that it was opened. Secrets appear
+redacted (last 4 characters) unless the caller reveals them, and then the first
+line says so. The numbers are also embedded as JSON (``#ssviz-data``) so tools
+and tests can read what the page shows.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from importlib.resources import files
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+import ssviz
+from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_reading
+from ssviz.jsonable import finite_json
+from ssviz.redaction import redact
+from ssviz.report.findings import EXPOSED_BITS, Finding, ModelSummary
+
+CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+       "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
+PACKAGES = ("torch", "numpy", "scipy", "plotly", "pandas", "duckdb", "opacus")
+
+
+@dataclass
+class Report:
+    """Everything a report shows; only ``model`` and ``findings`` are required."""
+
+    model: ModelSummary
+    findings: list[Finding]
+    reveal: bool = False
+    study: pd.DataFrame | None = None          # Store.comparison() rows
+    audit: dict | None = None                  # audit metrics (and optionally scores / included arrays)
+    defenses: list[dict] | None = None         # ssviz.defenses.compare records
+    settings: dict = field(default_factory=dict)  # estimator settings, seeds, budgets, command line
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+    def shown(self, secret: str) -> str:
+        return redact(secret, self.reveal)
+
+    def label(self, i: int) -> str:
+        """``#1 ••1546``: numbered, since redacted secrets can look alike."""
+        return f"#{i + 1} {self.shown(self.findings[i].secret)}"
+
+
+# --- small pieces ------------------------------------------------------------------------------------
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:,.{digits}f}"
+
+
+def _table(header: list[str] | None, rows: list[list], cls: str = "") -> str:
+    head = "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}">{head}<tbody>{body}</tbody></table>'
+
+
+def _figure(fig: go.Figure, name: str) -> str:
+    fig.update_layout(template="plotly_white", font=dict(family="system-ui, sans-serif"))
+    div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
+                      config={"displaylogo": False, "responsive": True, "toImageButtonOptions": {"filename": name}})
+    return f'<figure class="plot" data-figure="{_e(name)}">{div}</figure>'
+
+
+def _versions() -> dict:
+    out = {"ssviz": ssviz.__version__, "python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# --- sections ---------------------------------------------------------------------------------------
+def verdict_sentence(f: Finding, shown: str) -> str:
+    e = f.exposure
+    if f.verdict == "extractable":
+        x = f.extraction
+        return (f"<b>{_e(shown)}</b> is <b class='v-extractable'>extractable</b>: a search of the model found it "
+                f"as its single most likely filler after {x.nodes_expanded:,} steps ({x.seconds:.1f} s), without "
+                f"knowing it; its exposure is {_num(e.exposure)} bits.")
+    if f.verdict == "exposed":
+        return (f"<b>{_e(shown)}</b> is <b class='v-exposed'>exposed</b>: {_num(e.exposure)} bits, so the model "
+                f"finds it about {2 ** e.exposure:,.0f} times more likely than a random filler; a random filler "
+                f"is this exposed with probability {f.chance_probability:.2g}.")
+    return (f"<b>{_e(shown)}</b> is <b class='v-chance'>indistinguishable from chance</b>: {_num(e.exposure)} "
+            f"bits, below the {EXPOSED_BITS:.2f} bits that a random filler exceeds 5% of the time.")
+
+
+def _verdict(r: Report) -> str:
+    items = "".join(f"<li>{verdict_sentence(f, r.label(i))}</li>" for i, f in enumerate(r.findings))
+    worst = ("extractable" if any(f.verdict == "extractable" for f in r.findings) else
+             "exposed" if any(f.verdict == "exposed" for f in r.findings) else "none")
+    lead = {"extractable": "The model has memorized at least one secret well enough that an attacker who can "
+                           "query it could recover it.",
+            "exposed": "The model has partly memorized at least one secret: it is measurably more likely than "
+                       "chance, though a search did not recover it.",
+            "none": "No secret measured here stands out from chance: the model shows no sign of having "
+                    "memorized them."}[worst]
+    return f'<section id="verdict"><h2>Verdict</h2><p class="lead">{lead}</p><ul>{items}</ul></section>'
+
+
+def _model(r: Report) -> str:
+    m = r.model
+    t = (m.training or {})
+    cfg = t.get("config") or {}
+    rows = [["model", m.name], ["architecture", ", ".join(f"{k} {v}" for k, v in m.description.items())],
+            ["parameters", f"{m.parameters:,}"], ["file SHA-256", m.sha256 or "not from a file"]]
+    if cfg:
+        rows += [["training", ", ".join(f"{k} {cfg[k]}" for k in ("epochs", "batch_size", "lr", "seed") if k in cfg)]]
+    if t.get("corpus_chars"):
+        rows += [["training data", f"{t['corpus_chars']:,} characters"]]
+    if t.get("test_loss") is not None:
+        rows += [["test loss", _num(t["test_loss"], 4)]]
+    if t.get("epsilon") is not None:
+        rows += [["DP epsilon", _num(t["epsilon"])]]
+    return f'<section id="model"><h2>The model and data measured</h2>{_table(None, rows, "kv")}</section>'
+
+
+def _exposure(r: Report) -> str:
+    rows = []
+    for i, f in enumerate(r.findings):
+        e = f.exposure
+        ci = f"[{_num(e.ci[0])}, {_num(e.ci[1])}]" if e.ci else "n/a"
+        rows.append([r.label(i), _num(e.log_perplexity), _num(e.exposure), ci,
+                     _num(e.rank) if e.rank else "n/a", f"{e.method}" + (f", {e.samples:,} fillers" if e.samples else ""),
+                     _num(e.ks_pvalue, 3)])
+    parts = [_table(["secret", "log-perplexity (bits)", "exposure (bits)", "95% CI", "rank", "estimator",
+                     "KS p (skew-normal fit)"], rows)]
+    first = r.findings[0].exposure
+    if first.reference_lps is not None:
+        secrets = {r.label(i): f.exposure.log_perplexity for i, f in enumerate(r.findings)}
+        parts.append(_figure(exposure_histogram(first.reference_lps, secrets, first.skewnorm,
+                                                title="Log-perplexity of random fillers, secrets marked"),
+                             "exposure-histogram"))
+    if len(r.findings) > 1:
+        parts.append(_figure(exposure_bars([{"label": r.label(i), "exposure": f.exposure.exposure,
+                                             "ci": f.exposure.ci} for i, f in enumerate(r.findings)],
+                                           math.log2(first.space_size)), "exposure-bars"))
+    parts += [f"<p>{_e(plain_reading(f.exposure.exposure, f.exposure.rank, f.exposure.space_size))}</p>"
+              for f in r.findings[:1]]
+    return '<section id="exposure"><h2>Exposure</h2>' + "".join(parts) + "</section>"
+
+
+def cost_strip(chars: list[tuple[str, float]], secret_positions: set[int], title: str) -> go.Figure:
+    """Bits per character of the secret's text: the presenter points at where the model 'knows' it."""
+    labels = [f"{i}:{c}" for i, (c, _) in enumerate(chars)]
+    colors = ["#c0392b" if i in secret_positions else "#8fa8c8" for i in range(len(chars))]
+    fig = go.Figure(go.Bar(x=labels, y=[b for _, b in chars], marker_color=colors,
+                           text=[c for c, _ in chars], textposition="outside",
+                           hovertemplate="%{text}: %{y:.2f} bits<extra></extra>"))
+    fig.update_layout(title=title, xaxis=dict(type="category", showticklabels=False),
+                      yaxis_title="bits (cost of this character)", height=340, margin=dict(t=50, b=30),
+                      showlegend=False, font=dict(size=14))
+    return fig
+
+
+def _masked_chars(f: Finding, reveal: bool) -> tuple[list[tuple[str, float]], set[int]]:
+    """The per-character costs with the secret's characters masked except its last 4."""
+    from ssviz.templates import Template
+    t = Template(f.template)
+    slot = {p + len(t.prefix) - 1 for p in t.slot_positions}  # char_bits starts after the first character
+    ordered = sorted(slot)
+    keep = set(ordered[-4:]) if (not reveal and len(ordered) > 4) else (set(ordered) if reveal else set())
+    chars = [(c if (i not in slot or i in keep) else "•", b) for i, (c, b) in enumerate(f.char_bits)]
+    return chars, slot
+
+
+def _extraction(r: Report) -> str:
+    f = r.findings[0]
+    x = f.extraction
+    if x is None:
+        return ""
+    secrets = {s.secret for s in r.findings}
+    top = [[i + 1, r.shown(t["filler"]) + ("  (the secret)" if t["filler"] in secrets else ""),
+            _num(t["log_perplexity"])] for i, t in enumerate(x.top)]
+    status = "complete" if x.complete else f"partial: {x.message}"
+    found = "the secret" if f.extracted else ("another filler" if x.found else "nothing")
+    parts = [f"<p>Shortest-path search ({_e(x.algorithm)}) of the template's fillers found <b>{found}</b> "
+             f"first: {x.nodes_expanded:,} nodes expanded, {x.model_steps:,} model steps, {x.seconds:.2f} s "
+             f"({_e(status)}).</p>", _table(["rank", "filler", "log-perplexity (bits)"], top)]
+    if f.char_bits:
+        chars, slot = _masked_chars(f, r.reveal)
+        parts.append(_figure(cost_strip(chars, slot, "Cost of each character of the secret's text"), "cost-strip"))
+    return '<section id="extraction"><h2>Extraction</h2>' + "".join(parts) + "</section>"
+
+
+def _study(r: Report) -> str:
+    df = r.study
+    if df is None:
+        return ""
+    from ssviz.plots.study import exposure_by_secret, exposure_scatter
+    rows = [[u, t.upper(), "…" + str(l4), int(n), _num(e), m or "n/a", "yes" if x else "no"]
+            for u, t, l4, n, e, m, x in df[["user", "type", "last4", "times_present", "exposure",
+                                            "exposure_method", "extracted"]].itertuples(index=False)]
+    parts = [_table(["user", "type", "last 4", "times present", "exposure (bits)", "method", "extracted"], rows)]
+    if not df.empty:
+        parts += [_figure(exposure_by_secret(df), "study-exposure"),
+                  _figure(exposure_scatter(df, "times_present"), "study-times")]
+    return '<section id="study"><h2>Secrets per user</h2>' + "".join(parts) + "</section>"
+
+
+def _audit(r: Report) -> str:
+    a = r.audit
+    if not a:
+        return ""
+    claimed = a.get("epsilon_claimed")
+    rows = [["canaries", _num(a.get("canaries"))], ["AUC", _num(a.get("auc"), 3)]]
+    rows += [[f"TPR at FPR {k}", _num(v, 3)] for k, v in (a.get("tpr_at_fpr") or {}).items()]
+    rows += [["epsilon lower bound", f"{_num(a.get('epsilon_lower'))} ({_num(a.get('confidence'))} confidence)"],
+             ["epsilon claimed", _num(claimed) if claimed is not None else "no DP guarantee"]]
+    parts = [_table(None, rows, "kv")]
+    for name, fig in (a.get("figures") or {}).items():
+        parts.append(_figure(fig, f"audit-{name}"))
+    text = (f"The audit shows the model leaks at least as much as an epsilon-{_num(a.get('epsilon_lower'))} "
+            "mechanism" + (f"; its DP guarantee says at most {_num(claimed)}." if claimed is not None else "."))
+    return f'<section id="audit"><h2>Privacy audit</h2><p>{_e(text)}</p>' + "".join(parts) + "</section>"
+
+
+def _defenses(r: Report) -> str:
+    recs = r.defenses
+    if not recs:
+        return ""
+    from ssviz.plots.defenses import defense_comparison
+    rows = [[d.get("defense"), d.get("strength", ""), _num(d.get("exposure")), _num(d.get("test_loss"), 4),
+             _num(d.get("epsilon"))] for d in recs]
+    parts = [_table(["defense", "strength", "exposure (bits)", "test loss", "epsilon"], rows),
+             _figure(defense_comparison(recs), "defenses")]
+    return '<section id="defenses"><h2>Defenses compared</h2>' + "".join(parts) + "</section>"
+
+
+def _methods(r: Report) -> str:
+    rows = []
+    for i, f in enumerate(r.findings):
+        e = f.exposure
+        rows.append([r.label(i), f.template, e.method, _num(e.samples) if e.samples else "all",
+                     f"{e.space_size:,}", _num(math.log2(e.space_size))])
+    settings = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in r.settings.items())
+    versions = ", ".join(f"{k} {v}" for k, v in _versions().items())
+    return f"""<section id="methods"><h2>Methods</h2>
+<p><b>Log-perplexity</b> of a text x<sub>1</sub>…x<sub>n</sub>, in bits: P<sub>x</sub> = −Σ<sub>i≥2</sub>
+log<sub>2</sub> P(x<sub>i</sub> | x<sub>1</sub>…x<sub>i−1</sub>), the first character being context only.
+A <b>template</b> defines a space R of fillers; the <b>rank</b> of a secret is the number of fillers at least as
+likely as it (itself included) and its <b>exposure</b> is log<sub>2</sub>|R| − log<sub>2</sub> rank
+(Carlini et al., The Secret Sharer, USENIX Security 2019). <i>exact</i> enumerates R; <i>sampled</i> ranks among
+random fillers; <i>skewnorm</i> fits a skew-normal to random fillers' log-perplexities and reads −log<sub>2</sub>
+CDF at the secret (confidence intervals by bootstrap). <b>Extraction</b> is a shortest-path search for the
+filler of lowest log-perplexity, certified exact when complete. A secret is called <i>exposed</i> at
+≥ {EXPOSED_BITS:.2f} bits (a random filler gets there with probability ≤ 5%) and <i>extractable</i> when the
+search finds it first.</p>
+{_table(["secret", "template", "estimator", "samples", "|R|", "log2 |R|"], rows)}
+<ul>{settings}</ul>
+<p class="small">Versions: {_e(versions)}. Generated {_e(r.created)}.</p></section>"""
+
+
+def data(r: Report) -> dict:
+    """The numbers the page shows, as JSON (secrets redacted exactly as on the page)."""
+    return {"model": {"name": r.model.name, "sha256": r.model.sha256, "parameters": r.model.parameters},
+            "reveal": r.reveal,
+            "secrets": [{"secret": r.shown(f.secret), "label": r.label(i), "template": f.template, "verdict": f.verdict,
+                         "extracted": f.extracted, **{k: v for k, v in f.exposure.to_json().items()}}
+                        for i, f in enumerate(r.findings)],
+            "audit": {k: v for k, v in (r.audit or {}).items() if k != "figures"} or None,
+            "study_rows": 0 if r.study is None else int(len(r.study)),
+            "defenses": len(r.defenses or [])}
+
+
+def render(r: Report) -> str:
+    """The whole report as one HTML string."""
+    if not r.findings:
+        from ssviz.errors import InvalidValueError
+        raise InvalidValueError("a report needs at least one secret")
+    style = files("ssviz.report").joinpath("report.css").read_text(encoding="utf-8")
+    first = ("This report shows secrets in full (revealed on request): do not share it beyond people who may "
+             "know them." if r.reveal else
+             "Secrets are redacted: only their last 4 characters are shown.")
+    payload = json.dumps(finite_json(data(r)), default=_json_default, allow_nan=False).replace("</", "<\\/")
+    body = "".join([_verdict(r), _model(r), _exposure(r), _extraction(r), _study(r), _audit(r), _defenses(r),
+                    _methods(r)])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>ssviz report: {_e(r.model.name)}</title>
+<style>{style}</style>
+<script>{get_plotlyjs()}</script>
+</head><body>
+<p id="disclosure" class="{'revealed' if r.reveal else 'redacted'}">{_e(first)}</p>
+<header><h1>What this model memorized</h1>
+<p class="small">ssviz report on {_e(r.model.name)} · {_e(r.created)}</p></header>
+{body}
+<script type="application/json" id="ssviz-data">{payload}</script>
+</body></html>"""
+
+
+def _json_default(o):
+    return o.tolist() if hasattr(o, "tolist") else str(o)
