@@ -70,6 +70,8 @@ def membership_arrays(scores, included, *, need_both: bool = True) -> tuple[np.n
     ``need_both``) a set with no member or no non-member, where no rate can be computed.
     """
     s = _finite("membership scores", scores)
+    if len(s) == 0:
+        raise AuditError("there are no canaries: the scores are empty")
     inc = _labels(included, len(s))
     if need_both:
         n_in = int(inc.sum())
