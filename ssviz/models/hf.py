@@ -1,0 +1,171 @@
+"""A Hugging Face causal language model behind the one :class:`LanguageModel` interface.
+
+The state is the key/value cache (a transformers ``DynamicCache``) of a batch
+whose rows all hold the same number of tokens. ``step`` appends one token per
+row; ``select_state`` picks rows (repeats allowed) the way transformers'
+generation reorders a cache per beam. States are never changed in place: every
+call returns a new cache sharing only immutable tensors with its input, so a
+search may step the same parent state twice.
+
+Texts are tokenized as :mod:`ssviz.tokens` defines (``tokenizer(text)["input_ids"]``,
+default special tokens); loading directories and zips is :mod:`ssviz.models.hf_loading`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from ssviz.errors import CheckpointError
+from ssviz.models.base import LanguageModel, State
+
+# Cache layers that grow by concatenation (never in place): the only ones a shallow copy can branch.
+_BRANCHABLE = ("DynamicLayer", "DynamicSlidingWindowLayer")
+
+
+class TokenVocab:
+    """A tokenizer's vocabulary in the role :class:`~ssviz.models.base.Vocab` plays for characters.
+
+    ``len`` is the model's output size (logit columns, which may exceed the
+    tokenizer's length); ``encode`` is the scoring semantics' tokenization.
+    """
+
+    def __init__(self, tokenizer, size: int):
+        self.tokenizer = tokenizer
+        self.size = int(size)
+        self._unk = getattr(tokenizer, "unk_token_id", None)
+        self._known: dict[str, bool] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __contains__(self, char: str) -> bool:
+        """Whether the tokenizer spells ``char`` without its unknown token and reads it back unchanged."""
+        if char not in self._known:
+            ids = self.tokenizer(char, add_special_tokens=False)["input_ids"]
+            ok = bool(ids) and self._unk not in ids and max(ids) < self.size
+            self._known[char] = ok and self.tokenizer.decode(ids, clean_up_tokenization_spaces=False).endswith(char)
+        return self._known[char]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenVocab) and other.tokenizer is self.tokenizer and other.size == self.size
+
+    def missing(self, text: str) -> list[str]:
+        return [c for c in dict.fromkeys(text) if c not in self]
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], clean_up_tokenization_spaces=False)
+
+
+@dataclass(frozen=True)
+class KVState:
+    """The cache of ``batch`` sequences that have each read ``length`` tokens (``cache`` is None before any)."""
+
+    cache: Any
+    batch: int
+    length: int
+
+
+def _branch(cache):
+    """A new cache object over the same (immutable) tensors: updating it leaves ``cache`` as it was."""
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    return new
+
+
+class HFLanguageModel(LanguageModel):
+    """A transformers ``*ForCausalLM`` and its tokenizer, stepped one token at a time with a KV cache."""
+
+    token_level = True  # texts are tokenized, not split into characters
+
+    def __init__(self, model, tokenizer, name: str = "model"):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.config = model.config
+        size = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None \
+            else model.config.vocab_size
+        self.vocab = TokenVocab(tokenizer, size)
+        self.max_positions = _max_positions(model.config)
+        kinds = {type(layer).__name__ for layer in self._new_cache().layers}
+        odd = sorted(kinds - set(_BRANCHABLE))
+        if odd:
+            raise CheckpointError(f"{name}: model type {model.config.model_type!r} keeps a cache ssviz cannot branch "
+                                  f"({', '.join(odd)}); supported are attention-only decoders such as GPT-2 and Llama")
+
+    # --- LanguageModel -------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> State:
+        return KVState(None, int(batch_size), 0)
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        lp, state = self.run(tokens[:, None], state)
+        return lp[:, 0], state
+
+    def run(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Read ``tokens [B, T]`` in one forward pass over the cached context."""
+        if tokens.shape[0] != state.batch:
+            raise ValueError(f"{tokens.shape[0]} rows of tokens for a state of {state.batch}")
+        length = state.length + tokens.shape[1]
+        if self.max_positions and length > self.max_positions:
+            raise CheckpointError(f"{self.name}: a text of {length} tokens is longer than the model's context "
+                                  f"of {self.max_positions} positions")
+        cache = self._new_cache() if state.cache is None else _branch(state.cache)
+        out = self.model(input_ids=tokens.long(), cache=cache, use_cache=True)
+        lp = torch.log_softmax(out.logits.float(), dim=-1)
+        return lp, KVState(out.cache, tokens.shape[0], length)
+
+    def select_state(self, state: State, index: torch.Tensor) -> State:
+        if state.cache is None:
+            return KVState(None, len(index), 0)
+        cache = _branch(state.cache)
+        cache.batch_select_indices(index.long())
+        return KVState(cache, len(index), state.length)
+
+    # --- helpers ----------------------------------------------------------------------
+    def _new_cache(self):
+        from transformers import DynamicCache
+        return DynamicCache(config=self.config)
+
+    def row_bytes(self, length: int, steps: int = 1) -> int:
+        """Rough bytes one row needs: its KV cache at ``length`` tokens plus ``steps`` rows of log-probabilities.
+
+        Scorers size their chunks with it, so memory stays bounded whatever the vocabulary or depth.
+        """
+        cfg = self.config.get_text_config(decoder=True)
+        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 1)
+        heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 1)
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 64)
+        head_dim = getattr(cfg, "head_dim", None) or width // heads
+        cache = 2 * layers * kv_heads * head_dim * length * 4
+        activations = 8 * width * 4 * steps
+        return cache + activations + 3 * len(self.vocab) * 4 * steps
+
+    @property
+    def parameters_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def description(self) -> dict:
+        cfg = self.config.get_text_config(decoder=True)
+        return {"arch": str(cfg.model_type).upper(),
+                "layers": getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None),
+                "hidden_size": getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None),
+                "heads": getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None),
+                "vocab_size": len(self.vocab), "tokenizer_size": len(self.tokenizer),
+                "context": self.max_positions, "parameters": self.parameters_count}
+
+
+def _max_positions(config) -> int | None:
+    cfg = config.get_text_config(decoder=True)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -1,0 +1,67 @@
+"""One entry point for every model file ssviz reads: ``load_model(path_or_upload)``.
+
+* a ``.safetensors`` / ``.pt`` checkpoint of a character model ->
+  :func:`ssviz.models.checkpoint.load_checkpoint`;
+* a Hugging Face model directory, or a ``.zip`` of one ->
+  :func:`ssviz.models.hf_loading.load_hf` (a torch ``.pt`` file is also a zip:
+  it is told apart by the model directory's ``config.json``).
+
+transformers is imported only when a transformer is loaded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import BinaryIO, Union
+
+from ssviz.errors import CheckpointNotFoundError, clip
+from ssviz.models.base import LanguageModel
+from ssviz.models.checkpoint import load_checkpoint
+
+Source = Union[str, os.PathLike, bytes, BinaryIO]
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def _zip_of_model(data_or_path) -> bool:
+    """A zip that holds a model directory, or at least is not a torch ``.pt`` (whose members end in ``data.pkl``)."""
+    from ssviz.models.hf_loading import zip_holds_model
+    try:
+        with zipfile.ZipFile(io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path) as zf:
+            return zip_holds_model(zf) or not any(n.endswith("data.pkl") for n in zf.namelist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError):
+        return False
+
+
+def is_transformer_source(source: Source) -> bool:
+    """Whether ``source`` is a model directory or a zip of one (bytes are inspected, not consumed)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return data[:2] == b"PK" and _zip_of_model(data)
+    if hasattr(source, "read"):
+        return False
+    path = Path(source)
+    if path.is_dir():
+        return True
+    if path.suffix.lower() == ".zip":
+        return True
+    return path.is_file() and path.suffix.lower() not in CHECKPOINT_SUFFIXES and _zip_of_model(path)
+
+
+def load_model(source: Source) -> LanguageModel:
+    """Load any model ssviz understands from a path, bytes or a file object, refusing anything unsafe."""
+    if hasattr(source, "read"):
+        named = io.BytesIO(source.read())
+        named.name = str(getattr(source, "name", None) or "uploaded file")
+        if is_transformer_source(named.getvalue()):
+            from ssviz.models.hf_loading import load_hf
+            return load_hf(named)
+        return load_checkpoint(named)
+    if not isinstance(source, (bytes, bytearray, memoryview)) and not Path(source).exists():
+        raise CheckpointNotFoundError(f"checkpoint not found: {clip(str(source), 200)}")
+    if is_transformer_source(source):
+        from ssviz.models.hf_loading import load_hf
+        return load_hf(source)
+    return load_checkpoint(source)
