@@ -23,13 +23,13 @@ METHODS = {"auto": "auto (exact when |R| ≤ 10^6, else skew-normal)", "exact": 
 
 def settings(template: Template) -> dict:
     c1, c2, c3 = st.columns([3, 2, 1])
-    method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, key="w_exp_method")
+    method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get, **state.setting("w_exp_method", "auto"))
     samples = c2.select_slider("Random fillers (sampled methods)", [100, 200, 500, 1_000, 2_000, 5_000, 10_000,
                                                                     20_000, 50_000, 100_000],
-                               value=10_000, key="w_exp_samples",
                                disabled=method in ("exact", "search") or (
-                                   method == "auto" and template.space_size <= EXHAUSTIVE_LIMIT))
-    seed = c3.number_input("Seed", 0, 10_000, 0, key="w_exp_seed")
+                                   method == "auto" and template.space_size <= EXHAUSTIVE_LIMIT),
+                               **state.setting("w_exp_samples", 10_000))
+    seed = c3.number_input("Seed", 0, 10_000, **state.setting("w_exp_seed", 0))
     if method == "exact" and template.space_size > EXHAUSTIVE_LIMIT:
         st.warning(f"|R| = {template.space_size:,} is beyond the exact limit ({EXHAUSTIVE_LIMIT:,}): "
                    "use sampled, skew-normal or search.")

@@ -8,7 +8,7 @@ import streamlit as st
 from ssviz.extraction import beam_search, extract
 from ssviz.plots.search_tree import found_so_far, frontier, tree_figure, tree_nodes
 from ssviz.templates import Template
-from ui import cache
+from ui import cache, state
 from ui.widgets import analysis_header, cached_job, chart, download_table, job_for, run_page
 
 ALGORITHMS = {"dijkstra": "Shortest path (exact, best first)", "beam": "Beam search (keeps the N best prefixes)",
@@ -20,18 +20,23 @@ AUTO_RUN_LIMIT = 10 ** 6  # spaces up to this size are searched as soon as the p
 
 
 def settings() -> dict:
+    """The search's settings, kept across visits to other pages (they key its cached result)."""
     c1, c2, c3 = st.columns([3, 2, 2])
-    algorithm = c1.selectbox("Algorithm", list(ALGORITHMS), format_func=ALGORITHMS.get, key="w_ext_algorithm")
+    algorithm = c1.selectbox("Algorithm", list(ALGORITHMS), format_func=ALGORITHMS.get,
+                             **state.setting("w_ext_algorithm", "dijkstra"))
     opts: dict = {"top_k": 10}
     if algorithm == "dijkstra":
-        opts["max_nodes"] = c2.select_slider("Node budget", [1_000, 10_000, 100_000, 1_000_000], 100_000,
-                                             key="w_ext_nodes")
-        opts["batch_size"] = c3.select_slider("Nodes popped per step", [1, 4, 8, 16, 64], 8, key="w_ext_batch",
-                                              help="Fewer per step = a finer replay; more = faster search")
+        opts["max_nodes"] = c2.select_slider("Node budget", [1_000, 10_000, 100_000, 1_000_000],
+                                             **state.setting("w_ext_nodes", 100_000))
+        opts["batch_size"] = c3.select_slider("Nodes popped per step", [1, 4, 8, 16, 64],
+                                              help="Fewer per step = a finer replay; more = faster search",
+                                              **state.setting("w_ext_batch", 8))
     elif algorithm == "beam":
-        opts["beam_width"] = c2.select_slider("Beam width", [1, 2, 3, 5, 10, 100, 1000], 5, key="w_ext_beam")
+        opts["beam_width"] = c2.select_slider("Beam width", [1, 2, 3, 5, 10, 100, 1000],
+                                              **state.setting("w_ext_beam", 5))
     elif algorithm == "sampling":
-        opts["samples"] = c2.select_slider("Samples", [100, 1_000, 10_000, 100_000], 1_000, key="w_ext_samples")
+        opts["samples"] = c2.select_slider("Samples", [100, 1_000, 10_000, 100_000],
+                                           **state.setting("w_ext_samples", 1_000))
     return {"algorithm": algorithm, **opts}
 
 

@@ -408,3 +408,212 @@ def test_a_long_extraction_run_shows_progress_and_stops_on_click(monkeypatch):
     at.run()
     assert at.session_state["ssviz_extraction_job"] is job  # a stopped run is not restarted by itself
     assert any("Run the comparison" in i.value for i in at.info)  # 10^9 fillers: the comparison waits too
+
+
+# --- one background-job mechanism ------------------------------------------------------------------
+
+def test_a_job_reports_progress_records_and_its_outcome():
+    from ui import jobs
+
+    def work(progress, stop):
+        for i in range(1, 4):
+            progress(i, 3)
+        return "done"
+
+    job = jobs.Job(("k",), "Counting", work).start()
+    assert job.wait(10) and job.result == "done" and job.error is None
+    snap = job.snapshot()
+    assert snap.fraction == 1.0 and snap.text.startswith("Counting 3 / 3") and not snap.running
+
+    def fails(progress, stop):
+        from ssviz.errors import TemplateError
+        raise TemplateError("x" * 100_000)
+
+    job = jobs.Job(("k",), "Failing", fails).start()
+    assert job.wait(10) and not job.stopped and len(job.error) < 400  # one short line, not 100 KB
+
+    def stoppable(progress, stop):
+        from ssviz.errors import StoppedError
+        stop.wait(10)
+        raise StoppedError("stopped by the user")
+
+    job = jobs.Job(("k",), "Waiting", stoppable).start()
+    job.stop.set()
+    assert job.wait(10) and job.stopped and job.result is None
+
+
+@pytest.mark.parametrize("passes", [1, 2])  # 2: LPD trains half models (no epoch records) before the final one
+def test_a_training_job_counts_batches_over_all_passes_and_keeps_epoch_records(passes):
+    """Training is a use of Job: progress never goes backwards, each epoch's record is kept."""
+    from ui import jobs
+    epochs, batches, seen = 2, 5, []
+
+    def run(on_epoch, on_batch, stop):
+        for p in range(passes):
+            for e in range(1, epochs + 1):
+                for b in range(1, batches + 1):
+                    on_batch(b, batches, 1.0 / b)
+                    seen.append(job.snapshot().fraction)
+                if p == passes - 1:
+                    on_epoch({"epoch": e, "val_loss": 1.0})
+        return {"ok": True}
+
+    job = jobs.training_job(("t",), "Training", run, epochs * passes)
+    job.start()
+    assert job.wait(10) and job.result == {"ok": True}
+    assert seen == sorted(seen) and seen[-1] == 1.0  # monotone, ends full
+    assert [r["epoch"] for r in job.records] == [1, 2]
+    assert "measuring validation loss" in job.snapshot().text
+
+
+def test_one_progress_panel_and_one_job_class_for_the_whole_app():
+    """Progress bars, Stop buttons and worker threads live in ui/ only (pages use widgets.job_panel)."""
+    root = Path(APP).parent
+    for path in [root / "app.py", *sorted((root / "pages").glob("*.py"))]:
+        source = path.read_text(encoding="utf-8")
+        assert ".progress(" not in source and "threading" not in source, path.name
+        assert '"Stop"' not in source and "TrainingJob" not in source, path.name
+    widgets = (root / "ui" / "widgets.py").read_text(encoding="utf-8")
+    assert widgets.count(".progress(") == 1 and widgets.count('"Stop"') == 1
+    assert not hasattr(__import__("ui.jobs").jobs, "TrainingJob")
+
+
+def test_a_result_measured_once_is_shown_again_without_a_new_job(monkeypatch):
+    calls = []
+    real = exposure.measure
+
+    def spy(*a, **k):
+        calls.append(a[2])
+        return real(*a, **k)
+
+    monkeypatch.setattr(exposure, "measure", spy)
+    at = open_page("exposure")
+    at.selectbox(key="w_exp_method").select("sampled").run()
+    at.select_slider(key="w_exp_samples").set_value(200).run()
+    at.button(key="exp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    shown = metric(at, "Exposure")
+    at.switch_page("pages/template.py").run()
+    at.switch_page("pages/exposure.py").run()
+    assert not at.exception and not at.error
+    assert metric(at, "Exposure") == shown and len(calls) == 1
+
+
+def test_the_beam_vs_shortest_path_comparison_runs_as_a_job_with_stop(monkeypatch):
+    from ui import jobs
+    at = open_page("template")
+    at.selectbox(key="w_preset").select("SSN").run()
+    at.switch_page("pages/extraction.py").run()
+    at.select_slider(key="w_ext_nodes").set_value(1_000).run()
+    at.button(key="ext_run").click().run()  # a small search first: the comparison is drawn under its result
+    assert metric(at, "Nodes expanded")
+    monkeypatch.setattr(jobs, "QUICK_WAIT", 0.0)
+    at.button(key="cmp_run").click().run()  # 10^9 fillers: shortest path over up to 100,000 nodes
+    assert not at.exception and not at.error
+    assert at.get("progress") and at.button(key="stop_ssviz_cmp_exact_job")
+    job = _stop_the_running_job(at, "ssviz_cmp_exact_job")
+    assert not job.result.complete  # the partial run is shown, never claimed as a miss
+    assert not any("missed" in w.value for w in at.warning)
+    assert any(i.value.startswith("Inconclusive") for i in at.info)
+    at.run()
+    assert at.session_state["ssviz_cmp_exact_job"] is job  # not restarted by itself
+    assert at.button(key="cmp_run")  # but offered again
+
+
+def test_the_model_page_training_shows_the_one_panel_and_stops_on_click(monkeypatch, tmp_path):
+    from ui import jobs, state
+    monkeypatch.setattr(jobs, "QUICK_WAIT", 0.0)
+    monkeypatch.setattr(state, "TRAINED_DIR", tmp_path)
+    at = open_page("model")
+    by_label(at.number_input, "Epochs").set_value(20)
+    by_label(at.select_slider, "Corpus characters used").set_value(1_000_000)
+    by_label(at.button, "Train").click().run()
+    assert not at.exception and not at.error
+    assert at.get("progress")
+    job = _stop_the_running_job(at, "ssviz_training_job")
+    assert job.stopped and job.result is None and not list(tmp_path.iterdir())  # nothing half-saved
+    assert any("nothing to save" in w.value for w in at.warning)
+    assert not at.error
+
+
+# --- uploads are bounded ---------------------------------------------------------------------------
+
+def _tiny_checkpoint(hidden: int, canary: dict | None = None) -> bytes:
+    torch.manual_seed(0)
+    model = CharRNN(list(" 0123456789MPINTehimsy"), embedding_dim=4, hidden_size=hidden, num_layers=1).eval()
+    return checkpoint_bytes(model, {"training": {"canary": canary}} if canary else {})
+
+
+def _upload_key(at: AppTest) -> str:
+    return next(f.key for f in at.file_uploader if f.key.startswith("w_checkpoint_upload"))
+
+
+def test_uploaded_checkpoints_are_an_lru_of_two_and_their_bytes_are_released(monkeypatch):
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+    released = []
+    real = MemoryUploadedFileManager.remove_file
+    monkeypatch.setattr(MemoryUploadedFileManager, "remove_file",
+                        lambda self, session_id, file_id: released.append(file_id) or real(self, session_id, file_id))
+    at = open_page("model")
+    for hidden in (8, 9, 10):
+        at.file_uploader(key=_upload_key(at)).upload(f"h{hidden}.safetensors", _tiny_checkpoint(hidden)).run()
+        assert not at.exception and not at.error
+        assert metric(at, "Layers x units") == f"1 x {hidden}"
+        # the uploader was reset: no widget keeps a copy of the file
+        assert not any(isinstance(at.session_state[k], UploadedFile) for k in at.session_state.to_dict())
+    assert len(released) == 3
+    assert len(at.session_state["ssviz_uploads"]) == 2
+    offered = at.selectbox(key="w_ssviz_model").options
+    assert sum("uploaded" in o for o in offered) == 2 and not any(o.startswith("h8.") for o in offered)
+    at.selectbox(key="w_ssviz_model").select("Bundled demo (2x200 LSTM)").run()
+    at.file_uploader(key=_upload_key(at)).upload("h9-again.safetensors", _tiny_checkpoint(9)).run()
+    assert metric(at, "Layers x units") == "1 x 9" and len(at.session_state["ssviz_uploads"]) == 2
+
+
+@pytest.mark.parametrize("canary", [
+    {"template": "PIN {[" + "a" * 10_000_000 + "]:4}", "secret": "aaaa"},   # 10 MB alphabet
+    {"template": "PIN {d:100000000}", "secret": "1"},                       # a 10^8-character filler
+    {"template": ["not", "text"], "secret": 4821},                          # wrong types
+    {"template": "My PIN is {d:4}", "secret": "12"},                        # a secret that does not fit
+])
+def test_a_checkpoints_recorded_canary_is_validated_before_it_becomes_the_template(canary):
+    at = open_page("model")
+    at.file_uploader(key=_upload_key(at)).upload("odd.safetensors", _tiny_checkpoint(8, canary)).run()
+    assert not at.exception and not at.error
+    assert metric(at, "Layers x units") == "1 x 8"  # the model is accepted, its canary ignored
+    assert at.session_state["ssviz_template"] == DEMO_CANARY["template"]
+    assert all(len(c.value) < 1_000 for c in at.caption)
+
+
+# --- templates are checked for size before anything is allocated ----------------------------------
+
+HUGE_TEMPLATES = {
+    "10 MB alphabet": "PIN {[" + "a" * 10_000_000 + "]:4}",
+    "10 MB literal": "PIN " + "x" * 10_000_000 + " {d:4}",
+    "huge filler": "PIN {d:100000000}",
+    "huge range": "PIN {[\x00-\U0010ffff]:4}",
+}
+
+
+@pytest.mark.parametrize("kind", list(HUGE_TEMPLATES))
+def test_a_huge_template_on_the_template_page_is_one_short_message(kind):
+    at = open_page("template")
+    at.text_input(key="w_ssviz_template").input(HUGE_TEMPLATES[kind]).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "Invalid template" in at.error[0].value and len(at.error[0].value) < 500
+    assert all(len(c.value) < 1_000 for c in at.caption)  # the banner shows the template clipped
+    at.switch_page("pages/exposure.py").run()  # every page refuses it the same way
+    assert not at.exception and len(at.error) == 1 and len(at.error[0].value) < 500 and not at.metric
+
+
+@pytest.mark.parametrize("kind", list(HUGE_TEMPLATES))
+def test_a_huge_template_in_the_training_form_is_one_short_message(kind, tmp_path, monkeypatch):
+    from ui import state
+    monkeypatch.setattr(state, "TRAINED_DIR", tmp_path)
+    at = open_page("model")
+    by_label(at.text_input, "Canary template").set_value(HUGE_TEMPLATES[kind])
+    by_label(at.button, "Train").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and len(at.error[0].value) < 500
+    assert "ssviz_training_job" not in at.session_state  # nothing started

@@ -29,6 +29,8 @@ if not CHROMIUM.exists() and not os.environ.get("SSVIZ_REQUIRE_BROWSER"):
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+pytestmark = pytest.mark.browser  # deselect with -m "not browser" (a live server and Chromium: 1-2 minutes)
+
 
 def free_port() -> int:
     with socket.socket() as s:

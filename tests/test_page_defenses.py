@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+
+import pytest
 from streamlit.testing.v1 import AppTest
 
 import ssviz.defenses.compare as compare
@@ -68,6 +72,7 @@ def test_a_failing_run_shows_a_message_not_a_traceback(monkeypatch, tmp_path):
         ["No defense -: corpus too short for the sequence length"]
 
 
+@pytest.mark.slow  # trains two tiny models
 def test_sweep_section_reads_a_database(monkeypatch, tmp_path, small_corpus):
     from ssviz.templates import Template
     from ssviz.train import Canary, TrainConfig
@@ -80,3 +85,79 @@ def test_sweep_section_reads_a_database(monkeypatch, tmp_path, small_corpus):
     assert any(len(df.value) == 2 and "exposure_mean" in df.value for df in at.dataframe)
     at.radio(key="def_metric").set_value("test_loss").run()
     assert not at.exception
+
+
+def test_training_on_the_spot_shows_the_apps_one_panel_with_a_live_chart_and_stops(monkeypatch, tmp_path):
+    from ui import jobs
+
+    def slow_defense(text, canary, base, defense, strength, *, on_epoch, on_batch, stop, **_):
+        epoch = 0
+        while not stop.is_set():
+            epoch += 1
+            for b in range(1, 11):
+                on_batch(b, 10, 2.0)
+            on_epoch({"epoch": epoch, "train_loss": 2.0, "val_loss": 2.1, "exposure": 3.0})
+            stop.wait(0.05)
+        from ssviz.errors import StoppedError
+        raise StoppedError("stopped by the user")
+
+    monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
+    monkeypatch.setattr(compare, "run_defense", slow_defense)
+    monkeypatch.setattr(jobs, "QUICK_WAIT", 0.2)
+    at = run_page()
+    at.button(key="def_train").click().run()
+    assert not at.exception
+    job = at.session_state["def_job"]
+    assert job.running and at.get("progress")
+    deadline = time.monotonic() + 30
+    while len(job.records) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    at.run()  # the panel (a fragment on a timer in the browser) redraws with the epochs so far
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
+    assert "No defense -" in titles  # the live chart of the running job, under its progress bar
+    at.button(key="stop_def_job").click().run()
+    wait_for_job(at)
+    assert job.stopped
+    assert any("stopped" in w.value for w in at.warning) and not at.error
+    assert "trained here" not in set(at.dataframe[0].value["source"])  # a stopped run adds no point
+
+
+def test_the_papers_table_comes_from_the_library(monkeypatch, tmp_path):
+    from ssviz.defenses import paper
+    monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
+    at = run_page()
+    shown = next(df.value for df in at.dataframe if "epsilon" in df.value and "model" in df.value)
+    assert shown.equals(paper.table7())
+    source = (ROOT / "pages" / "defenses.py").read_text(encoding="utf-8")
+    assert "31.0" not in source and "RMSProp" not in source  # no copy of the paper's numbers in the page
+
+
+def test_paper_table7_is_the_published_one():
+    from ssviz.defenses import paper
+    df = paper.table7()
+    assert list(df.columns) == ["model", "epsilon", "test loss", "exposure"] and len(df) == 9
+    no_dp = df[df["model"] == "No DP, RMSProp"].iloc[0]
+    assert (no_dp["test loss"], no_dp["exposure"]) == (1.17, 31.0)  # memorization without DP
+    assert df[df["model"].str.startswith("DP")]["exposure"].max() < 4  # DP keeps exposure near chance
+
+
+def test_a_bug_on_the_defenses_page_is_folded_away_like_on_every_page(monkeypatch, tmp_path):
+    def broken(path):
+        raise KeyError("exposure")
+    monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
+    monkeypatch.setattr(compare, "load_results", broken)
+    at = run_page()
+    assert not at.exception
+    assert len(at.error) == 1 and "KeyError" in at.error[0].value and "report" in at.error[0].value
+    assert at.expander and at.expander[-1].label == "Details for a bug report"
+
+
+def test_a_huge_error_from_a_run_is_one_short_line(monkeypatch, tmp_path):
+    def boom(*a, **k):
+        raise SsvizError("bad " + "x" * 1_000_000)
+    monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
+    monkeypatch.setattr(compare, "run_defense", boom)
+    at = run_page()
+    at.button(key="def_train").click().run()
+    wait_for_job(at)
+    assert len(at.error) == 1 and len(at.error[0].value) < 500

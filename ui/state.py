@@ -84,6 +84,25 @@ def widget(name: str) -> str:
     return wkey
 
 
+def setting(wkey: str, default) -> dict:
+    """Widget arguments for a page setting that survives a visit to another page (Streamlit drops the
+    state of a widget a run did not draw, and with it the cached result the setting keys).
+
+    The value lives under canonical ``ssviz_<name>``; the widget ``w_<name>`` is seeded from it and copies
+    back on change. Use as ``st.selectbox(label, options, **state.setting("w_exp_method", "auto"))``,
+    without a default value of the widget's own.
+    """
+    name = "ssviz_" + wkey.removeprefix("w_")
+    st.session_state.setdefault(name, default)
+    if wkey not in st.session_state:
+        st.session_state[wkey] = st.session_state[name]
+    return {"key": wkey, "on_change": _copy, "args": (wkey, name)}
+
+
+def _copy(wkey: str, name: str) -> None:
+    st.session_state[name] = st.session_state[wkey]
+
+
 def sync(name: str) -> None:
     """Copy a widget's value (made with :func:`widget`) back to the canonical state."""
     st.session_state[name] = st.session_state["w_" + name]
