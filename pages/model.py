@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from ssviz.plots.training import training_progress
-from ssviz.templates import Template, parse_template
+from ssviz.templates import MAX_TEMPLATE_CHARS, Template, parse_template
 from ssviz.train import Canary, TrainConfig
 from ui import state
 from ui.jobs import Job, Snapshot, train_and_save
@@ -113,7 +113,7 @@ def train_section() -> None:
         max_chars = c[3].select_slider("Corpus characters used", [20_000, 50_000, 100_000, 200_000, 300_000,
                                                                   1_000_000], value=100_000)
         c = st.columns([3, 2, 1])
-        template = c[0].text_input("Canary template", state.get(state.TEMPLATE))
+        template = c[0].text_input("Canary template", state.get(state.TEMPLATE), max_chars=MAX_TEMPLATE_CHARS)
         secret = c[1].text_input("Canary filler", state.get(state.SECRET))
         insertions = c[2].number_input("Insertions", 0, 100, 8)
         start = st.form_submit_button("Train", type="primary", disabled=running, icon=":material/play_arrow:")

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from ssviz.errors import SsvizError
-from ssviz.templates import PRESETS, Template
+from ssviz.templates import MAX_TEMPLATE_CHARS, PRESETS, Template
 from ui import state
 from ui.widgets import message, model_banner, page_header, run_page
 
@@ -35,6 +35,7 @@ def template_section() -> Template | None:
     st.selectbox("Preset", options, key="w_preset", on_change=_apply_preset,
                  help="The paper's formats; pick Custom to type your own.")
     st.text_input("Template", key=state.widget(state.TEMPLATE), on_change=_typed_template,
+                  max_chars=MAX_TEMPLATE_CHARS,
                   help="Literal text with slots: {d:N} digits, {a:N} lowercase letters, {x:N} hex digits, "
                        "{[chars]:N} a custom set such as {[A-Z0-9]:4}. Use {{ and }} for literal braces.")
     try:

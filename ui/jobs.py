@@ -133,8 +133,8 @@ def training_job(key: tuple, label: str, run: Callable, epochs: int, meta: dict 
 def train_and_save(text: str, config, canary, save_dir: Path, name: str) -> Job:
     """Train ``config`` on ``text`` with ``canary`` and save the model under ``save_dir`` (checked first).
 
-    ``meta`` holds ``config`` and ``canary``; the result is ``{"path", "stopped"}``; stopping after an epoch saves the model so far, stopping
-    before the first one ends with an error (nothing to save).
+    ``meta`` holds ``config`` and ``canary``; the result is ``{"path", "stopped"}``. Stopping after an
+    epoch saves the model so far; stopping before the first one ends with an error (nothing to save).
     """
     from ssviz.train import train
 
