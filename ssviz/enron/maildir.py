@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import email
 import email.policy
+import errno
 import hashlib
 import os
 import re
+import stat
 import tarfile
+import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ssviz.enron.scanner import MESSAGE_SEPARATOR
-from ssviz.errors import SsvizError, StoppedError, stop_requested
+from ssviz.errors import MissingFileError, SsvizError, StoppedError, clip, stop_requested
+from ssviz.tempfiles import open_private
 
 SENT_FOLDERS = frozenset({"sent", "_sent_mail", "sent_items"})
 MAX_MESSAGE_BYTES = 5_000_000  # larger files are attachment dumps, not mail someone typed
@@ -43,20 +48,44 @@ AUTOMATED_SENDER = re.compile(r"no[._-]?reply|no\.address|mailer-daemon|postmast
 AUTOMATED_SUBJECT = re.compile(r"^\s*(out of (the )?office|auto(matic)?[ -]?reply|undeliver|delivery (status|failure))",
                                re.IGNORECASE)
 MAX_RECIPIENTS = 50
-_QUOTE_STARTS = re.compile("|".join((
-    r"^[ \t]*-+ *Original Message *-+",
-    r"^[ \t]*-+ *Forwarded by",
-    r"^[ \t]*-{3,} *Forwarded",
-    r"^[ \t]*Begin forwarded message",
-    r"^[ \t]*-+ *Inline attachment follows",
-    r"^[ \t]*From: .*\n[ \t]*(Sent|Date): ",                                        # Outlook
-    r"^[^\n]*\S@\S+[ \t]*\n[ \t]*\d{1,2}/\d{1,2}/\d{2,4} \d{1,2}:\d{2} ?[AP]M",          # Lotus Notes
-    r"^[ \t]*\"?[^\n\"]{1,80}\"? <[^>\n]+> on \d{1,2}/\d{1,2}/\d{2,4}",
-    r"^[ \t]*To: [^\n]*\n[ \t]*cc: ",
-    r"^[^\n]*\bwrote: *$",
-)), re.IGNORECASE | re.MULTILINE)
+MAX_NAMED_SKIPS = 20      # skipped files named one by one in the log; the rest are counted
+MAX_USER_LINES = 100      # users reported one by one in the log; the rest are summarized
+PROGRESS_SECONDS = 5.0    # at most one "read so far" line per this many seconds
+
+# Where replied-to or forwarded text starts. Mail is untrusted and a message may be 5 MB on one
+# line, so every pattern runs in time linear in the text: possessive quantifiers (``*+``) where
+# the next token cannot match what they would give back, and the two rules that look for
+# something at the end of a line (Lotus Notes' ``name@domain`` before a date line, ``... wrote:``)
+# match from that thing instead of scanning each line from its start; :func:`quote_start` moves
+# a match to its line's start. Three patterns searched one after the other keep the regex
+# engine's literal-prefix scan (one alternation of all three is ten times slower). The lines
+# matched are exactly those of the line-anchored patterns these replace (the tests compare them).
+_DATE = r"\d{1,2}/\d{1,2}/\d{2,4}"
+_ADDRESS_ON = r"<[^>\n]++> on " + _DATE
+_QUOTE_STARTS = (
+    re.compile(
+        r"^[ \t]*+(?:"
+        r"-++ *+(?:Original Message *-|Forwarded by|Inline attachment follows)"
+        r"|-{3,}+ *+Forwarded"
+        r"|Begin forwarded message"
+        r"|From: .*+\n[ \t]*+(?:Sent|Date): "                           # Outlook
+        r"|To: [^\n]*+\n[ \t]*+cc: "                                   # Lotus Notes header block
+        r'|"?[^\n"]{1,80}"? ' + _ADDRESS_ON +                           # "Name" <addr> on 05/14/2001
+        r"|(?<=[ \t] )" + _ADDRESS_ON +                                # ... a name of blanks only
+        r'|(?<=[ \t])" ' + _ADDRESS_ON +
+        r")", re.IGNORECASE | re.MULTILINE),
+    re.compile(r"@(?<=\S@)[^\s@]*\S[ \t]*+\n[ \t]*+" + _DATE + r" \d{1,2}:\d{2} ?[AP]M",  # Lotus: name@ECT
+               re.IGNORECASE),
+    re.compile(r"wrote(?<=\bwrote): *+$", re.IGNORECASE | re.MULTILINE),
+)
 _ATTACHMENT_MARK = re.compile(r"<<[^<>\n]{1,200}>>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_DIGITS = re.compile(r"([0-9]+)")
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".tbz2", ".txz")
+# what a damaged archive raises while being read (zipfile, tarfile, gzip, bz2, lzma)
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+                   RuntimeError, NotImplementedError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -65,6 +94,7 @@ class RawMessage:
     folder: str   # the path below the user, e.g. "sent_items/2001"
     name: str
     data: bytes
+    too_large: bool = False  # over MAX_MESSAGE_BYTES: not read (``data`` is empty)
 
 
 @dataclass
@@ -79,6 +109,59 @@ class UserCorpus:
 
     def text(self) -> str:
         return self.path.read_text(encoding="utf-8") if self.path.exists() else ""
+
+
+def shown(name: str, limit: int = 80) -> str:
+    """A user, file or member name as it may appear in a log line: short, one line, control characters escaped."""
+    return clip(name if name.isprintable() else repr(name)[1:-1], limit)
+
+
+class IngestLog:
+    """What ingestion tells the user, in a bounded number of lines whatever the archive holds.
+
+    Skipped files are named one by one up to :data:`MAX_NAMED_SKIPS`, then counted;
+    finished users are reported one by one up to :data:`MAX_USER_LINES`, then
+    summarized; a "read so far" line comes at most every :data:`PROGRESS_SECONDS`.
+    """
+
+    def __init__(self, log: Callable[[str], None] | None, source_name: str, clock=time.monotonic):
+        self.log = log or (lambda msg: None)
+        self.clock = clock
+        self.source = source_name
+        self.skipped = 0
+        self.users_reported = 0
+        self.more_users = [0, 0, 0]  # users, messages, characters not reported one by one
+        self.read = 0
+        self.users_seen: set[str] = set()
+        self.next_progress = clock() + PROGRESS_SECONDS
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped += 1
+        if self.skipped <= MAX_NAMED_SKIPS:
+            self.log(f"skipped {shown(name)}: {reason}")
+
+    def message(self, user: str) -> None:
+        self.read += 1
+        self.users_seen.add(user)
+        if self.clock() >= self.next_progress:
+            self.next_progress = self.clock() + PROGRESS_SECONDS
+            self.log(f"read {self.read:,} messages of {len(self.users_seen):,} user(s) from {self.source} so far")
+
+    def user_done(self, corpus: UserCorpus) -> None:
+        if self.users_reported < MAX_USER_LINES:
+            self.users_reported += 1
+            self.log(f"{shown(corpus.user)}: {corpus.messages} messages, {corpus.chars:,} characters")
+        else:
+            for i, n in enumerate((1, corpus.messages, corpus.chars)):
+                self.more_users[i] += n
+
+    def finish(self) -> None:
+        users, messages, chars = self.more_users
+        if users:
+            self.log(f"... and {users:,} more user(s): {messages:,} messages, {chars:,} characters")
+        if self.skipped > MAX_NAMED_SKIPS:
+            self.log(f"... and {self.skipped - MAX_NAMED_SKIPS:,} more unreadable or unsafe file(s) skipped "
+                     f"({self.skipped:,} in all)")
 
 
 # --- locating messages ---------------------------------------------------------------------
@@ -99,77 +182,218 @@ def split_member(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
     return user, "/".join(folders), name
 
 
+def _escapes(name: str) -> bool:
+    """An archive member named outside the archive's folder (``..`` or an absolute path)."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or bool(re.match(r"^[A-Za-z]:", name))
+
+
 def _wanted(user: str, users) -> bool:
     return users is None or user in users
 
 
-def iter_raw_messages(source, users=None) -> Iterator[RawMessage]:
-    """Sent messages of ``source`` (a directory, ``.tar``/``.tar.gz``/``.tgz`` or ``.zip``), streamed."""
+def iter_raw_messages(source, users=None, log: IngestLog | None = None) -> Iterator[RawMessage]:
+    """Sent messages of ``source`` (a directory, ``.tar``/``.tar.gz``/``.tgz`` or ``.zip``), streamed.
+
+    Unreadable or unsafe entries (symlinks, FIFOs, corrupt or escaping archive
+    members) are skipped and reported to ``log``; a truncated archive yields
+    what came before the damage.
+    """
     path = Path(source)
     users = set(users) if users else None
+    log = log or IngestLog(None, path.name)
     if path.is_dir():
-        yield from _iter_dir(path, users)
-    elif path.is_file() and zipfile.is_zipfile(path):
-        yield from _iter_zip(path, users)
+        yield from _iter_dir(path, users, log)
+    elif path.is_file() and _is_zip(path):
+        yield from _iter_zip(path, users, log)
     elif path.is_file() and _is_tar(path):
-        yield from _iter_tar(path, users)
+        yield from _iter_tar(path, users, log)
+    elif path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES):
+        raise SsvizError(f"{shown(str(path))} is not a readable archive (truncated or corrupt?)")
     elif path.exists():
-        raise SsvizError(f"{path} is neither a directory, a .tar(.gz) nor a .zip archive")
+        raise SsvizError(f"{shown(str(path))} is neither a directory, a .tar(.gz) nor a .zip archive")
     else:
-        raise SsvizError(f"maildir not found: {path}")
+        raise MissingFileError(f"maildir not found: {shown(str(path))}")
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except _ARCHIVE_ERRORS:
+        return False
 
 
 def _is_tar(path: Path) -> bool:
     try:
         return tarfile.is_tarfile(path)
-    except OSError:
+    except _ARCHIVE_ERRORS:
         return False
 
 
-def _iter_dir(path: Path, users) -> Iterator[RawMessage]:
-    root = path / "maildir" if (path / "maildir").is_dir() else path
-    for user_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not _wanted(user_dir.name, users):
+def _entries(folder: str, log: IngestLog, root: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        log.skip(os.path.relpath(folder, root), f"unreadable ({e.strerror or e})")
+        return []
+
+
+def _iter_dir(path: Path, users, log: IngestLog) -> Iterator[RawMessage]:
+    """Walks the tree without following symbolic links, and opens files without following them either."""
+    root = str(path / "maildir" if (path / "maildir").is_dir() else path)
+    for user_entry in _entries(root, log, root):
+        if user_entry.is_symlink():
+            log.skip(user_entry.name, "a symbolic link")
             continue
-        for folder in sorted(p for p in user_dir.iterdir() if p.is_dir() and p.name.lower() in SENT_FOLDERS):
-            for dirpath, dirnames, filenames in os.walk(folder):
-                dirnames.sort()
+        if not user_entry.is_dir(follow_symlinks=False) or not _wanted(user_entry.name, users):
+            continue
+        user = user_entry.name
+        for folder in _entries(user_entry.path, log, root):
+            if folder.name.lower() not in SENT_FOLDERS:
+                continue
+            if folder.is_symlink():
+                log.skip(f"{user}/{folder.name}", "a symbolic link")
+                continue
+            if not folder.is_dir(follow_symlinks=False):
+                continue
+            walk = os.walk(folder.path, onerror=lambda e: log.skip(os.path.relpath(e.filename, root),
+                                                                    f"unreadable ({e.strerror or e})"))
+            for dirpath, dirnames, filenames in walk:
+                links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+                for d in links:
+                    log.skip(os.path.relpath(os.path.join(dirpath, d), root), "a symbolic link")
+                dirnames[:] = sorted(set(dirnames) - set(links))
+                sub = os.path.relpath(dirpath, user_entry.path).replace(os.sep, "/")
                 for fname in sorted(filenames, key=_natural):
-                    f = Path(dirpath) / fname
-                    hit = split_member(f.relative_to(root).parts)
-                    if hit is None or not f.is_file():
+                    if fname.startswith("."):
                         continue
-                    yield _read_limited(hit, f.stat().st_size, f.read_bytes)
+                    f = os.path.join(dirpath, fname)
+                    data, problem = _read_file(f)
+                    if problem:
+                        log.skip(os.path.relpath(f, root), problem)
+                        continue
+                    yield RawMessage(user, sub, fname, data or b"", too_large=data is None)
 
 
-def _iter_zip(path: Path, users) -> Iterator[RawMessage]:
-    with zipfile.ZipFile(path) as zf:
+def _read_file(path: str) -> tuple[bytes | None, str]:
+    """``(data, "")``, ``(None, "")`` for a file over the size limit, or ``(None, reason)`` to skip it.
+
+    Opened without following a symlink and without blocking on a FIFO; only regular files are read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP or os.path.islink(path):
+            return None, "a symbolic link"
+        return None, f"unreadable ({e.strerror or e})"
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return None, "not a regular file"
+            if st.st_size > MAX_MESSAGE_BYTES:
+                return None, ""
+            data = f.read(MAX_MESSAGE_BYTES + 1)
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    return (None, "") if len(data) > MAX_MESSAGE_BYTES else (data, "")
+
+
+def _archive_member(name: str, users, log: IngestLog):
+    """The ``(user, folder, name)`` of a wanted member, None otherwise (escaping names are logged)."""
+    if _escapes(name):
+        log.skip(name, "its path leaves the archive's folder")
+        return None
+    hit = split_member(tuple(name.replace("\\", "/").split("/")))
+    return hit if hit and _wanted(hit[0], users) else None
+
+
+def _iter_zip(path: Path, users, log: IngestLog) -> Iterator[RawMessage]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except _ARCHIVE_ERRORS as e:
+        raise SsvizError(f"{shown(str(path))} is not a readable .zip archive ({clip(e, 80)})") from None
+    with zf:
         for info in zf.infolist():
             if info.is_dir():
                 continue
-            hit = split_member(tuple(info.filename.replace("\\", "/").split("/")))
-            if hit and _wanted(hit[0], users):
-                yield _read_limited(hit, info.file_size, lambda: zf.read(info))
-
-
-def _iter_tar(path: Path, users) -> Iterator[RawMessage]:
-    with tarfile.open(path, mode="r|*") as tf:  # stream mode: one pass, no index held
-        for member in tf:
-            if not member.isfile():
+            hit = _archive_member(info.filename, users, log)
+            if hit is None:
                 continue
-            hit = split_member(tuple(member.name.split("/")))
-            if hit and _wanted(hit[0], users):
-                yield _read_limited(hit, member.size, lambda: tf.extractfile(member).read())
+            if stat.S_ISLNK(info.external_attr >> 16):
+                log.skip(info.filename, "a symbolic link")
+                continue
+            if info.file_size > MAX_MESSAGE_BYTES:
+                yield RawMessage(*hit, b"", too_large=True)
+                continue
+            try:
+                with zf.open(info) as f:
+                    data = f.read(MAX_MESSAGE_BYTES + 1)
+            except _ARCHIVE_ERRORS as e:
+                log.skip(info.filename, f"unreadable member ({clip(e, 80)})")
+                continue
+            yield RawMessage(*hit, b"", too_large=True) if len(data) > MAX_MESSAGE_BYTES else RawMessage(*hit, data)
 
 
-def _read_limited(hit, size: int, read) -> RawMessage:
-    user, folder, name = hit
-    return RawMessage(user, folder, name, b"" if size > MAX_MESSAGE_BYTES else read())
+class _TarInfo(tarfile.TarInfo):
+    """Notes why a tar stream ended: ``tarfile`` ends quietly on a truncated or corrupt header."""
+
+    @classmethod
+    def fromtarfile(cls, tf):
+        try:
+            return super().fromtarfile(tf)
+        except tarfile.HeaderError as e:
+            tf.ssviz_end = e
+            raise
+
+
+def _iter_tar(path: Path, users, log: IngestLog) -> Iterator[RawMessage]:
+    """One pass in stream mode (no index held); damage ends the pass, keeping what came before."""
+    try:
+        tf = tarfile.open(path, mode="r|*", tarinfo=_TarInfo)
+    except _ARCHIVE_ERRORS as e:
+        raise SsvizError(f"{shown(str(path))} is not a readable tar archive ({clip(e, 80)})") from None
+    members = 0
+
+    def damaged(reason) -> None:
+        log.skip(path.name, f"truncated or corrupt after {members:,} member(s) ({clip(reason, 80)}); "
+                            "the rest of the archive is not read")
+
+    with tf:
+        while True:
+            try:
+                member = tf.next()
+                if member is None:
+                    end = getattr(tf, "ssviz_end", None)
+                    if end is not None and not isinstance(end, tarfile.EOFHeaderError):  # not the end marker
+                        damaged(end or type(end).__name__)
+                    return
+                members += 1
+                hit = _archive_member(member.name, users, log)
+                if hit is None:
+                    continue
+                if member.issym() or member.islnk():
+                    log.skip(member.name, "a link")
+                    continue
+                if not member.isfile():
+                    if not member.isdir():
+                        log.skip(member.name, "not a regular file")
+                    continue
+                if member.size > MAX_MESSAGE_BYTES:
+                    message = RawMessage(*hit, b"", too_large=True)
+                else:
+                    message = RawMessage(*hit, tf.extractfile(member).read(MAX_MESSAGE_BYTES + 1))
+            except _ARCHIVE_ERRORS as e:
+                damaged(e)
+                return
+            yield message
 
 
 def _natural(name: str):
-    """``2.`` before ``10.``."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+    """``2.`` before ``10.`` (ASCII digit runs compare by value, whatever their length)."""
+    return [(len(t.lstrip("0")), t.lstrip("0")) if i % 2 else (0, t) for i, t in enumerate(_DIGITS.split(name))]
 
 
 # --- one message -------------------------------------------------------------------------
@@ -210,11 +434,17 @@ def message_body(msg) -> str:
     return "\n".join(texts)
 
 
+def quote_start(body: str) -> int | None:
+    """Offset of the line where replied-to or forwarded text starts, None when there is none (linear time)."""
+    starts = [m.start() for m in (p.search(body) for p in _QUOTE_STARTS) if m]
+    return body.rfind("\n", 0, min(starts)) + 1 if starts else None
+
+
 def strip_quoted(body: str) -> str:
     """Cut replied-to and forwarded text; drop ``>`` lines and attachment markers."""
-    m = _QUOTE_STARTS.search(body)
-    if m:
-        body = body[:m.start()]
+    cut = quote_start(body)
+    if cut is not None:
+        body = body[:cut]
     body = _ATTACHMENT_MARK.sub("", body)
     return "\n".join(line for line in body.split("\n") if not line.lstrip().startswith(">"))
 
@@ -224,7 +454,7 @@ def normalize(body: str) -> str:
     (so the corpus separator of three newlines only ever separates messages)."""
     body = _CONTROL.sub("", body.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " "))
     body = "\n".join(line.rstrip() for line in body.split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", body).strip()
+    return _BLANK_LINES.sub("\n\n", body).strip()
 
 
 def clean_message(data: bytes) -> tuple[str | None, str]:
@@ -237,40 +467,63 @@ def clean_message(data: bytes) -> tuple[str | None, str]:
 
 
 # --- corpora ---------------------------------------------------------------------------
-def safe_name(user: str) -> str:
-    name = re.sub(r"[^\w.-]", "_", user)
-    return name if name.strip(".") else "_"
+def user_key(user: str) -> str:
+    """A file-name stem unique to the exact user name, on any file system.
+
+    A readable part (lowercase ASCII letters, digits, ``-`` and ``_``, at most 40
+    characters) for people browsing the folder, plus 16 hex digits of the name's
+    SHA-256, so names that read the same (``a'b;c`` and ``a_b_c``, ``Doe`` and
+    ``doe`` on a case-insensitive disk, look-alike letters, ``..``) never share a
+    file. Used for the per-user corpora and the cached checkpoints.
+    """
+    readable = re.sub(r"[^a-z0-9_-]+", "_", user.lower()).strip("_-")[:40] or "user"
+    digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{readable}-{digest}"
 
 
 def build_corpora(source, out_dir, *, users=None, on_user: Callable[[UserCorpus], None] | None = None,
-                  stop=None) -> dict[str, UserCorpus]:
-    """Write ``<out_dir>/<user>.txt`` for every user with sent mail; return their sizes.
+                  log: Callable[[str], None] | None = None, stop=None) -> dict[str, UserCorpus]:
+    """Write ``<out_dir>/<user_key(user)>.txt`` (mode 0600: it is raw mail) for every user with sent
+    mail; return their sizes.
 
-    ``on_user`` is called as each user's mail is finished (for progress).
+    ``on_user`` is called once per user when that user's mail is complete: as
+    the next user starts in a directory, at the end for an archive (whose
+    members may come in any order). ``log`` gets a bounded number of lines
+    (see :class:`IngestLog`): finished users, skipped files, progress.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    report = IngestLog(log, shown(Path(source).name, 60))
+    grouped = Path(source).is_dir()  # a directory is read one user at a time
     corpora: dict[str, UserCorpus] = {}
     seen: dict[str, set[bytes]] = {}
     current, handle = None, None
+
+    def finished(user: str) -> None:
+        report.user_done(corpora[user])
+        if on_user:
+            on_user(corpora[user])
+
     try:
-        for raw in iter_raw_messages(source, users):
+        for raw in iter_raw_messages(source, users, report):
             if stop_requested(stop):
                 raise StoppedError("stopped while reading the maildir")
+            report.message(raw.user)
             if raw.user != current:
                 if handle:
                     handle.close()
-                    if on_user:
-                        on_user(corpora[current])
+                    handle = None
+                    if grouped:
+                        finished(current)
                 current = raw.user
                 if raw.user not in corpora:
-                    path = out_dir / f"{safe_name(raw.user)}.txt"
-                    path.write_text("", encoding="utf-8")
+                    path = out_dir / f"{user_key(raw.user)}.txt"
+                    open_private(path, "w").close()
                     corpora[raw.user] = UserCorpus(raw.user, path)
                     seen[raw.user] = set()
-                handle = corpora[raw.user].path.open("a", encoding="utf-8")
+                handle = open_private(corpora[raw.user].path, "a", encoding="utf-8")
             corpus = corpora[raw.user]
-            if not raw.data:
+            if raw.too_large:
                 corpus.dropped["too_large"] += 1
                 continue
             body, reason = clean_message(raw.data)
@@ -288,6 +541,11 @@ def build_corpora(source, out_dir, *, users=None, on_user: Callable[[UserCorpus]
     finally:
         if handle:
             handle.close()
-    if current is not None and on_user:
-        on_user(corpora[current])
+    if grouped:
+        if current is not None:
+            finished(current)
+    else:
+        for user in corpora:
+            finished(user)
+    report.finish()
     return corpora
