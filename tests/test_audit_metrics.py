@@ -164,13 +164,15 @@ def test_roc_figure_is_log_log_with_chance_line_and_zeros_at_the_floor():
     fpr, tpr, _ = roc_curve(scores, included)
     fig = roc_figure({"canaries": (fpr, tpr)})
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
-    chance, curve = fig.data
+    chance, curve, *budgets = fig.data
     assert chance.name == "chance" and list(chance.x) == list(chance.y)
+    assert [b.name for b in budgets] == ["FPR 0.001", "FPR 0.01", "FPR 0.1"]
+    assert [list(b.x) for b in budgets] == [[0.001] * 2, [0.01] * 2, [0.1] * 2]  # data values, as traces use
     floor = chance.x[0]
     assert floor < min(1 / 3, 0.001) and 0 not in curve.x and 0 not in curve.y
     assert np.allclose(curve.x, np.maximum(fpr, floor)) and np.allclose(curve.y, np.maximum(tpr, floor))
     assert fig.layout.xaxis.range[0] == pytest.approx(math.log10(floor))
-    assert len(fig.layout.shapes) == 3  # the three FPR budgets
+    assert not fig.layout.shapes and not fig.layout.annotations
 
 
 def test_epsilon_bars_pair_the_audit_with_the_claim():

@@ -54,9 +54,10 @@ def roc_figure(curves: dict, fprs=(0.001, 0.01, 0.1), title: str | None = None) 
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label, marker=dict(size=4),
                                  line=dict(color=CURVE_COLORS[i % len(CURVE_COLORS)], width=2.5),
                                  hovertemplate=f"{label}<br>FPR %{{x:.2%}}<br>TPR %{{y:.2%}}<extra></extra>"))
-    for f in fprs:
-        fig.add_vline(x=f, line_dash="dot", line_color="#bbbbbb", annotation_text=f"FPR {f:g}",
-                      annotation_position="bottom right")
+    for f in fprs:  # traces, not add_vline: its annotations land at 10^x on log axes (plotly.py #2580)
+        fig.add_trace(go.Scatter(x=[f, f], y=[floor, 1], mode="lines+text", name=f"FPR {f:g}", showlegend=False,
+                                 text=["", f"FPR {f:g}"], textposition="bottom right", hoverinfo="skip",
+                                 line=dict(color="#bbbbbb", dash="dot", width=1), textfont=dict(size=12)))
     lo = math.log10(floor)
     fig.update_layout(title=title, height=440, margin=dict(t=50 if title else 20, b=40),
                       xaxis=dict(type="log", range=[lo, 0], title=f"false positive rate (0 drawn at {floor:.1g})"),
