@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+import re
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ssviz.enron import scanner
 from ssviz.enron.maildir import build_corpora
-from ssviz.enron.scanner import find_secrets, format_slots, luhn_check_digit, luhn_valid, observed_context, scan
+from ssviz.enron.scanner import (find_secrets, format_slots, luhn_check_digit, luhn_valid, observed_context, redact,
+                                 scan)
 from ssviz.enron.synthetic import TEST_SSN, generate_maildir, random_ccn
 
 
@@ -89,3 +93,103 @@ def test_generator_is_seeded(tmp_path, seed):
     assert a == b
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+# --- hostile mail: digits of other scripts, linear time, redaction ---------------------------------
+def to_script(text: str, zero: str) -> str:
+    """ASCII digits rewritten in another script's digits (``zero`` is that script's 0)."""
+    return "".join(chr(ord(zero) + int(c)) if c.isascii() and c.isdigit() else c for c in text)
+
+
+SCRIPTS = {"full-width": "\uff10", "arabic-indic": "\u0660", "devanagari": "\u0966", "bengali": "\u09e6",
+           "mathematical bold": "\U0001d7ce"}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+@pytest.mark.parametrize("written", ["My SSN is 219-09-9999.", "SSN: 219099999 for the form",
+                                     "card 4111 1111 1111 1111 please", "card 4111-1111-1111-1111",
+                                     "Amex 378282246310005 ok"])
+def test_secrets_written_with_other_digits_are_not_reported_and_ascii_ones_still_are(script, written):
+    foreign = to_script(written, SCRIPTS[script])
+    assert find_secrets(foreign) == []
+    text = f"{foreign}\n\n\nAgain, my SSN is 078-05-1120."
+    found = scan(text)
+    assert list(found) == [("ssn", "078051120")]
+    summary = found[("ssn", "078051120")]
+    assert summary.template().normalize("078051120") == "078051120"  # the template holds the secret
+    assert all(c.isascii() for c in summary.value)
+
+
+@pytest.mark.parametrize("text", ["219-09-9999\uff15", "\uff15219-09-9999", "4111 1111 1111 1111\u0661",
+                                  "SSN 21909999\u0669", "\u0669\u0669-219-09-9999"])
+def test_a_number_touching_other_script_digits_is_not_cut_out_of_it(text):
+    assert find_secrets(text) == []
+
+
+OLD_PATTERNS = {  # the \d patterns before ASCII scanning: on ASCII text the new ones must agree with them
+    "ssn": re.compile(r"(?<!\d)(?<!\d-)(\d{3})-(\d{2})-(\d{4})(?!\d)(?!-\d)"),
+    "nine": re.compile(r"(?<!\d)(?<!\d-)\d{9}(?!\d)(?!-\d)"),
+    "card4": re.compile(r"(?<!\d)(?<!\d-)\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?(?!\d)(?!\1\d)"),
+    "card465": re.compile(r"(?<!\d)(?<!\d-)\d{4}([ -])\d{6}\1\d{5}(?!\d)(?!\1\d)"),
+    "cardrun": re.compile(r"(?<!\d)(?<!\d-)\d{13,19}(?!\d)(?!-\d)"),
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["1", "23", "4111", "0", "9", " ", "-", "--", "a", "SSN ", "\n", "."]),
+                max_size=40).map("".join))
+def test_on_ascii_text_the_patterns_match_exactly_what_the_old_ones_did(text):
+    new = {"ssn": scanner._SSN_DASHED, "nine": scanner._NINE, "card4": scanner._CARD_PATTERNS[0],
+           "card465": scanner._CARD_PATTERNS[1], "cardrun": scanner._CARD_PATTERNS[2]}
+    for name, old in OLD_PATTERNS.items():
+        assert [m.span() for m in new[name].finditer(text)] == [m.span() for m in old.finditer(text)], name
+
+
+SECRET_DENSE = {
+    "dashed SSNs": "My SSN is 123-45-6789. ",
+    "SSN words and nine digits": "SSN 123456789 ",
+    "cards": "4111 1111 1111 1111\n",
+    "digit groups": "1234 ",
+    "digit and dash": "1-",
+    "long digit run": "1",
+    "full-width SSNs": to_script("123-45-6789 ", "\uff10"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", sorted(SECRET_DENSE))
+def test_scanning_takes_linear_time_even_when_every_line_is_a_secret(shape):
+    unit = SECRET_DENSE[shape]
+    small, large = (unit * (n // len(unit)) for n in (250_000, 1_000_000))
+
+    def best(text):
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            scan(text)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    t_small, t_large = best(small), best(large)
+    assert t_large < 8 * t_small + 0.05, f"{shape}: 250 KB {t_small:.3f} s, 1 MB {t_large:.3f} s"
+
+
+def test_overlap_bookkeeping_is_not_quadratic_in_the_number_of_findings():
+    text = "My SSN is 123-45-6789. " * 20_000  # 20,000 findings: the old pairwise check made 2 * 10**8 tests
+    t0 = time.perf_counter()
+    assert scan(text)[("ssn", "123456789")].count == 20_000
+    assert time.perf_counter() - t0 < 10
+
+
+@pytest.mark.parametrize("message", [
+    "filler 123456789 does not fit", "filler 123-45-6789 does not fit", "got '123 45 6789'",
+    "card 4111 1111 1111 1111 and 4111-1111-1111-1111 and 4111111111111111",
+])
+def test_redact_removes_every_written_form_of_a_secret(message):
+    out = redact(message, ["123456789", "4111111111111111"])
+    assert "[secret]" in out and not re.search(r"\d{4}", out)
+
+
+def test_redact_leaves_other_numbers_and_texts_alone():
+    assert redact("within 20,000 nodes; 1234567890 is longer", ["123456789"]) == "within 20,000 nodes; 1234567890 is longer"
+    assert redact("nothing here", []) == "nothing here"

@@ -10,6 +10,9 @@ Rules (deliberately simple and documented, so a stakeholder can check them):
   found.
 * Card number: 13-19 digits, contiguous or in groups separated by single spaces
   or dashes (4-4-4-4, 4-6-5, 4-4-4-4-3), with a valid Luhn check digit.
+* Digits are ASCII ``0-9``: a number written in full-width or other scripts'
+  digits is not reported (a template's ``{d:N}`` slots could not hold it), and
+  no match touches a digit of any script.
 
 Each distinct secret gets a :class:`~ssviz.templates.Template`: its most common
 observed context (the text just before it, after the last digit and within
@@ -28,21 +31,29 @@ CONTEXT_WINDOW = 40      # characters before a bare 9-digit number searched for 
 TEMPLATE_CONTEXT = 32    # at most this many characters of observed context become the template prefix
 MESSAGE_SEPARATOR = "\n\n\n"  # how the corpus joins messages (see maildir.build_corpus)
 
-_SSN_DASHED = re.compile(r"(?<!\d)(?<!\d-)(\d{3})-(\d{2})-(\d{4})(?!\d)(?!-\d)")
-_NINE = re.compile(r"(?<!\d)(?<!\d-)\d{9}(?!\d)(?!-\d)")
+# Secrets are ASCII digits (``[0-9]``, not ``\d``, which also matches full-width, Arabic-Indic and
+# other digits that a template's ``{d:N}`` slots do not contain). A match must not touch a digit
+# of any script. Each pattern starts with ``[0-9]`` and checks what precedes it afterwards, so
+# the regex engine skips ahead to the next digit instead of trying every position, and every
+# repetition is bounded: scanning is linear in the text.
+_START = r"[0-9](?<!\d[0-9])(?<!\d-[0-9])"   # an ASCII digit not preceded by a digit or "digit-"
+_SSN_DASHED = re.compile(_START + r"[0-9]{2}-[0-9]{2}-[0-9]{4}(?!\d)(?!-\d)")
+_NINE = re.compile(_START + r"[0-9]{8}(?!\d)(?!-\d)")
 _SSN_WORDS = re.compile(r"\b(?:ssn|s\.s\.n\.?|social\s+security|soc\.?\s*sec\.?|ss\s*#|ss\s+no\.?)",
                         re.IGNORECASE)
 _CLAUSE_END = re.compile(r"[.!?;,]\s+|\n")
 _CARD_PATTERNS = (
-    re.compile(r"(?<!\d)(?<!\d-)\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?(?!\d)(?!\1\d)"),
-    re.compile(r"(?<!\d)(?<!\d-)\d{4}([ -])\d{6}\1\d{5}(?!\d)(?!\1\d)"),
-    re.compile(r"(?<!\d)(?<!\d-)\d{13,19}(?!\d)(?!-\d)"),
+    re.compile(_START + r"[0-9]{3}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{4}(?:\1[0-9]{3})?(?!\d)(?!\1\d)"),
+    re.compile(_START + r"[0-9]{3}([ -])[0-9]{6}\1[0-9]{5}(?!\d)(?!\1\d)"),
+    re.compile(_START + r"[0-9]{12,18}(?!\d)(?!-\d)"),
 )
+_NOT_DIGIT = re.compile(r"[^0-9]")
+_DIGIT_RUN = re.compile(r"[0-9]+")
 
 
 def luhn_valid(digits: str) -> bool:
     """The Luhn checksum every payment card number satisfies."""
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):
         return False
     total = 0
     for i, c in enumerate(reversed(digits)):
@@ -78,28 +89,30 @@ class Finding:
 
 
 def find_secrets(text: str) -> list[Finding]:
-    """Every SSN and card number occurrence in ``text``, in order of position."""
+    """Every SSN and card number occurrence in ``text``, in order of position (linear time)."""
     found: list[Finding] = []
-    taken: list[tuple[int, int]] = []
+    taken: set[int] = set()  # offsets covered by a finding (each is at most 23 characters long)
 
-    def add(kind: str, m: re.Match) -> None:
+    def add(kind: str, m: re.Match, digits: str) -> None:
         s, e = m.span()
-        if any(s < te and ts < e for ts, te in taken):
+        if not taken.isdisjoint(range(s, e)):
             return
-        taken.append((s, e))
-        found.append(Finding(kind, re.sub(r"\D", "", m.group(0)), m.group(0), s))
+        taken.update(range(s, e))
+        found.append(Finding(kind, digits, m.group(0), s))
 
     for pattern in _CARD_PATTERNS:
         for m in pattern.finditer(text):
-            if luhn_valid(re.sub(r"\D", "", m.group(0))):
-                add("ccn", m)
+            digits = _NOT_DIGIT.sub("", m.group(0))
+            if luhn_valid(digits):
+                add("ccn", m, digits)
     for m in _SSN_DASHED.finditer(text):
-        if ssn_issuable(m.group(1) + m.group(2) + m.group(3)):
-            add("ssn", m)
+        digits = _NOT_DIGIT.sub("", m.group(0))
+        if ssn_issuable(digits):
+            add("ssn", m, digits)
     for m in _NINE.finditer(text):
         window = text[max(0, m.start() - CONTEXT_WINDOW):m.start()]
         if _SSN_WORDS.search(window) and ssn_issuable(m.group(0)):
-            add("ssn", m)
+            add("ssn", m, m.group(0))
     return sorted(found, key=lambda f: f.start)
 
 
@@ -126,7 +139,7 @@ class SecretSummary:
 
 def format_slots(written: str) -> str:
     """``4111-1111-1111-1111`` -> ``{d:4}-{d:4}-{d:4}-{d:4}``: digit runs become slots."""
-    return re.sub(r"\d+", lambda m: f"{{d:{len(m.group(0))}}}", _escape(written))
+    return _DIGIT_RUN.sub(lambda m: f"{{d:{len(m.group(0))}}}", _escape(written))
 
 
 def _escape(literal: str) -> str:
@@ -145,7 +158,9 @@ def observed_context(text: str, start: int, width: int = TEMPLATE_CONTEXT) -> st
     cut = window.rfind(MESSAGE_SEPARATOR)
     if cut >= 0:
         window, lo = window[cut + len(MESSAGE_SEPARATOR):], lo + cut + len(MESSAGE_SEPARATOR)
-    digit = max((i for i, c in enumerate(window) if c.isdigit()), default=-1)
+    digit = len(window) - 1
+    while digit >= 0 and not window[digit].isdigit():
+        digit -= 1
     if digit >= 0:
         window, lo = window[digit + 1:], lo + digit + 1
     boundaries = list(_CLAUSE_END.finditer(window))
@@ -161,8 +176,20 @@ def scan(text: str) -> dict[tuple[str, str], SecretSummary]:
     """Distinct secrets of a corpus keyed by ``(type, digits)``, with counts, contexts and formats."""
     out: dict[tuple[str, str], SecretSummary] = {}
     for f in find_secrets(text):
-        s = out.setdefault((f.type, f.value), SecretSummary(f.type, f.value))
+        s = out.get((f.type, f.value))
+        if s is None:
+            s = out[(f.type, f.value)] = SecretSummary(f.type, f.value)
         s.count += 1
         s.formats[f.text] += 1
         s.contexts[observed_context(text, f.start)] += 1
     return out
+
+
+def redact(message: str, values) -> str:
+    """``message`` with each secret in ``values`` (bare digits) replaced by ``[secret]``, also when written
+    with spaces or dashes between its digits: error text from a user's secrets never reaches a log."""
+    digits = sorted({v for v in values if v and v.isascii() and v.isdigit()}, key=len, reverse=True)
+    if not digits:
+        return message
+    pattern = "|".join("[ -]?".join(v) for v in digits)
+    return re.sub(rf"(?<![0-9])(?:{pattern})(?![0-9])", "[secret]", message)
