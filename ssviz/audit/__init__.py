@@ -32,6 +32,6 @@ def summarize(scores, included, *, delta: float, confidence: float = 0.95, fprs=
     """
     bound = epsilon_lower_bound(scores, included, delta=delta, confidence=confidence, guesses=guesses)
     s, inc = membership_arrays(scores, included)
-    return {"canaries": int(len(s)), "included": int(inc.sum()), "auc": auc(s, inc),
+    return {"canaries": len(s), "included": int(inc.sum()), "auc": auc(s, inc),
             "tpr_at_fpr": {str(f): t for f, t in tpr_at_fpr(s, inc, fprs).items()},
             "epsilon_lower": bound.epsilon, "confidence": bound.confidence, "delta": bound.delta}
