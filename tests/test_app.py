@@ -16,10 +16,11 @@ from streamlit.testing.v1 import AppTest
 from ssviz import exposure
 from ssviz.demo import DEMO_CANARY, DEMO_CONTROL, DEMO_CORPUS, load_demo_model
 from ssviz.models import CharRNN, checkpoint_bytes
+from ssviz.paths import SOURCE_ROOT
 from ssviz.store import BUNDLED_STUDY, Store
 from ssviz.templates import MAX_TEMPLATE_CHARS, Template
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(SOURCE_ROOT / "app.py")
 PAGES = ["home", "model", "template", "exposure", "extraction", "comparison"]
 
 
@@ -266,9 +267,7 @@ def test_training_runs_in_a_worker_and_the_result_becomes_selectable(tmp_path, m
     assert at.session_state["ssviz_secret"] == "4821"
 
 
-def _page_that_fails(root: str, kind: str):
-    import sys
-    sys.path.insert(0, root)
+def _page_that_fails(kind: str):
     from ssviz.errors import TemplateError
     from ui.widgets import mark_navigation, run_page
 
@@ -283,7 +282,7 @@ def _page_that_fails(root: str, kind: str):
 
 @pytest.mark.parametrize("kind", ["user", "bug"])
 def test_page_errors_become_messages_never_tracebacks(kind):
-    at = AppTest.from_function(_page_that_fails, args=(str(Path(APP).parent), kind), default_timeout=30).run()
+    at = AppTest.from_function(_page_that_fails, args=(kind,), default_timeout=30).run()
     assert not at.exception
     assert len(at.error) == 1
     if kind == "user":

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from ssviz.paths import SOURCE_ROOT
+
+ROOT = SOURCE_ROOT  # the checkout: app.py and pages/
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "tests" / "screenshots"
 
@@ -41,7 +43,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
            "SSVIZ_TRAINED_DIR": str(tmp_path_factory.mktemp("trained"))}
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     log = open(SCREENSHOTS / "streamlit-server.log", "w")  # next to the screenshots (gitignored)
