@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 transformers = pytest.importorskip("transformers")
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers  # noqa: E402
+from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from ssviz.errors import CheckpointError, CheckpointNotFoundError, StoppedError, TemplateError  # noqa: E402
 from ssviz.models import CharRNN, save_checkpoint  # noqa: E402
@@ -35,7 +35,7 @@ from ssviz.templates import Template  # noqa: E402
 from ssviz import token_scoring  # noqa: E402
 from ssviz.token_scoring import (log_perplexity, score_digits, score_fillers, score_space, score_texts,  # noqa: E402
                                  token_costs)
-from ssviz.tokens import TokenTemplate, encode, token_texts  # noqa: E402
+from ssviz.tokens import TokenTemplate, encode, token_texts, train_tokenizer  # noqa: E402
 
 
 # --- tiny tokenizers and models, built here ----------------------------------------------------
@@ -47,36 +47,17 @@ def _corpus() -> str:
     return DEMO_CORPUS.read_text(encoding="utf-8")[:20_000] + "\n" + "\n".join(numbers)
 
 
-def _tokenizer(split_digits: bool) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    if split_digits:  # Llama-style: every digit its own pre-token, BOS prepended
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                     pre_tokenizers.ByteLevel(add_prefix_space=False)])
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    else:  # GPT-2-style: " 4821" is one pre-token, merged by BPE; nothing added
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([_corpus()], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+def _tokenizer(split_digits: bool, vocab_size: int = 600):
+    """Llama-style (digits split, BOS prepended) or GPT-2-style (digit runs and " 4" merge, nothing added)."""
+    return train_tokenizer([_corpus()], vocab_size=vocab_size, split_digits=split_digits)
 
 
-def _model(kind: str, vocab: int):
-    torch.manual_seed(7 if kind == "llama" else 11)
-    if kind == "llama":
-        cfg = LlamaConfig(vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                          bos_token_id=0, eos_token_id=1, initializer_range=0.3)
-    else:
-        cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                         bos_token_id=0, eos_token_id=1, initializer_range=0.3)
-    return AutoModelForCausalLM.from_config(cfg).eval()
-
-
-def _save(folder: Path, kind: str, **kw) -> Path:
+def _save(folder: Path, kind: str, tokenizer=None, **kw) -> Path:
     tok = _tokenizer(split_digits=kind == "llama")
-    _model(kind, len(tok)).save_pretrained(folder, **kw)
+    # a large init range: far from uniform outputs, so a wrong token shows in the scores
+    m = HFLanguageModel.build(kind, tokenizer or tok, layers=2, heads=4, hidden=48 if kind == "llama" else 32,
+                              context=64, seed=7, init_range=0.3)
+    m.model.save_pretrained(folder, **kw)
     tok.save_pretrained(folder)
     return folder
 
@@ -371,11 +352,7 @@ def test_zip_bombs_and_odd_zips_are_refused(model_dirs, tmp_path, monkeypatch):
 
 
 def test_model_and_tokenizer_that_disagree_are_refused(model_dirs, tmp_path):
-    d = _copy(model_dirs["llama"], tmp_path / "small")
-    big = _tokenizer(split_digits=True)
-    small_model = _model("llama", 50)
-    small_model.save_pretrained(d)
-    big.save_pretrained(d)
+    d = _save(tmp_path / "small", "llama", tokenizer=_tokenizer(split_digits=True, vocab_size=300))
     _refused(d, "tokenizer has")
 
 
@@ -549,3 +526,17 @@ def test_token_costs_sum_to_the_log_perplexity(lm):
 def test_char_models_are_pointed_to_the_char_scorer(tiny_model):
     with pytest.raises(TemplateError, match="tokenizer"):
         score_space(tiny_model, Template("PIN {d:2}"))
+
+
+def test_built_model_saves_a_directory_transformers_and_ssviz_load(tmp_path):
+    tok = _tokenizer(split_digits=False, vocab_size=300)
+    built = HFLanguageModel.build("gpt2", tok, layers=1, heads=2, hidden=16, context=32, seed=3)
+    again = HFLanguageModel.build("gpt2", tok, layers=1, heads=2, hidden=16, context=32, seed=3)
+    assert _same_outputs(built, again)  # seeded
+    built.save(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    assert _same_outputs(load_model(tmp_path / "m"), built)
+    plain = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert type(plain).__name__ == "GPT2LMHeadModel"
+    with pytest.raises(CheckpointError, match="arch"):
+        HFLanguageModel.build("rwkv", tok)

@@ -127,6 +127,32 @@ class HFLanguageModel(LanguageModel):
         cache.batch_select_indices(index.long())
         return KVState(cache, len(index), state.length)
 
+    # --- building and saving ---------------------------------------------------------------
+    @classmethod
+    def build(cls, arch: str, tokenizer, *, layers: int = 2, heads: int = 4, hidden: int = 64,
+              context: int = 256, seed: int = 0, init_range: float = 0.02) -> "HFLanguageModel":
+        """A fresh (untrained) GPT-2- or Llama-style model sized for ``tokenizer``, from a config: no download."""
+        from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+        common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id, initializer_range=init_range)
+        if arch == "gpt2":
+            config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=context, **common)
+        elif arch == "llama":
+            config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                                 num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                                 max_position_embeddings=context, **common)
+        else:
+            raise CheckpointError(f"unknown transformer arch {arch!r}: expected 'gpt2' or 'llama'")
+        with torch.random.fork_rng():  # seeded here; the caller's random state is left as it was
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config)
+        return cls(model, tokenizer, name=f"new {arch}")
+
+    def save(self, folder) -> None:
+        """The directory ``load_model`` (and plain transformers) reads back: safetensors weights, tokenizer files."""
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
     # --- helpers ----------------------------------------------------------------------
     def _new_cache(self):
         from transformers import DynamicCache
