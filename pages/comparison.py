@@ -35,7 +35,9 @@ def choose_store() -> Path | None:
             st.error(str(e))
             return None
     if pick == "upload":
-        upload = c2.file_uploader("Results .duckdb file", type=["duckdb"], key="w_cmp_upload")
+        upload = c2.file_uploader("Results .duckdb file", type=["duckdb"], key="w_cmp_upload",
+                                  help="Kept in a private temporary folder and opened with file access and "
+                                       "extensions off; only an ssviz results store is accepted.")
         if upload is None:
             st.info("Choose a .duckdb results file to upload.")
             return None

@@ -16,11 +16,10 @@ stakeholders. (Caveat: a salted hash of a 9-digit SSN whose last 4 digits are
 known leaves 10^5 candidates; scrypt makes each guess cost ~30 ms, so keep the
 file among people who may know the secrets' last digits anyway.)
 
-Concurrency: DuckDB lets one process write, and readers in other processes
-cannot open the file while it does. Every operation therefore opens the file,
-works in one transaction and closes it at once, and a lock conflict is retried
-with backoff: a running study (one writer) and the app (readers) share the file.
-All values go through parameterized queries.
+Every open goes through :mod:`ssviz.db`: a safe open (no file access, no
+extensions) that refuses anything but this schema's base tables, one short
+transaction per write with lock retries, so a running study (one writer) and the
+app (readers) share the file. All values go through parameterized queries.
 """
 
 from __future__ import annotations
@@ -28,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,22 +34,19 @@ import duckdb
 import pandas as pd
 
 import ssviz
-from ssviz.errors import SsvizError
+from ssviz import db
+from ssviz.errors import MissingFileError, SsvizError
 from ssviz.paths import bundled, data_path
+from ssviz.records import ComparisonRow, UserResult, names
 
 BUNDLED_STUDY = bundled("study/enron-demo.duckdb")
 DEFAULT_DB = data_path("results.duckdb")
 SCHEMA_VERSION = 1
-COMPARISON_COLUMNS = ["user", "type", "last4", "times_present", "exposure", "exposure_method", "extracted",
-                      "corpus_chars", "messages", "run_id"]
+COMPARISON_COLUMNS = names(ComparisonRow)
 EXPORT_TABLES = ("comparison", "runs", "users", "secrets", "measurements", "extractions")
-LOCK_TIMEOUT = 60.0
-# results are a few rows per secret: 16 KiB blocks (DuckDB's default is 256 KiB) keep a
-# store, and the one shipped with the repository, a few hundred KB instead of megabytes
-BLOCK_SIZE = 16384
+LOCK_TIMEOUT = db.LOCK_TIMEOUT
 
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
     "CREATE SEQUENCE IF NOT EXISTS run_ids START 1",
     """CREATE TABLE IF NOT EXISTS runs (
         run_id INTEGER PRIMARY KEY, settings_key VARCHAR NOT NULL, settings JSON NOT NULL,
@@ -89,20 +83,22 @@ LEFT JOIN extractions e ON e.run_id = s.run_id AND e."user" = s."user" AND e.sec
      AND e.algorithm = 'dijkstra'
 ORDER BY s."user", s.type, s.times_present DESC, s.last4
 """
-
-
-def _is_lock_error(e: Exception) -> bool:
-    text = str(e).lower()
-    return "lock" in text or "conflicting" in text or "being used by another process" in text
+STUDY = db.Schema("ssviz-study", SCHEMA_VERSION, SCHEMA, "results store")
 
 
 class Store:
-    """A results file; use as ``with Store(path) as s:`` (or call methods directly)."""
+    """A results file; use as ``with Store(path) as s:`` (or call methods directly).
 
-    def __init__(self, path=DEFAULT_DB, read_only: bool = False, lock_timeout: float = LOCK_TIMEOUT):
+    ``missing_ok=False`` makes reading a file that does not exist an error (the CLI: a typo in
+    ``--db`` must not look like an empty study); by default it reads as an empty store.
+    """
+
+    def __init__(self, path=DEFAULT_DB, read_only: bool = False, lock_timeout: float = LOCK_TIMEOUT,
+                 missing_ok: bool = True):
         self.path = Path(path)
         self.read_only = read_only
         self.lock_timeout = lock_timeout
+        self.missing_ok = missing_ok
         self._salt: bytes | None = None
 
     def __enter__(self) -> "Store":
@@ -111,82 +107,46 @@ class Store:
     def __exit__(self, *exc) -> None:
         return None
 
-    # --- connections --------------------------------------------------------------------
+    # --- connections (all through ssviz.db) ---------------------------------------------------
     @contextmanager
-    def _connect(self, write: bool):
-        """One short-lived connection (and transaction when writing), retried while another
-        process holds the file."""
-        if write and self.read_only:
+    def _write(self):
+        """One short transaction on the checked file, with this store's salt in place."""
+        if self.read_only:
             raise SsvizError(f"{self.path} was opened read-only")
-        if write:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline, delay = time.monotonic() + self.lock_timeout, 0.02
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), read_only=not write,
-                                     config={"default_block_size": str(BLOCK_SIZE)} if write else {})
-                break
-            except (duckdb.IOException, duckdb.ConnectionException) as e:
-                if not _is_lock_error(e):
-                    raise SsvizError(f"cannot open results store {self.path}: {e}") from None
-                if time.monotonic() > deadline:
-                    raise SsvizError(f"results store {self.path} stayed locked by another process for "
-                                     f"{self.lock_timeout:.0f} s") from None
-                time.sleep(delay * (0.5 + random.random()))  # jitter: not a reproducible choice
-                delay = min(delay * 2, 1.0)
-            except duckdb.Error as e:
-                raise SsvizError(f"cannot open results store {self.path}: {e}") from None
-        try:
-            if write:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    self._ensure_schema(con)
-                    yield con
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            else:
-                yield con
-        finally:
-            con.close()
-
-    def _ensure_schema(self, con) -> None:
-        for stmt in SCHEMA:
-            con.execute(stmt)
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        with db.writing(self.path, STUDY, self.lock_timeout) as con:
             # the salt must be unpredictable, so it is deliberately not seeded
-            con.execute("INSERT INTO meta VALUES ('salt', ?)", [os.urandom(16).hex()])
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise SsvizError(f"{self.path} has schema version {row[0]}, this ssviz reads version "
-                             f"{SCHEMA_VERSION}: export it with the older version or start a new file")
+            con.execute("INSERT INTO meta VALUES ('salt', ?) ON CONFLICT DO NOTHING", [os.urandom(16).hex()])
+            yield con
 
-    def _has_schema(self, con) -> bool:
-        return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'secrets'")
-                    .fetchone()[0])
+    @contextmanager
+    def _read(self):
+        """A read-only connection to the checked file, or None when it holds no results yet."""
+        if not self.missing_ok and not self.path.exists():
+            raise MissingFileError(f"results file not found: {self.path}")
+        with db.reading(self.path, STUDY, self.lock_timeout) as con:
+            yield con
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         """A read-only query as a DataFrame (None when the file or its tables do not exist yet)."""
-        if not self.path.exists():
-            return None
-        with self._connect(write=False) as con:
-            if not self._has_schema(con):
-                return None
-            return con.execute(sql, params or []).df()
+        with self._read() as con:
+            return None if con is None else con.execute(sql, params or []).df()
+
+    def fetch(self, sql: str, params: list | None = None) -> list[tuple] | None:
+        """A read-only query as Python values (NULL is None, never NaN); None without results yet."""
+        with self._read() as con:
+            return None if con is None else con.execute(sql, params or []).fetchall()
 
     # --- secrets -----------------------------------------------------------------------
     def salt(self) -> bytes:
         """This store's random salt (created with the schema)."""
         if self._salt is None:
             if self.read_only:
-                df = self.query("SELECT value FROM meta WHERE key = 'salt'")
-                if df is None or df.empty:
+                rows = self.fetch("SELECT value FROM meta WHERE key = 'salt'")
+                if not rows:
                     raise SsvizError(f"{self.path} has no salt yet (an empty store)")
-                value = df["value"].iloc[0]
+                value = rows[0][0]
             else:
-                with self._connect(write=True) as con:
+                with self._write() as con:
                     value = con.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()[0]
             self._salt = bytes.fromhex(value)
         return self._salt
@@ -197,11 +157,21 @@ class Store:
                               dklen=32).hex()
 
     # --- writing ---------------------------------------------------------------------------
-    def start_run(self, settings: dict, source: str | None = None) -> int:
-        """Resume the latest run with the same settings, or start one; returns its id."""
-        text = json.dumps(settings, sort_keys=True, default=str)
-        key = hashlib.sha256(text.encode()).hexdigest()[:16]
-        with self._connect(write=True) as con:
+    @staticmethod
+    def run_key(settings: dict, source: str | None = None) -> str:
+        """The key a run is resumed by: its settings and its source (an identity, not only a label)."""
+        text = json.dumps([settings, source], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def start_run(self, settings: dict, source: str | None = None, source_id: str | None = None) -> int:
+        """Resume the latest run with the same settings and source, or start one; returns its id.
+
+        ``source`` is stored to tell people where the results came from; ``source_id``, when given,
+        identifies the source for resuming instead of ``source`` (the study passes a fingerprint of
+        the mail, so a moved maildir resumes and a different one at the same path does not).
+        """
+        key = self.run_key(settings, source_id if source_id is not None else source)
+        with self._write() as con:
             row = con.execute("SELECT run_id FROM runs WHERE settings_key = ? ORDER BY run_id DESC LIMIT 1",
                               [key]).fetchone()
             if row:
@@ -209,55 +179,51 @@ class Store:
                 return int(row[0])
             run_id = con.execute("SELECT nextval('run_ids')").fetchone()[0]
             con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, now(), NULL)",
-                        [run_id, key, text, ssviz.__version__, source])
+                        [run_id, key, json.dumps(settings, sort_keys=True, default=str), ssviz.__version__,
+                         source])
             return int(run_id)
 
     def finish_run(self, run_id: int) -> None:
-        with self._connect(write=True) as con:
+        with self._write() as con:
             con.execute("UPDATE runs SET finished = now() WHERE run_id = ?", [run_id])
 
     def done_users(self, run_id: int) -> set[str]:
-        df = self.query('SELECT "user" FROM users WHERE run_id = ?', [run_id])
-        return set() if df is None else set(df["user"])
+        return {u for u, in self.fetch('SELECT "user" FROM users WHERE run_id = ?', [run_id]) or []}
 
-    def save_user(self, run_id: int, result: dict) -> None:
-        """Store one user's results atomically (all rows or none).
+    def stored_corpora(self, run_id: int) -> dict[str, str | None]:
+        """User -> corpus hash of the users already stored in a run (a changed corpus is measured again)."""
+        return dict(self.fetch('SELECT "user", corpus_hash FROM users WHERE run_id = ?', [run_id]) or [])
 
-        ``result``: ``user``, ``corpus_chars``, ``messages``, optional ``corpus_hash``,
-        ``test_loss``, ``train_seconds``, ``seconds``, and ``secrets``: dicts with
-        ``type``, ``value`` (hashed here, never stored), ``template``, ``times_present``,
-        optional ``times_trained``, ``measurements`` (dicts with ``method``, ``primary``,
-        ``exposure``, ``ci``, ``rank``, ``log_perplexity``, ``log2_space_size``, ``samples``,
-        ``seconds``, ``message``) and ``extractions`` (dicts with ``algorithm``, ``found``,
-        ``secret_rank``, ``nodes``, ``model_steps``, ``seconds``, ``complete``, ``max_nodes``).
-        """
-        user = result["user"]
-        hashed = [(self.secret_hash(s["type"], s["value"]), s) for s in result["secrets"]]
-        with self._connect(write=True) as con:
+    def save_user(self, run_id: int, result: UserResult) -> None:
+        """Store one user's results atomically (all rows or none); secrets are hashed here, never stored."""
+        user = result.user
+        hashed = [(self.secret_hash(s.type, s.value), s) for s in result.secrets]
+        with self._write() as con:
             for table in ("extractions", "measurements", "secrets", "users"):
                 con.execute(f'DELETE FROM {table} WHERE run_id = ? AND "user" = ?', [run_id, user])
             con.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?, now())",
-                        [run_id, user, int(result["corpus_chars"]), int(result["messages"]),
-                         result.get("corpus_hash"), result.get("test_loss"), result.get("train_seconds"),
-                         result.get("seconds")])
+                        [run_id, user, result.corpus_chars, result.messages, result.corpus_hash,
+                         result.test_loss, result.train_seconds, result.seconds])
             for h, s in hashed:
-                value = str(s["value"])
                 con.execute("INSERT INTO secrets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            [run_id, user, h, s["type"], value[-4:], s["template"], int(s["times_present"]),
-                             s.get("times_trained")])
-                for m in s.get("measurements", []):
-                    ci = m.get("ci") or [None, None]
+                            [run_id, user, h, s.type, str(s.value)[-4:], s.template, s.times_present,
+                             s.times_trained])
+                for m in s.measurements:
+                    ci = m.ci or (None, None)
                     con.execute("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                [run_id, user, h, m["method"], bool(m.get("primary")), m.get("exposure"),
-                                 ci[0], ci[1], m.get("rank"), m.get("log_perplexity"), m.get("log2_space_size"),
-                                 m.get("samples"), int(s["times_present"]), m.get("seconds"), m.get("message")])
-                for x in s.get("extractions", []):
+                                [run_id, user, h, m.method, m.primary, m.exposure, ci[0], ci[1], m.rank,
+                                 m.log_perplexity, m.log2_space_size, m.samples, s.times_present, m.seconds,
+                                 m.message])
+                for x in s.extractions:
                     con.execute("INSERT INTO extractions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                [run_id, user, h, x["algorithm"], bool(x["found"]), x.get("secret_rank"),
-                                 x.get("nodes"), x.get("model_steps"), x.get("seconds"), x.get("complete"),
-                                 x.get("max_nodes")])
+                                [run_id, user, h, x.algorithm, x.found, x.secret_rank, x.nodes, x.model_steps,
+                                 x.seconds, x.complete, x.max_nodes])
 
     # --- reading ----------------------------------------------------------------------------
+    def rows(self, run_id: int | None = None) -> list[ComparisonRow]:
+        """The Table 5 view as records (missing numbers are None); empty for an empty store."""
+        return [ComparisonRow(*r) for r in self.fetch(COMPARISON_SQL, [run_id, run_id]) or []]
+
     def comparison(self, run_id: int | None = None) -> pd.DataFrame:
         """The Table 5 view: one row per distinct secret per user (each user's latest run,
         or only ``run_id``); empty with the same columns for a missing or empty store."""

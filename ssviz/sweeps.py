@@ -10,13 +10,16 @@ Schema (file default ``data/sweeps.duckdb``, separate from the study store)::
 
     sweep_runs(sweep, cell, param1, value1, param2, value2, seed, exposure, exposure_method, rank,
                test_loss, train_loss, epochs_run, epsilon, seconds, history, config, created)
+
+plus ``meta`` (the ``ssviz-sweeps`` marker). Every read and write goes through :mod:`ssviz.db` (a safe open
+that refuses anything else), and each run is stored in its own short transaction, so the app can read
+the file while a sweep runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from itertools import product
@@ -24,14 +27,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from ssviz import db as sqldb
 from ssviz.errors import SettingsError, SsvizError, stop_requested
 from ssviz.paths import data_path
+from ssviz.records import SweepRun, names as record_names
 from ssviz.train import Canary, TrainConfig, option_specs, parse_option, train, whole_number
 
 DEFAULT_SWEEP_DB = data_path("sweeps.duckdb")
 CANARY_PARAMS = ("insertions",)
-COLUMNS = ["sweep", "cell", "param1", "value1", "param2", "value2", "seed", "exposure", "exposure_method", "rank",
-           "test_loss", "train_loss", "epochs_run", "epsilon", "seconds", "history", "config", "created"]
+COLUMNS = [*record_names(SweepRun), "created"]
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweep_runs (
     sweep VARCHAR NOT NULL, cell VARCHAR NOT NULL,
@@ -42,6 +46,7 @@ CREATE TABLE IF NOT EXISTS sweep_runs (
     history VARCHAR, config VARCHAR, created TIMESTAMP DEFAULT current_timestamp,
     PRIMARY KEY (sweep, cell, seed))
 """
+SWEEPS = sqldb.Schema("ssviz-sweeps", 1, (SCHEMA,), "sweeps database")
 
 
 def _field_types() -> dict[str, type]:
@@ -101,22 +106,31 @@ def sweep_name(text: str, canary: Canary, base: TrainConfig, grid: dict[str, lis
     return "sweep-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def connect(db, read_only: bool = False):
-    """A DuckDB connection to the sweeps file, with the schema in place (read-only needs the file)."""
-    import duckdb
-    path = Path(db)
-    if read_only and not path.is_file():
-        raise SsvizError(f"sweeps database not found: {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # a sweep is a few dozen rows: 16 KiB blocks (default 256 KiB) keep the file small to ship
-        con = duckdb.connect(str(path), read_only=read_only,
-                             config={} if read_only else {"default_block_size": "16384"})
-        if not read_only:
-            con.execute(SCHEMA)
-    except duckdb.Error as e:
-        raise SsvizError(f"cannot open sweeps database {path}: {e}") from None
-    return con
+def _stored_runs(db, sweep: str) -> set[tuple[str, int]]:
+    """(cell, seed) of the runs already stored under ``sweep``; creates the file (checked, or refused) first, so
+    a foreign file fails before any training."""
+    with sqldb.writing(db, SWEEPS) as con:
+        return {(c, int(seed)) for c, seed in con.execute("SELECT cell, seed FROM sweep_runs WHERE sweep = ?",
+                                                          [sweep]).fetchall()}
+
+
+def _save_run(db, run: SweepRun) -> None:
+    """One run in its own short transaction: between two runs the file is free for readers (the app)."""
+    cols = record_names(SweepRun)
+    with sqldb.writing(db, SWEEPS) as con:
+        con.execute(f"INSERT INTO sweep_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    run.values())
+
+
+def _run_record(sweep: str, cell: dict, seed: int, config: TrainConfig, res) -> SweepRun:
+    names = list(cell)
+    return SweepRun(sweep=sweep, cell=cell_key(cell), param1=names[0], value1=str(cell[names[0]]),
+                    param2=names[1] if len(names) > 1 else None,
+                    value2=str(cell[names[1]]) if len(names) > 1 else None, seed=seed,
+                    exposure=res.final["exposure"], exposure_method=res.final["exposure_method"],
+                    rank=res.final["rank"], test_loss=res.test_loss, train_loss=res.epochs[-1]["train_loss"],
+                    epochs_run=len(res.epochs), epsilon=res.epsilon, seconds=res.seconds,
+                    history=json.dumps(res.epochs, default=float), config=json.dumps(asdict(config)))
 
 
 @dataclass
@@ -137,7 +151,7 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
               ) -> SweepSummary:
     """Train every (cell, seed) not yet stored under ``sweep`` and store its final exposure and losses.
 
-    ``progress(done, total)`` counts runs; ``on_result(row)`` sees each new row;
+    ``progress(done, total)`` counts runs; ``on_result(run)`` sees each stored :class:`SweepRun`;
     ``stop`` ends the sweep between (or inside) runs: finished runs stay stored.
     """
     if seeds < 1:
@@ -147,82 +161,67 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
         replace(_cell_config(base, c), seed=seed).validate()
         _cell_canary(canary, c)
     sweep = sweep or sweep_name(text, canary, base, grid)
-    names = list(grid)
     t0 = time.perf_counter()
     computed = skipped = 0
     stopped = False
 
-    con = connect(db)
-    try:
-        done = {(r[0], r[1]) for r in con.execute("SELECT cell, seed FROM sweep_runs WHERE sweep = ?",
-                                                  [sweep]).fetchall()}
-        for i, (c, seed) in enumerate(todo):
-            key = cell_key(c)
-            if (key, seed) in done:
-                skipped += 1
-            elif stop_requested(stop):
+    done = _stored_runs(db, sweep)
+    # one short transaction per stored run (see _save_run): no connection is held while training
+    for i, (c, seed) in enumerate(todo):
+        key = cell_key(c)
+        if (key, seed) in done:
+            skipped += 1
+        elif stop_requested(stop):
+            stopped = True
+            break
+        else:
+            config = replace(_cell_config(base, c), seed=seed)
+            res = train(text, config, _cell_canary(canary, c), stop=stop)
+            if res.stopped or res.final is None:
                 stopped = True
                 break
-            else:
-                config = replace(_cell_config(base, c), seed=seed)
-                res = train(text, config, _cell_canary(canary, c), stop=stop)
-                if res.stopped or res.final is None:
-                    stopped = True
-                    break
-                row = [sweep, key, names[0], str(c[names[0]]), names[1] if len(names) > 1 else None,
-                       str(c[names[1]]) if len(names) > 1 else None, seed, res.final["exposure"],
-                       res.final["exposure_method"], res.final["rank"], res.test_loss,
-                       res.epochs[-1]["train_loss"], len(res.epochs),
-                       res.epsilon if res.epsilon is not None and math.isfinite(res.epsilon) else None,
-                       res.seconds, json.dumps(res.epochs, default=float), json.dumps(asdict(config))]
-                con.execute(f"INSERT INTO sweep_runs ({', '.join(COLUMNS[:-1])}) VALUES "
-                            f"({', '.join('?' * (len(COLUMNS) - 1))})", row)
-                computed += 1
-                if on_result:
-                    on_result(dict(zip(COLUMNS, row)))
-            if progress:
-                progress(i + 1, len(todo))
-    finally:
-        con.close()
+            run = _run_record(sweep, c, seed, config, res)
+            _save_run(db, run)
+            computed += 1
+            if on_result:
+                on_result(run)
+        if progress:
+            progress(i + 1, len(todo))
     return SweepSummary(sweep, len(todo), computed, skipped, stopped, time.perf_counter() - t0)
 
 
 def _cell_config(base: TrainConfig, cell: dict) -> TrainConfig:
     return replace(base, **{k: v for k, v in cell.items() if k not in CANARY_PARAMS})
 
+
 def _cell_canary(canary: Canary, cell: dict) -> Canary:
     """The cell's canary (checked on construction): the sweep's, with the cell's insertions if it varies them."""
     return replace(canary, insertions=cell.get("insertions", canary.insertions))
 
 
-
 def list_sweeps(db=DEFAULT_SWEEP_DB) -> pd.DataFrame:
     """One row per sweep: its name, settings, runs and last update (empty when the file is missing)."""
-    if not Path(db).is_file():
-        return pd.DataFrame(columns=["sweep", "param1", "param2", "runs", "updated"])
-    con = connect(db, read_only=True)
-    try:
+    with sqldb.reading(db, SWEEPS) as con:
+        if con is None:
+            return pd.DataFrame(columns=["sweep", "param1", "param2", "runs", "updated"])
         return con.execute("SELECT sweep, any_value(param1) AS param1, any_value(param2) AS param2, "
                            "count(*) AS runs, max(created) AS updated FROM sweep_runs GROUP BY sweep "
                            "ORDER BY updated DESC").df()
-    finally:
-        con.close()
 
 
 def load_runs(db=DEFAULT_SWEEP_DB, sweep: str | None = None) -> pd.DataFrame:
-    """All runs of one sweep (the most recent one when ``sweep`` is None); empty if there are none."""
-    if not Path(db).is_file():
-        return pd.DataFrame(columns=COLUMNS)
-    con = connect(db, read_only=True)
-    try:
+    """All runs of one sweep (the most recent one when ``sweep`` is None); empty if there are none.
+
+    Reads between a running sweep's writes (each run is its own transaction)."""
+    with sqldb.reading(db, SWEEPS) as con:
+        if con is None:
+            return pd.DataFrame(columns=COLUMNS)
         if sweep is None:
             latest = con.execute("SELECT sweep FROM sweep_runs ORDER BY created DESC LIMIT 1").fetchone()
             if latest is None:
                 return pd.DataFrame(columns=COLUMNS)
             sweep = latest[0]
         return con.execute("SELECT * FROM sweep_runs WHERE sweep = ? ORDER BY cell, seed", [sweep]).df()
-    finally:
-        con.close()
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:

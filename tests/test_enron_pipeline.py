@@ -146,10 +146,46 @@ def test_cli_synth_show_export_and_errors(tmp_path, capsys):
                      "--json"]) == 0
     truth = json.loads(capsys.readouterr().out)
     assert len(truth["users"]) == 2 and (tmp_path / "m" / "ground_truth.json").exists()
-    assert cli_main(["enron-show", "--db", str(tmp_path / "none.duckdb"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"secrets": []}
+    assert cli_main(["enron-show", "--db", str(tmp_path / "none.duckdb"), "--json"]) == 2  # a typo is not "empty"
+    assert "results file not found" in capsys.readouterr().err
     assert cli_main(["enron-export", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "x.txt")]) == 2
     assert "csv or .parquet" in capsys.readouterr().err
     assert cli_main(["enron", str(tmp_path / "nope"), "--db", str(tmp_path / "r.duckdb")]) == 2
     assert "maildir not found" in capsys.readouterr().err
     assert cli_main(["enron-synth", str(tmp_path / "m2"), "--times", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_two_maildirs_with_the_same_user_names_get_their_own_runs(tmp_path):
+    """A run is keyed by settings and source: a second maildir whose users have the same names no longer
+    resumes the first one's run (skipping its users or replacing their rows); the same mail moved elsewhere
+    still resumes."""
+    import random
+    import shutil
+    from ssviz.enron.synthetic import PlantedSecret, random_ccn, random_ssn
+
+    rng = random.Random(11)
+    plan = lambda: [PlantedSecret("user0", "ssn", random_ssn(rng), 3),  # noqa: E731
+                    PlantedSecret("user1", "ccn", random_ccn(rng), 3)]
+    a, b = tmp_path / "a", tmp_path / "b"
+    truth_a = generate_maildir(a, users=2, messages=30, seed=9, plan=plan())
+    truth_b = generate_maildir(b, users=2, messages=30, seed=9, plan=plan())
+    assert truth_a["users"] == truth_b["users"]  # same names, different secrets
+    planted = lambda truth: {(s["user"], s["value"][-4:]) for s in truth["secrets"]}  # noqa: E731
+    db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
+    rows_a = run_study(a, db, settings=TINY, cache_dir=cache)
+    logs = []
+    rows_b = run_study(b, db, settings=TINY, cache_dir=cache, log=logs.append)
+    assert any("2 user(s) with secrets, 0 already stored" in line for line in logs)
+    (run_a,), (run_b,) = {r["run_id"] for r in rows_a}, {r["run_id"] for r in rows_b}
+    assert run_a != run_b
+    store = Store(db, read_only=True)
+    assert {(r.user, r.last4) for r in store.rows(run_a)} == planted(truth_a)  # untouched by b
+    assert {(r.user, r.last4) for r in store.rows(run_b)} == planted(truth_b)
+    assert list(store.table("runs")["source"]) == [str(a), str(b)]
+    moved = tmp_path / "moved"
+    shutil.copytree(a, moved)
+    logs = []
+    again = run_study(moved, db, settings=TINY, cache_dir=cache, log=logs.append)
+    assert any(f"run {run_a}: 2 user(s) with secrets, 2 already stored" in line for line in logs)
+    assert [r["exposure"] for r in again] == [r["exposure"] for r in rows_a]

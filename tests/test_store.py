@@ -6,29 +6,30 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
 
 from ssviz.errors import SsvizError
+from ssviz.records import Extraction, Measurement, SecretResult, UserResult
 from ssviz.store import COMPARISON_COLUMNS, SCHEMA_VERSION, Store
 
 SSN, CCN = "219099999", "4556737586899855"
 
 
-def user_result(user: str, ssn: str = SSN, ccn: str = CCN, exposure: float = 12.5) -> dict:
-    return {"user": user, "corpus_chars": 1000, "messages": 10, "corpus_hash": "h", "seconds": 1.0,
-            "secrets": [
-                {"type": "ssn", "value": ssn, "template": "my SSN is {d:3}-{d:2}-{d:4}", "times_present": 3,
-                 "measurements": [
-                     {"method": "search", "exposure": None, "message": "budget"},
-                     {"method": "skewnorm", "primary": True, "exposure": exposure, "ci": [11.0, 14.0],
-                      "log_perplexity": 40.0, "log2_space_size": 29.9, "samples": 100}],
-                 "extractions": [{"algorithm": "dijkstra", "found": False, "nodes": 100, "seconds": 0.1}]},
-                {"type": "ccn", "value": ccn, "template": "card {d:4} {d:4} {d:4} {d:4}", "times_present": 20,
-                 "measurements": [{"method": "search", "primary": True, "exposure": 53.15, "rank": 1}],
-                 "extractions": [{"algorithm": "dijkstra", "found": True, "secret_rank": 1, "nodes": 90}]}]}
+def user_result(user: str, ssn: str = SSN, ccn: str = CCN, exposure: float = 12.5) -> UserResult:
+    return UserResult(user=user, corpus_chars=1000, messages=10, corpus_hash="h", seconds=1.0, secrets=(
+        SecretResult(type="ssn", value=ssn, template="my SSN is {d:3}-{d:2}-{d:4}", times_present=3,
+                     measurements=(
+                         Measurement("search", exposure=None, message="budget"),
+                         Measurement("skewnorm", primary=True, exposure=exposure, ci=(11.0, 14.0),
+                                     log_perplexity=40.0, log2_space_size=29.9, samples=100)),
+                     extractions=(Extraction("dijkstra", found=False, nodes=100, seconds=0.1),)),
+        SecretResult(type="ccn", value=ccn, template="card {d:4} {d:4} {d:4} {d:4}", times_present=20,
+                     measurements=(Measurement("search", primary=True, exposure=53.15, rank=1),),
+                     extractions=(Extraction("dijkstra", found=True, secret_rank=1, nodes=90),))))
 
 
 def test_missing_or_empty_store_gives_empty_comparison(tmp_path):
@@ -117,8 +118,6 @@ def test_read_only_refuses_writes_and_schema_version_is_checked(tmp_path):
 
 
 WRITER = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {root!r})
     from tests.test_store import user_result
     from ssviz.store import Store
     s = Store({db!r})
@@ -130,8 +129,8 @@ WRITER = textwrap.dedent("""
 
 def test_concurrent_reads_while_another_process_writes(tmp_path):
     db = tmp_path / "r.duckdb"
-    root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER.format(root=root, db=str(db), n=8)])
+    root = Path(__file__).resolve().parent.parent  # the checkout: `tests` is importable from there
+    writer = subprocess.Popen([sys.executable, "-c", WRITER.format(db=str(db), n=8)], cwd=root)
     reader, seen = Store(db, read_only=True), []
     try:
         while writer.poll() is None:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from pathlib import Path
 
 import streamlit as st
@@ -25,6 +24,7 @@ from ssviz.paths import data_dir, models_dir
 from ssviz.errors import CheckpointError, SsvizError
 from ssviz.models import load_checkpoint
 from ssviz.store import Store
+from ssviz.tempfiles import private_file, session_dir
 from ssviz.train import read_corpus
 
 UPLOADS = "ssviz_uploads"
@@ -132,11 +132,27 @@ def results_file(typed: str) -> Path:
     return path
 
 
+MAX_UPLOADED_RESULTS = 8  # files kept on disk; an evicted one is written again if its upload is still shown
+
+
 def uploaded_results_file(data: bytes) -> Path:
-    """Save an uploaded results file to a temporary file named by its content (so it is cached once)."""
-    path = Path(tempfile.gettempdir()) / f"ssviz-results-{hashlib.sha256(data).hexdigest()[:32]}.duckdb"
-    if not path.is_file():
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    """Save an uploaded results file in this process's private temp folder (:mod:`ssviz.tempfiles`: 0700,
+    files 0600, removed at exit and by the next start after a kill), named by its content so it is read
+    once; :class:`ssviz.store.Store` then checks it like any other file before reading it."""
+    name = f"results-{hashlib.sha256(data).hexdigest()[:32]}.duckdb"
+    path = session_dir() / name
+    if path.is_file():
+        path.touch()  # most recently used
+    else:
+        path = private_file(name, data)
+
+    def used(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:  # removed meanwhile by another session
+            return 0.0
+
+    for old in sorted(session_dir().glob("results-*.duckdb"), key=used)[:-MAX_UPLOADED_RESULTS]:
+        if old != path:
+            old.unlink(missing_ok=True)
     return path

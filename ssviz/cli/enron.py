@@ -60,7 +60,8 @@ def register(sub, parent) -> None:
     for name, helptext in (("enron-show", "print the per-user comparison (Table 5) of a results store"),
                            ("enron-export", "export a results store to .csv or .parquet")):
         e = sub.add_parser(name, parents=[parent], help=helptext)
-        e.add_argument("--db", default=str(DEFAULT_DB))
+        e.add_argument("--db", default=str(DEFAULT_DB),
+                       help=f"results store to read (default {DEFAULT_DB}); refused unless it is an ssviz store")
         if name == "enron-export":
             e.add_argument("--out", required=True, help="file.csv or file.parquet")
             e.add_argument("--table", default="comparison",
@@ -107,11 +108,10 @@ def run_synth(args) -> int:
 
 
 def run_show(args) -> int:
-    from ssviz.enron.pipeline import result_rows
     from ssviz.store import Store
 
-    df = Store(args.db, read_only=True).comparison()
-    rows = result_rows(df.to_dict("records"))
+    # missing_ok=False: a mistyped --db is an error, not an empty study
+    rows = [r.to_json() for r in Store(args.db, read_only=True, missing_ok=False).rows()]
     emit(args, {"secrets": rows}, _table(rows))
     return 0
 
@@ -119,6 +119,6 @@ def run_show(args) -> int:
 def run_export(args) -> int:
     from ssviz.store import Store
 
-    path = Store(args.db, read_only=True).export(args.out, table=args.table)
+    path = Store(args.db, read_only=True, missing_ok=False).export(args.out, table=args.table)
     emit(args, {"path": str(path)}, f"wrote {path}")
     return 0

@@ -15,9 +15,9 @@ mail (the paper trains one model per such user):
    extracted (it is the most likely filler of its template);
 5. the user's rows are committed in one transaction.
 
-Re-running with the same settings resumes the same run and skips users whose
-rows are committed for the same corpus; a killed run loses at most the users
-in progress. With ``workers > 1`` users run in parallel processes (one torch
+Re-running with the same settings on the same mail (see :func:`source_fingerprint`)
+resumes the same run and skips users whose rows are committed for the same
+corpus; a killed run loses at most the users in progress. With ``workers > 1`` users run in parallel processes (one torch
 thread each) and the parent process is the only writer.
 """
 
@@ -29,7 +29,7 @@ import multiprocessing
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +37,7 @@ from ssviz.enron.maildir import build_corpora
 from ssviz.enron.scanner import scan
 from ssviz.errors import SsvizError, StoppedError, stop_requested
 from ssviz.paths import data_path
+from ssviz.records import ComparisonRow, Extraction, Measurement, SecretResult, UserResult
 from ssviz.store import Store
 from ssviz.train import TrainConfig
 
@@ -105,7 +106,8 @@ def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, 
     return result.model, result.test_loss, result.seconds, False
 
 
-def measure_secret(model, template, secret: str, settings: StudySettings, seed: int, stop=None) -> dict:
+def measure_secret(model, template, secret: str, settings: StudySettings, seed: int, stop=None
+                   ) -> tuple[list[Measurement], Extraction]:
     """Exposure by each applicable method and a shortest-path extraction of one secret."""
     from ssviz import exposure
     from ssviz.extraction import search_exposure, shortest_path
@@ -120,13 +122,12 @@ def measure_secret(model, template, secret: str, settings: StudySettings, seed: 
         except StoppedError:
             raise
         except SsvizError as e:  # e.g. SearchBudgetError: the secret did not come out within the budget
-            measurements.append({"method": method, "exposure": None, "message": str(e),
-                                 "seconds": time.perf_counter() - t0})
+            measurements.append(Measurement(method, message=str(e), seconds=time.perf_counter() - t0))
             return
-        measurements.append({"method": method, "exposure": res.exposure, "ci": res.ci, "rank": res.rank,
-                             "log_perplexity": res.log_perplexity, "samples": res.samples,
-                             "log2_space_size": res.to_json()["log2_space_size"],
-                             "seconds": time.perf_counter() - t0, "message": ""})
+        measurements.append(Measurement(method, exposure=res.exposure, ci=res.ci, rank=res.rank,
+                                        log_perplexity=res.log_perplexity, samples=res.samples,
+                                        log2_space_size=res.to_json()["log2_space_size"],
+                                        seconds=time.perf_counter() - t0))
 
     if template.space_size <= settings.exact_limit:
         record("exact", lambda: exposure.exact(model, template, secret, limit=settings.exact_limit, stop=stop))
@@ -135,22 +136,21 @@ def measure_secret(model, template, secret: str, settings: StudySettings, seed: 
     record("skewnorm", lambda: exposure.skewnorm(model, template, secret, samples=settings.exposure_samples,
                                                  seed=seed, stop=stop))
     primary = next((m for method in EXPOSURE_ORDER for m in measurements
-                    if m["method"] == method and m["exposure"] is not None), None)
-    if primary is not None:
-        primary["primary"] = True
+                    if m.method == method and m.exposure is not None), None)
+    measurements = [replace(m, primary=True) if m is primary else m for m in measurements]
 
     res = shortest_path(model, template, top_k=1, max_nodes=settings.extraction_nodes,
                         batch_size=settings.batch_size, stop=stop)
     fillers = [t["filler"] for t in res.top]
-    extraction = {"algorithm": res.algorithm, "found": res.found == secret,
-                  "secret_rank": fillers.index(secret) + 1 if secret in fillers else None,
-                  "nodes": res.nodes_expanded, "model_steps": res.model_steps, "seconds": res.seconds,
-                  "complete": res.complete, "max_nodes": settings.extraction_nodes}
-    return {"measurements": measurements, "extractions": [extraction]}
+    extraction = Extraction(res.algorithm, found=res.found == secret,
+                            secret_rank=fillers.index(secret) + 1 if secret in fillers else None,
+                            nodes=res.nodes_expanded, model_steps=res.model_steps, seconds=res.seconds,
+                            complete=res.complete, max_nodes=settings.extraction_nodes)
+    return measurements, extraction
 
 
-def measure_user(job: dict, stop=None) -> dict:
-    """Train (or reuse) one user's model and measure every secret; returns rows for ``Store.save_user``.
+def measure_user(job: dict, stop=None) -> UserResult:
+    """Train (or reuse) one user's model and measure every secret; the result goes to ``Store.save_user``.
 
     ``job``: ``user``, ``corpus_path``, ``messages``, ``secrets`` (``type``, ``value``,
     ``template``, ``times_present``), ``settings`` (:meth:`StudySettings.to_json`), ``cache_dir``.
@@ -167,13 +167,15 @@ def measure_user(job: dict, stop=None) -> dict:
     trained = scan(split_corpus(text, settings.train.val_fraction)[0])
     secrets = []
     for i, (s, template) in enumerate(zip(job["secrets"], templates)):
-        row = dict(s)
-        row["times_trained"] = trained[(s["type"], s["value"])].count if (s["type"], s["value"]) in trained else 0
-        row.update(measure_secret(model, template, s["value"], settings, settings.train.seed + 1000 * i, stop))
-        secrets.append(row)
-    return {"user": job["user"], "corpus_chars": len(text), "messages": job["messages"],
-            "corpus_hash": _sha(text), "test_loss": test_loss, "train_seconds": train_seconds,
-            "cached_model": cached, "seconds": time.perf_counter() - t0, "secrets": secrets}
+        found = trained.get((s["type"], s["value"]))
+        measurements, extraction = measure_secret(model, template, s["value"], settings,
+                                                  settings.train.seed + 1000 * i, stop)
+        secrets.append(SecretResult(type=s["type"], value=s["value"], template=s["template"],
+                                    times_present=s["times_present"], times_trained=found.count if found else 0,
+                                    measurements=tuple(measurements), extractions=(extraction,)))
+    return UserResult(user=job["user"], corpus_chars=len(text), messages=job["messages"], secrets=tuple(secrets),
+                      corpus_hash=_sha(text), test_loss=test_loss, train_seconds=train_seconds,
+                      seconds=time.perf_counter() - t0, cached_model=cached)
 
 
 def _init_worker() -> None:
@@ -181,11 +183,22 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _measure_in_worker(job: dict) -> dict:
+def _measure_in_worker(job: dict) -> UserResult:
     return measure_user(job)
 
 
 # --- the study (parent process: the only writer) -----------------------------------------------
+def source_fingerprint(corpus_hashes: dict[str, str]) -> str:
+    """The identity of a study's source: a hash of every ingested user's name and corpus hash.
+
+    It is the mail as studied, not where it lies: the same maildir as a folder, a ``.tar.gz`` or a
+    moved copy gives the same fingerprint (a killed run resumes), while a different maildir, even with
+    the same user names, or the same one with new mail or other ``--users``, gives another (a new run;
+    unchanged users' models still come from the checkpoint cache, keyed by corpus).
+    """
+    return _sha(json.dumps(sorted(corpus_hashes.items())))
+
+
 def user_jobs(corpora: dict, settings: StudySettings, cache_dir, min_secrets: int = 1) -> list[dict]:
     """One job per user with at least ``min_secrets`` distinct secrets."""
     jobs = []
@@ -204,8 +217,12 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
               workers: int = 1, cache_dir=None, source_label: str | None = None, log: Callable[[str], None] | None = None,
               progress: Callable[[int, int], None] | None = None, stop=None) -> list[dict]:
     """Run (or resume) the study of ``source`` into the store at ``db``; returns the result rows
-    (the :meth:`Store.comparison` rows of the users studied, as dicts). ``source_label`` names the
-    source in the store when its path means nothing later (e.g. a temporary folder)."""
+    (the :meth:`Store.rows` of the users studied, as dicts; a missing number is None). ``source_label``
+    names the source in the store when its path means nothing later (e.g. a temporary folder).
+
+    A run is resumed only for the same settings *and* the same mail (:func:`source_fingerprint`): a
+    different maildir whose users have the same names starts its own run instead of mixing in."""
+
     settings = (settings or StudySettings()).validate()
     if workers < 1:
         raise SsvizError("workers must be >= 1")
@@ -221,21 +238,22 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
         if missing:
             raise SsvizError(f"no sent mail for user(s) {', '.join(missing)} in {source}")
         jobs = user_jobs(corpora, settings, cache_dir, min_secrets)
-        run_id = store.start_run(settings.to_json(), source=source_label or str(source))
-        done = store.query('SELECT "user", corpus_hash FROM users WHERE run_id = ?', [run_id])
-        done = {} if done is None else dict(zip(done["user"], done["corpus_hash"]))
-        todo = [j for j in jobs if done.get(j["user"]) != _sha(Path(j["corpus_path"]).read_text(encoding="utf-8"))]
+        hashes = {user: _sha(corpus.text()) for user, corpus in corpora.items()}
+        run_id = store.start_run(settings.to_json(), source=source_label or str(source),
+                                 source_id=source_fingerprint(hashes))
+        done = store.stored_corpora(run_id)
+        todo = [j for j in jobs if done.get(j["user"]) != hashes[j["user"]]]
         log(f"run {run_id}: {len(jobs)} user(s) with secrets, {len(jobs) - len(todo)} already stored")
         finished = len(jobs) - len(todo)
         if progress:
             progress(finished, len(jobs))
 
-        def save(result: dict) -> None:
+        def save(result: UserResult) -> None:
             nonlocal finished
             store.save_user(run_id, result)
             finished += 1
-            log(f"{result['user']}: stored {len(result['secrets'])} secret(s) in {result['seconds']:.1f} s"
-                + (" (cached model)" if result.get("cached_model") else ""))
+            log(f"{result.user}: stored {len(result.secrets)} secret(s) in {result.seconds:.1f} s"
+                + (" (cached model)" if result.cached_model else ""))
             if progress:
                 progress(finished, len(jobs))
 
@@ -259,8 +277,7 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
         if {j["user"] for j in jobs} <= store.done_users(run_id):
             store.finish_run(run_id)
         studied = {j["user"] for j in jobs}
-    df = store.comparison(run_id)
-    return df[df["user"].isin(studied)].to_dict("records")
+    return [asdict(r) for r in store.rows(run_id) if r.user in studied]
 
 
 def _run_parallel(jobs: list[dict], workers: int, save, skip, stop) -> None:
@@ -290,13 +307,6 @@ def _run_parallel(jobs: list[dict], workers: int, save, skip, stop) -> None:
 
 
 def result_rows(rows: list[dict]) -> list[dict]:
-    """The CLI's JSON rows: ``user, type, last4, times_present, exposure, exposure_method, extracted``."""
-    out = []
-    for r in rows:
-        exp = r["exposure"]
-        out.append({"user": str(r["user"]), "type": str(r["type"]), "last4": str(r["last4"]),
-                    "times_present": int(r["times_present"]),
-                    "exposure": None if exp is None or exp != exp else float(exp),  # NaN: no method succeeded
-                    "exposure_method": r["exposure_method"] if isinstance(r["exposure_method"], str) else None,
-                    "extracted": bool(r["extracted"])})
-    return out
+    """The CLI's JSON rows (``user, type, last4, times_present, exposure, exposure_method, extracted``) of
+    :func:`run_study`'s rows."""
+    return [ComparisonRow(**r).to_json() for r in rows]
