@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ssviz.errors import StoppedError, TemplateError, stop_requested
+from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel, State, check_finite
 from ssviz.scoring import (DEFAULT_CHUNK, EXHAUSTIVE_LIMIT, LN2, Progress, StopFlag, check_exhaustive,
                            iter_space_chunks)
@@ -215,6 +216,7 @@ def score_digits(model: LanguageModel, template: Template, digits: np.ndarray, *
                  stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity (bits) of the full text of each filler given as alphabet offsets ``[N, F]``."""
     digits = np.asarray(digits, dtype=np.int64)
+    ensure_memory(digits.size * 8 + len(digits) * 24 + memory, f"scoring {len(digits):,} fillers")
     scorer = _Scorer(model, _token_template(model, template), chunk_size, memory)
     n = len(digits)
     order = np.lexsort(digits.T[::-1]) if n > 1 and digits.shape[1] else np.arange(n)
@@ -239,8 +241,9 @@ def score_space(model: LanguageModel, template: Template, *, limit: int = EXHAUS
                 stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity of every filler, indexed by filler number (refuses spaces beyond ``limit``)."""
     check_exhaustive(template, limit)
-    scorer = _Scorer(model, _token_template(model, template), chunk_size, memory)
     total = template.space_size
+    ensure_memory(total * 8 + memory, f"scoring all {total:,} fillers", "use sampling / skew-normal or search instead")
+    scorer = _Scorer(model, _token_template(model, template), chunk_size, memory)
     out = np.empty(total, dtype=np.float64)
     with torch.inference_mode():
         for lo, digits in iter_space_chunks(template, scorer.chunk):

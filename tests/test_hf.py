@@ -99,7 +99,7 @@ def _zip(folder: Path, top: str = "") -> bytes:
 
 
 def _same_outputs(a: HFLanguageModel, b: HFLanguageModel, text: str = "My PIN is 4821, call me.") -> bool:
-    ids = torch.tensor([a.vocab.encode(text)])
+    ids = torch.tensor([a.vocab.tokens(text)])
     with torch.inference_mode():
         la, _ = a.run(ids, a.initial_state(1))
         lb, _ = b.run(ids, b.initial_state(1))
@@ -108,13 +108,13 @@ def _same_outputs(a: HFLanguageModel, b: HFLanguageModel, text: str = "My PIN is
 
 # --- the fixtures are what they claim ------------------------------------------------------------
 def test_tokenizers_split_or_merge_digits(llama, gpt2):
-    ids = llama.vocab.encode("My PIN is 4821")
+    ids = llama.vocab.tokens("My PIN is 4821")
     assert ids[0] == llama.tokenizer.bos_token_id
     texts = token_texts(llama.tokenizer)
     assert [texts[i] for i in ids[-4:]] == ["4", "8", "2", "1"]
     gtexts = token_texts(gpt2.tokenizer)
-    g = [gtexts[i] for i in gpt2.vocab.encode("My PIN is 4821")]
-    assert gpt2.vocab.encode("My")[0] != gpt2.tokenizer.bos_token_id
+    g = [gtexts[i] for i in gpt2.vocab.tokens("My PIN is 4821")]
+    assert gpt2.vocab.tokens("My")[0] != gpt2.tokenizer.bos_token_id
     assert any(len(t) > 1 and any(c.isdigit() for c in t) for t in g), g  # a merged digit token, e.g. " 48"
 
 
@@ -540,3 +540,25 @@ def test_built_model_saves_a_directory_transformers_and_ssviz_load(tmp_path):
     assert type(plain).__name__ == "GPT2LMHeadModel"
     with pytest.raises(CheckpointError, match="arch"):
         HFLanguageModel.build("rwkv", tok)
+
+
+def test_char_code_paths_refuse_a_transformer_instead_of_scoring_wrong_tokens(llama):
+    from ssviz import scoring
+    from ssviz.errors import VocabularyError
+    with pytest.raises(VocabularyError, match="tokens, not characters"):
+        scoring.score_space(llama, Template("PIN {d:2}"))
+    with pytest.raises(VocabularyError):
+        scoring.log_perplexity(llama, "PIN 42")
+
+
+def test_backend_tokenization_is_checked_against_the_wrapper(gpt2):
+    from ssviz.tokens import encode_batch
+    texts = [f"My PIN is {i:04d}" for i in range(0, 10_000, 997)]
+    want = [encode(gpt2.tokenizer, t) for t in texts]
+    backend = gpt2.tokenizer.backend_tokenizer
+    backend.enable_truncation(3)  # a backend left truncating by someone else's call
+    try:
+        assert encode_batch(gpt2.tokenizer, texts) == want
+    finally:
+        backend.no_truncation()
+    assert encode_batch(gpt2.tokenizer, texts) == want

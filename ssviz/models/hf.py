@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ssviz.errors import CheckpointError
+from ssviz.errors import CheckpointError, TemplateError, VocabularyError
 from ssviz.models.base import LanguageModel, State
 
 # Cache layers that grow by concatenation (never in place): the only ones a shallow copy can branch.
@@ -56,8 +56,14 @@ class TokenVocab:
     def missing(self, text: str) -> list[str]:
         return [c for c in dict.fromkeys(text) if c not in self]
 
-    def encode(self, text: str) -> list[int]:
+    def tokens(self, text: str) -> list[int]:
+        """``tokenizer(text)["input_ids"]``: the scoring semantics' tokens (special tokens included)."""
         return list(self.tokenizer(text)["input_ids"])
+
+    def encode(self, text: str) -> list[int]:
+        """Refused: code written for characters (one id per character) would silently score the wrong tokens."""
+        raise VocabularyError("a transformer reads tokens, not characters: score it with ssviz.token_scoring "
+                              "(texts are tokenized as a whole)")
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids], clean_up_tokenization_spaces=False)
@@ -110,11 +116,12 @@ class HFLanguageModel(LanguageModel):
     def run(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Read ``tokens [B, T]`` in one forward pass over the cached context."""
         if tokens.shape[0] != state.batch:
+            # a caller's bug, not a user's
             raise ValueError(f"{tokens.shape[0]} rows of tokens for a state of {state.batch}")
         length = state.length + tokens.shape[1]
         if self.max_positions and length > self.max_positions:
-            raise CheckpointError(f"{self.name}: a text of {length} tokens is longer than the model's context "
-                                  f"of {self.max_positions} positions")
+            raise TemplateError(f"a text of {length} tokens is longer than the context of {self.name} "
+                                f"({self.max_positions} positions)")
         cache = self._new_cache() if state.cache is None else _branch(state.cache)
         out = self.model(input_ids=tokens.long(), cache=cache, use_cache=True)
         lp = torch.log_softmax(out.logits.float(), dim=-1)

@@ -333,7 +333,7 @@ def load_directory(folder: Path, name: str | None = None):
 
 def _probe(lm, name: str) -> None:
     """Refuse a model whose outputs are not finite (e.g. finite but huge weights), at load time."""
-    ids = lm.vocab.encode(PROBE_TEXT)[:32] or [0]
+    ids = lm.vocab.tokens(PROBE_TEXT)[:32] or [0]
     ids = torch.tensor([[min(i, len(lm.vocab) - 1) for i in ids]])
     with torch.inference_mode():
         log_probs, _ = lm.run(ids, lm.initial_state(1))
