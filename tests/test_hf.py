@@ -562,3 +562,19 @@ def test_backend_tokenization_is_checked_against_the_wrapper(gpt2):
     finally:
         backend.no_truncation()
     assert encode_batch(gpt2.tokenizer, texts) == want
+
+
+def test_sliding_window_caches_branch_exactly(llama):
+    """Mistral-style sliding-window attention: the cache drops old positions; scores still equal naive."""
+    from transformers import MistralConfig
+    cfg = MistralConfig(vocab_size=len(llama.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, sliding_window=4,
+                        initializer_range=0.3, bos_token_id=0, eos_token_id=1)
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        m = HFLanguageModel(transformers.AutoModelForCausalLM.from_config(cfg), llama.tokenizer, name="mistral")
+    t = Template("My PIN is {d:2}, ok.")
+    digits = t.digits_of_indices(np.arange(t.space_size))
+    fast = score_space(m, t, chunk_size=64)
+    naive = score_texts(m, [t.format(f) for f in t.digits_to_fillers(digits)])
+    assert np.abs(fast - naive).max() < 1e-3 and fast.std() > 0.1
