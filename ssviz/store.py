@@ -2,7 +2,8 @@
 
 Tables (schema version :data:`SCHEMA_VERSION`, created on first use):
 
-* ``meta(key, value)``: ``schema_version`` and this store's random ``salt``;
+* ``meta(key, value)``: the ``schema`` marker (``ssviz-study``), ``schema_version`` and this
+  store's random ``salt``;
 * ``runs``: settings (JSON), a key of those settings, code version, source, started / finished;
 * ``users``: per run and user, corpus size in characters and messages, timings;
 * ``secrets``: per run and user, the secret's type, a salted scrypt hash and its
@@ -157,6 +158,12 @@ class Store:
                               dklen=32).hex()
 
     # --- writing ---------------------------------------------------------------------------
+    def prepare(self) -> "Store":
+        """Create the file, or check it is an ssviz results store, now: a foreign, locked or unwritable
+        file fails before hours of work, not after."""
+        self.salt()
+        return self
+
     @staticmethod
     def run_key(settings: dict, source: str | None = None) -> str:
         """The key a run is resumed by: its settings and its source (an identity, not only a label)."""

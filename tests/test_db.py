@@ -353,3 +353,17 @@ def test_uploaded_results_files_are_bounded_and_checked_before_reading(tmp_path,
     for i in range(cache.MAX_UPLOADED_RESULTS + 3):
         cache.uploaded_results_file(f"not a database {i}".encode())
     assert len(list(first.parent.glob("results-*.duckdb"))) == cache.MAX_UPLOADED_RESULTS
+
+
+def test_a_study_refuses_a_foreign_db_before_reading_any_mail(tmp_path, monkeypatch):
+    from ssviz.enron import pipeline
+    path = tmp_path / "theirs.duckdb"
+    doctor(path, "CREATE TABLE orders (id INTEGER)")
+    before = sha(path)
+    monkeypatch.setattr(pipeline, "build_corpora", lambda *a, **k: pytest.fail("read mail before checking --db"))
+    for db_path in (path, tmp_path / "lite.db"):
+        if db_path.name == "lite.db":
+            _make_not_duckdb(db_path, "sqlite")
+        with pytest.raises(SsvizError, match="is not a study results store|SQLite"):
+            pipeline.run_study(tmp_path / "mail", db_path)
+    assert sha(path) == before

@@ -230,7 +230,7 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
         raise SsvizError("min-secrets must be >= 1")
     log = log or (lambda msg: None)
     cache_dir = Path(cache_dir or DEFAULT_CACHE)
-    store = Store(db)
+    store = Store(db).prepare()  # a foreign or unwritable --db fails before ingestion and training
     with tempfile.TemporaryDirectory(prefix="ssviz-enron-") as work:
         corpora = build_corpora(source, work, users=users, stop=stop,
                                 on_user=lambda c: log(f"{c.user}: {c.messages} messages, {c.chars:,} characters"))
