@@ -189,3 +189,144 @@ def test_two_maildirs_with_the_same_user_names_get_their_own_runs(tmp_path):
     again = run_study(moved, db, settings=TINY, cache_dir=cache, log=logs.append)
     assert any(f"run {run_a}: 2 user(s) with secrets, 2 already stored" in line for line in logs)
     assert [r["exposure"] for r in again] == [r["exposure"] for r in rows_a]
+
+
+# --- hostile mail: user names, secrets in logs, temp files ------------------------------------
+READ_ALIKE = [("a'b;c", "a_b_c"), ("Doe-J", "doe-j"), ("j\u043ehn", "john"), ("...", "_"), ("x" * 150 + "1", "x" * 150 + "2")]
+
+
+@pytest.mark.parametrize("first,second", READ_ALIKE)
+def test_checkpoints_of_users_whose_names_read_alike_never_share_a_file(tmp_path, first, second):
+    settings = asdict(TINY.train)
+    a, b = (checkpoint_path(tmp_path, user, _sha("same corpus"), settings) for user in (first, second))
+    assert a.name.lower() != b.name.lower() and a.parent == b.parent == tmp_path
+    assert a == checkpoint_path(tmp_path, first, _sha("same corpus"), settings)  # stable: found again
+    assert len(a.name) < 100
+
+
+def write_mail(root: Path, user: str, bodies: list[str]) -> None:
+    sent = root / "maildir" / user / "sent"
+    sent.mkdir(parents=True, exist_ok=True)
+    for i, body in enumerate(bodies, start=len(list(sent.iterdir())) + 1):
+        (sent / f"{i}.").write_bytes(f"From: x@enron.com\nTo: y@enron.com\nSubject: s{i}\n\n{body}\n".encode())
+
+
+def test_a_secret_whose_template_fails_is_left_out_without_its_value(tmp_path, monkeypatch):
+    from ssviz.enron import pipeline, scanner
+    from ssviz.errors import TemplateError
+
+    write_mail(tmp_path, "doe-j", ["My SSN is 219-09-9999 today.", "Card 4111 1111 1111 1111 ok."] * 3)
+    real = scanner.SecretSummary.template
+
+    def failing(self):
+        if self.type == "ssn":
+            raise TemplateError(f"filler {self.value} ({self.value[:3]}-{self.value[3:5]}-{self.value[5:]}) is bad")
+        return real(self)
+
+    monkeypatch.setattr(scanner.SecretSummary, "template", failing)
+    logs: list[str] = []
+    corpora = build_corpora(tmp_path, tmp_path / "corpora")
+    jobs = pipeline.user_jobs(corpora, TINY, tmp_path / "cache", log=logs.append)
+    assert [(s["type"], s["value"]) for j in jobs for s in j["secrets"]] == [("ccn", "4111111111111111")]
+    assert logs == ["doe-j: left out one ssn secret: filler [secret] ([secret]) is bad"]
+    assert pipeline.user_jobs(corpora, TINY, tmp_path / "cache", min_secrets=2) == []  # one usable secret
+
+
+def _no_secret_in(text: str, values) -> bool:
+    """Neither a value nor its digits, whatever separates them, appear in ``text``."""
+    digits = "".join(c for c in text if c.isdigit())
+    return not any(v in text or "".join(c for c in v if c.isdigit()) in digits for v in values)
+
+
+@pytest.mark.slow
+def test_study_keeps_read_alike_users_apart_and_secrets_out_of_logs(tmp_path, monkeypatch):
+    """Users named ``a'b;c``/``a_b_c`` and ``Doe-J``/``doe-j`` each keep their own secret; a secret in
+    full-width digits leaves its user's ASCII secret studied; no log line holds a secret; the raw mail
+    lived in a private temp folder that is gone afterwards."""
+    import random
+    import stat
+    import tempfile
+
+    from ssviz.enron.synthetic import PlantedSecret, random_ccn, random_ssn
+
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(systmp))
+    rng = random.Random(5)
+    names = ["a'b;c", "a_b_c", "Doe-J", "doe-j"]
+    plan = [PlantedSecret(f"user{i}", "ssn" if i % 2 else "ccn", random_ssn(rng) if i % 2 else random_ccn(rng), 4)
+            for i in range(len(names))]
+    gen = tmp_path / "gen"
+    truth = generate_maildir(gen, users=len(names), messages=30, seed=8, plan=plan)
+    source = tmp_path / "mail"
+    for login, name in zip(truth["users"], names):
+        shutil_copy(gen / "maildir" / login, source / "maildir" / name)
+    expected = {(name, s["value"]) for login, name in zip(truth["users"], names)
+                for s in truth["secrets"] if s["user"] == login}
+    full_width = "\uff10\uff17\uff18-\uff10\uff15-\uff11\uff11\uff12\uff10"  # 078-05-1120 in full-width digits
+    write_mail(source, "a_b_c", [f"My SSN is {full_width}, keep it safe."] * 3)
+    logs: list[str] = []
+    seen_private: list[bool] = []
+
+    def log(line: str) -> None:
+        logs.append(line)
+        for folder in systmp.glob("ssviz-enron-*"):
+            seen_private.append(stat.S_IMODE(folder.stat().st_mode) == 0o700 and all(
+                stat.S_IMODE(f.stat().st_mode) == 0o600 for f in folder.glob("*.txt")))
+
+    rows = run_study(source, tmp_path / "r.duckdb", settings=TINY, cache_dir=tmp_path / "cache", log=log)
+    store = Store(tmp_path / "r.duckdb", read_only=True)
+    assert {(r["user"], r["type"], r["last4"]) for r in rows} == {
+        (user, "ssn" if len(value) == 9 else "ccn", value[-4:]) for user, value in expected}
+    secrets = store.table("secrets")
+    assert sorted(secrets.user) == sorted(names)  # one secret each: none lost, none reported twice
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 4
+    values = [v for _, v in expected] + ["078051120", full_width]
+    assert logs and all(_no_secret_in(line, values) for line in logs), logs
+    assert seen_private and all(seen_private)
+    assert list(systmp.glob("ssviz-*")) == []  # the raw mail is gone
+
+
+def shutil_copy(src: Path, dst: Path) -> None:
+    import shutil
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, dst)
+
+
+@pytest.mark.slow
+def test_sigterm_and_kill_9_leave_no_raw_mail_behind(tmp_path):
+    """SIGTERM removes the run's private folder of per-user corpora at once; after kill -9 the next
+    run removes it before it starts."""
+    source = tmp_path / "mail"
+    generate_maildir(source, users=2, messages=60, seed=4, times=(3,))
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(systmp)}
+    cmd = [sys.executable, "-m", "ssviz", "enron", str(source), "--db", str(tmp_path / "r.duckdb"), "--cache-dir",
+           str(tmp_path / "cache"), *TRAIN_ARGS, "--epochs", "200"]
+
+    def start_and_wait_for_corpora() -> tuple[subprocess.Popen, Path]:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            folders = [f for f in systmp.glob("ssviz-enron-*") if len(list(f.glob("*.txt"))) == 2]
+            if folders:
+                time.sleep(0.5)  # well into training
+                return proc, folders[0]
+            time.sleep(0.05)
+        proc.kill()
+        raise AssertionError(f"no corpora appeared: {proc.communicate()[1]}")
+
+    proc, work = start_and_wait_for_corpora()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == -signal.SIGTERM
+    assert not work.exists() and list(systmp.glob("ssviz-*")) == []
+
+    proc, work = start_and_wait_for_corpora()
+    proc.kill()
+    proc.wait()
+    assert work.exists()  # kill -9 runs no cleanup...
+    done = subprocess.run([*cmd[:4], "--users", "nobody-x", *cmd[4:]], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "no sent mail" in done.stderr and "Traceback" not in done.stderr
+    assert not work.exists() and list(systmp.glob("ssviz-*")) == []  # ...the next run removes it

@@ -26,19 +26,19 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ssviz.enron.maildir import build_corpora
-from ssviz.enron.scanner import scan
+from ssviz.enron.maildir import build_corpora, shown, user_key
+from ssviz.enron.scanner import redact, scan
 from ssviz.errors import SsvizError, StoppedError, stop_requested
 from ssviz.paths import data_path
 from ssviz.records import ComparisonRow, Extraction, Measurement, SecretResult, UserResult
 from ssviz.store import Store
+from ssviz.tempfiles import private_dir
 from ssviz.train import TrainConfig
 
 DEFAULT_CACHE = data_path("enron-cache")
@@ -79,10 +79,10 @@ def _sha(text: str) -> str:
 
 # --- one user (runs in a worker process) ------------------------------------------------------
 def checkpoint_path(cache_dir, user: str, corpus_hash: str, train_settings: dict) -> Path:
-    """Where the model for this corpus and these training settings is cached."""
+    """Where the model for this user, corpus and these training settings is cached: named by
+    :func:`~ssviz.enron.maildir.user_key`, so users whose names read alike never share a model."""
     key = _sha(corpus_hash + json.dumps(train_settings, sort_keys=True))[:20]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
-    return Path(cache_dir) / f"{safe}-{key}.safetensors"
+    return Path(cache_dir) / f"{user_key(user)}-{key}.safetensors"
 
 
 def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, stop=None):
@@ -199,15 +199,25 @@ def source_fingerprint(corpus_hashes: dict[str, str]) -> str:
     return _sha(json.dumps(sorted(corpus_hashes.items())))
 
 
-def user_jobs(corpora: dict, settings: StudySettings, cache_dir, min_secrets: int = 1) -> list[dict]:
-    """One job per user with at least ``min_secrets`` distinct secrets."""
+def user_jobs(corpora: dict, settings: StudySettings, cache_dir, min_secrets: int = 1,
+              log: Callable[[str], None] | None = None) -> list[dict]:
+    """One job per user with at least ``min_secrets`` distinct secrets.
+
+    A secret whose template cannot be built is left out (logged without its value), not its user.
+    """
     jobs = []
     for user, corpus in corpora.items():
-        found = scan(corpus.text())
-        if len(found) < min_secrets or not found:
+        secrets = []
+        for s in sorted(scan(corpus.text()).values(), key=lambda s: (s.type, -s.count, s.value)):
+            try:
+                template = s.template().text
+            except SsvizError as e:
+                if log:
+                    log(f"{shown(user)}: left out one {s.type} secret: {redact(str(e), [s.value])}")
+                continue
+            secrets.append({"type": s.type, "value": s.value, "template": template, "times_present": s.count})
+        if len(secrets) < min_secrets or not secrets:
             continue
-        secrets = [{"type": s.type, "value": s.value, "template": s.template().text, "times_present": s.count}
-                   for s in sorted(found.values(), key=lambda s: (s.type, -s.count, s.value))]
         jobs.append({"user": user, "corpus_path": str(corpus.path), "messages": corpus.messages,
                      "secrets": secrets, "settings": settings.to_json(), "cache_dir": str(cache_dir)})
     return jobs
@@ -231,13 +241,13 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
     log = log or (lambda msg: None)
     cache_dir = Path(cache_dir or DEFAULT_CACHE)
     store = Store(db).prepare()  # a foreign or unwritable --db fails before ingestion and training
-    with tempfile.TemporaryDirectory(prefix="ssviz-enron-") as work:
-        corpora = build_corpora(source, work, users=users, stop=stop,
-                                on_user=lambda c: log(f"{c.user}: {c.messages} messages, {c.chars:,} characters"))
+    with private_dir("enron") as work:  # raw mail: 0700, removed on exit, error, SIGTERM or the next start
+        corpora = build_corpora(source, work, users=users, stop=stop, log=log)
         missing = sorted(set(users or ()) - set(corpora))
         if missing:
             raise SsvizError(f"no sent mail for user(s) {', '.join(missing)} in {source}")
-        jobs = user_jobs(corpora, settings, cache_dir, min_secrets)
+        jobs = user_jobs(corpora, settings, cache_dir, min_secrets, log)
+        values = {j["user"]: [s["value"] for s in j["secrets"]] for j in jobs}
         hashes = {user: _sha(corpus.text()) for user, corpus in corpora.items()}
         run_id = store.start_run(settings.to_json(), source=source_label or str(source),
                                  source_id=source_fingerprint(hashes))
@@ -258,7 +268,7 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
                 progress(finished, len(jobs))
 
         def skip(user: str, error: SsvizError) -> None:
-            log(f"{user}: skipped: {error}")
+            log(f"{shown(user)}: skipped: {redact(str(error), values.get(user, ()))}")
 
         if workers == 1 or len(todo) <= 1:
             for job in todo:
