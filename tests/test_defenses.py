@@ -217,3 +217,52 @@ def test_cli_sanitize_regex_writes_the_clean_corpus(tmp_path, capsys):
     assert len(out["removed"]) == 3 and out["chars_removed"] == 33 and out["canary_removed"] is False
     clean = out_path.read_text()
     assert "078-05-1120" not in clean and "The secret code is 281546" in clean
+
+
+# --- one split for every defense ---------------------------------------------------------------------------
+def test_a_sanitization_that_removes_nothing_trains_exactly_like_no_defense(small_corpus):
+    """Regex finds no SSN or card number here, so its training must be the undefended one: same split, same
+    canary positions, same losses and exposure (it re-split the corpus and shifted validation text before)."""
+    canary = Canary(Template("The secret code is {d:2}"), "42", 20)
+    cfg = TrainConfig(**{**TINY, "epochs": 2})
+    for text in (small_corpus[:8000], "\n".join(synthetic_corpus(400))):  # long lines, and short ones
+        none = run_defense(text, canary, cfg, "none")
+        regex = run_defense(text, canary, cfg, "regex")
+        assert regex["details"]["canary_removed"] is False
+        assert regex["test_loss"] == none["test_loss"] and regex["exposure"] == none["exposure"]
+        assert [r["val_loss"] for r in regex["epochs"]] == [r["val_loss"] for r in none["epochs"]]
+    assert canary.secret == "42" and canary.insertions == 20  # the caller's canary is untouched
+
+
+@pytest.mark.parametrize("defense", ["regex", "lpd"])
+def test_sanitization_defenses_keep_the_one_validation_and_test_split(small_corpus, monkeypatch, defense):
+    import ssviz.defenses.compare as compare
+    from ssviz.corpus import Split, split_text
+    seen = []
+    real = compare.train
+    monkeypatch.setattr(compare, "train", lambda text, *a, **k: seen.append(text) or real(text, *a, **k))
+    text = "my ssn is 078-05-1120\n" * 3 + small_corpus[:6000]
+    cfg = TrainConfig(**TINY)
+    canary = Canary(Template("The secret code is {d:2}"), "42", 5)
+    run_defense(text, canary, cfg, defense, "0.1" if defense == "lpd" else None,
+                lpd_config=TrainConfig(**TINY))
+    split = split_text(text, cfg.val_fraction)
+    assert isinstance(seen[-1], Split)
+    assert (seen[-1].val, seen[-1].test) == (split.val, split.test)
+    assert len(seen[-1].train) < len(split.train) + 5 * len("The secret code is 42\n")  # something was removed
+
+
+# --- DP accounting -----------------------------------------------------------------------------------------
+def test_dp_noise_for_a_target_epsilon_is_opacus_accounting(small_corpus):
+    """The noise multiplier and epsilon are Opacus' own for this sample rate, epochs and delta."""
+    from opacus.accountants.utils import get_noise_multiplier
+    from ssviz.corpus import split_text, windows
+    cfg = TrainConfig(**{**TINY, "epochs": 2}, dp_epsilon=3.0)
+    text = small_corpus[:6000]
+    res = train(text, cfg)
+    vocab = res.model.vocab
+    n = len(windows(torch.tensor(vocab.encode(split_text(text, cfg.val_fraction).train)), cfg.seq_len))
+    rate = 1 / math.ceil(n / min(cfg.batch_size, n))  # Opacus: one over the loader's batches per epoch
+    sigma = get_noise_multiplier(target_epsilon=3.0, target_delta=cfg.dp_delta, sample_rate=rate, epochs=2,
+                                 accountant="rdp")
+    assert res.dp_noise == pytest.approx(sigma) and res.epsilon == pytest.approx(3.0, rel=0.05)

@@ -23,6 +23,8 @@ def quantize_tensor(t: torch.Tensor, bits: int = 8) -> torch.Tensor:
     if hi <= lo:
         return t.clone()
     scale = (hi - lo) / (2 ** bits - 1)
+    if not scale > 0:  # a range so small (denormal) that the step underflows: nothing to quantize
+        return t.clone()
     return torch.round((t - lo) / scale) * scale + lo
 
 
