@@ -2,25 +2,56 @@
 
     nice python bench/bench_enron.py                       # 2 users, 1x128 LSTM, 5 epochs
     nice python bench/bench_enron.py --users 3 --epochs 10 --workers 2
+    nice python bench/bench_enron.py --hostile                # ingestion seconds per MB of crafted mail
 
 Prints one line per measurement. Time per user is split into training,
 each exposure method and extraction, read back from the store the run wrote.
+``--hostile`` times cleaning (parse, quote cut, normalize) and scanning of
+one message per shape of adversarial line, against benign mail of the same size.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
-
-from ssviz.enron.maildir import build_corpora
+from ssviz.enron.maildir import build_corpora, clean_message
 from ssviz.enron.pipeline import StudySettings, run_study
 from ssviz.enron.scanner import scan
 from ssviz.enron.synthetic import generate_maildir
 from ssviz.store import Store
+from ssviz.tempfiles import private_dir
 from ssviz.train import TrainConfig
+
+HOSTILE = {  # one line of crafted text per shape (n characters)
+    "benign 60-char lines": lambda n: ("I talked to Bob about the Acme deal this morning, thanks. ok\n" * (n // 60 + 1))[:n],
+    "a@a@a@... (the reported attack)": lambda n: "a@" * (n // 2),
+    "a@b tokens": lambda n: "a@b " * (n // 4),
+    "spaces": lambda n: " " * n + "x",
+    "digits": lambda n: "1" * n,
+    "dashes": lambda n: "-" * n,
+    "From: repeated": lambda n: "From: " * (n // 6),
+    "name <addr repeated": lambda n: "a <a " * (n // 5),
+    "wrote: repeated": lambda n: "wrote: " * (n // 7),
+    "blank lines": lambda n: "\n" * n,
+    "dashed SSNs": lambda n: "My SSN is 123-45-6789. " * (n // 23),
+    "card numbers": lambda n: "4111 1111 1111 1111\n" * (n // 20),
+}
+
+
+def hostile(megabytes: float) -> None:
+    n = int(megabytes * 1_000_000)
+    for shape, make in HOSTILE.items():
+        body = make(n)
+        data = f"From: jane@enron.com\nTo: bob@enron.com\nSubject: hi\n\n{body}\n".encode()
+        t0 = time.perf_counter()
+        clean_message(data)
+        t1 = time.perf_counter()
+        scan(body)
+        t2 = time.perf_counter()
+        print(f"hostile {shape:<32} clean {(t1 - t0) / megabytes:6.3f} s/MB   scan {(t2 - t1) / megabytes:6.3f} s/MB",
+              flush=True)
 
 
 def main() -> None:
@@ -31,9 +62,13 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--nodes", type=int, default=20_000, help="search and extraction node budgets")
+    ap.add_argument("--hostile", action="store_true", help="time ingestion of crafted mail instead of a study")
+    ap.add_argument("--megabytes", type=float, default=1.0, help="size of each crafted message (--hostile)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    if args.hostile:
+        hostile(args.megabytes)
+        return
+    with private_dir("bench") as tmp:
         t0 = time.perf_counter()
         generate_maildir(tmp, users=args.users, messages=args.messages, seed=0, times=(50, 20, 5, 1))
         print(f"generate: {args.users} users x {args.messages} messages in {time.perf_counter() - t0:.2f} s")
