@@ -86,6 +86,13 @@ def encode_batch(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts)["input_ids"]]
 
 
+def spellable(tokenizer, char: str, vocab_size: int, must_remain: bool = False) -> bool:
+    """Whether the tokenizer spells ``char`` without its unknown token and with ids the model has."""
+    ids = tokenizer(char, add_special_tokens=False)["input_ids"]
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return (bool(ids) or not must_remain) and unk not in ids and all(0 <= i < vocab_size for i in ids)
+
+
 def pad_rows(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Token lists -> ``(tokens [n, L] int64 padded with PAD, lengths [n])``."""
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
@@ -208,14 +215,10 @@ class TokenTemplate:
 
     def check(self) -> None:
         """Raise a clear error if the tokenizer cannot spell some text of this template."""
-        unk = getattr(self.tokenizer, "unk_token_id", None)
         slot_chars = set("".join(self.template.filler_alphabets))
-        bad = []
-        for c in self.template.characters:
-            ids = self.tokenizer(c, add_special_tokens=False)["input_ids"]
-            # a literal space a whitespace pre-tokenizer drops is fine; a slot character that vanishes is not
-            if (not ids and c in slot_chars) or unk in ids or (ids and max(ids) >= self.vocab_size):
-                bad.append(c)
+        # a literal space a whitespace pre-tokenizer drops is fine; a slot character that vanishes is not
+        bad = [c for c in self.template.characters
+               if not spellable(self.tokenizer, c, self.vocab_size, must_remain=c in slot_chars)]
         if bad:
             raise TemplateError(f"the tokenizer cannot spell {len(bad)} character(s) this template needs: "
                                 f"{''.join(bad)[:40]!r}")
@@ -224,6 +227,8 @@ class TokenTemplate:
     def texts(self, digits: np.ndarray) -> list[str]:
         """Full texts of fillers given as alphabet offsets ``[N, F]`` (vectorized formatting)."""
         digits = np.asarray(digits)
+        if "\x00" in self.template.characters:  # numpy strings drop trailing NULs: format one by one
+            return [self.template.format(f) for f in self.template.digits_to_fillers(digits)]
         cols = np.empty((len(digits), self.text_length), dtype="<U1")
         slot_of = {p: k for k, p in enumerate(self.slot_chars)}
         for p, chars in enumerate(self.allowed):

@@ -578,3 +578,10 @@ def test_sliding_window_caches_branch_exactly(llama):
     fast = score_space(m, t, chunk_size=64)
     naive = score_texts(m, [t.format(f) for f in t.digits_to_fillers(digits)])
     assert np.abs(fast - naive).max() < 1e-3 and fast.std() > 0.1
+
+
+def test_texts_keep_every_character(llama):
+    t = Template("PIN\x00 {d:2}\x00")
+    tt = TokenTemplate(t, llama.tokenizer)
+    assert tt.texts(np.array([[4, 2]])) == [t.format("42")]
+    assert "\x00" in llama.vocab and "4" in llama.vocab

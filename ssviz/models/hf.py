@@ -30,24 +30,23 @@ class TokenVocab:
     """A tokenizer's vocabulary in the role :class:`~ssviz.models.base.Vocab` plays for characters.
 
     ``len`` is the model's output size (logit columns, which may exceed the
-    tokenizer's length); ``encode`` is the scoring semantics' tokenization.
+    tokenizer's length); :meth:`tokens` is the scoring semantics' tokenization,
+    and the character-wise ``encode`` is refused.
     """
 
     def __init__(self, tokenizer, size: int):
         self.tokenizer = tokenizer
         self.size = int(size)
-        self._unk = getattr(tokenizer, "unk_token_id", None)
         self._known: dict[str, bool] = {}
 
     def __len__(self) -> int:
         return self.size
 
     def __contains__(self, char: str) -> bool:
-        """Whether the tokenizer spells ``char`` without its unknown token and reads it back unchanged."""
+        """Whether the tokenizer spells ``char`` without its unknown token (as :class:`Vocab` answers for characters)."""
         if char not in self._known:
-            ids = self.tokenizer(char, add_special_tokens=False)["input_ids"]
-            ok = bool(ids) and self._unk not in ids and max(ids) < self.size
-            self._known[char] = ok and self.tokenizer.decode(ids, clean_up_tokenization_spaces=False).endswith(char)
+            from ssviz.tokens import spellable
+            self._known[char] = spellable(self.tokenizer, char, self.size)
         return self._known[char]
 
     def __eq__(self, other: object) -> bool:
