@@ -203,7 +203,7 @@ def inspect(con, schema: Schema, path: Path) -> dict | None:
 # A check costs a few catalog queries (~20-70 ms). A file passed, and unchanged since, is not checked
 # again: "unchanged" is its (and its WAL's) device, inode, size, mtime and ctime (ctime cannot be set
 # back by a user), taken while DuckDB's lock keeps other writers out.
-_checked: dict[tuple[str, str], tuple] = {}
+_checked: dict[tuple[str, str], tuple[tuple, dict]] = {}  # (path, schema) -> (stat key, meta)
 
 
 def _stat_key(path: Path) -> tuple:
@@ -217,13 +217,14 @@ def _stat_key(path: Path) -> tuple:
 
 
 def _inspect_once(con, schema: Schema, path: Path) -> dict | None:
-    """:func:`inspect`, skipped (``{}``: ours, meta not read) for a file that passed and has not changed."""
+    """:func:`inspect`, skipped for a file that passed and has not changed since."""
     key = (str(path.resolve()), schema.name)
-    if _checked.get(key) == _stat_key(path):
-        return {"schema": schema.name}
+    stat, meta = _checked.get(key, (None, None))
+    if stat is not None and stat == _stat_key(path):
+        return dict(meta)
     meta = inspect(con, schema, path)
-    if meta is not None and "schema" in meta:
-        _checked[key] = _stat_key(path)
+    if meta is not None:
+        _checked[key] = (_stat_key(path), dict(meta))
     return meta
 
 
@@ -261,7 +262,7 @@ def writing(path, schema: Schema, lock_timeout: float = LOCK_TIMEOUT):
         con.execute("BEGIN TRANSACTION")
         try:
             try:
-                _prepare(con, schema, path)
+                meta = _prepare(con, schema, path)
             except duckdb.Error as e:
                 raise SsvizError(f"cannot write {schema.what} {path}: {_first_line(e)}") from None
             yield con
@@ -274,14 +275,17 @@ def writing(path, schema: Schema, lock_timeout: float = LOCK_TIMEOUT):
             raise
     finally:
         con.close()
-    _checked[(str(path.resolve()), schema.name)] = _stat_key(path)  # checked at the start, changed only by us
+    _checked[(str(path.resolve()), schema.name)] = (_stat_key(path), meta)  # checked at the start, changed only by us
 
 
-def _prepare(con, schema: Schema, path: Path) -> None:
-    """Check the file, then create the schema (a new or empty file) or add the marker (a file made before it)."""
+def _prepare(con, schema: Schema, path: Path) -> dict:
+    """Check the file, then create the schema (a new or empty file) or add the marker (a file made before
+    it); returns ``meta`` as it will be after the commit."""
     meta = _inspect_once(con, schema, path)
     if meta is None or "schema" not in meta:
         for stmt in (META_DDL, *schema.ddl):
             con.execute(stmt)
         con.execute("INSERT INTO meta VALUES ('schema', ?), ('schema_version', ?) ON CONFLICT DO NOTHING",
                     [schema.name, str(schema.version)])
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    return meta
