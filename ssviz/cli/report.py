@@ -84,5 +84,5 @@ def _defenses(path):
 
 
 def _audit(path):
-    from ssviz.audit import load_audit
+    from ssviz.audit.run import load_audit
     return load_audit(path)

@@ -1,0 +1,272 @@
+"""The one-run audit: draw canaries, flip a coin for each, train once, score every canary.
+
+Steinke, Nasr and Jagielski's design (NeurIPS 2023): M distinct random fillers of a
+template are drawn *before* any coin is flipped; each is included independently
+with probability 1/2 and, if included, inserted K times into the training split
+only; one model is trained (any option, DP included); every canary is scored
+without looking at the coins. The metrics and the epsilon lower bound then come
+from :func:`ssviz.audit.summarize` over ``(score, included)``.
+
+Beside it, the classic loss-based membership attack on the same model: members
+are training lines, non-members held-out test lines, score = minus the loss per
+character.
+
+A finished audit is a folder: ``canaries.csv`` (``filler``, ``included``,
+``log_perplexity``, ``score``), ``audit.json`` (settings and results) and the
+checkpoint. :func:`load_audit` recomputes the metrics from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssviz.audit import group_privacy, summarize
+from ssviz.audit.metrics import AuditError, auc, from_groups, membership_scores
+from ssviz.corpus import Split, build_vocab, insert_canary, split_text
+from ssviz.errors import MissingFileError, SettingsError, clip
+from ssviz.jsonable import finite_json
+from ssviz.models import CharRNN
+from ssviz.scoring import score_fillers, score_texts
+from ssviz.templates import Template, parse_template
+from ssviz.train import TrainConfig, train
+
+CANARIES_CSV = "canaries.csv"
+AUDIT_JSON = "audit.json"
+CHECKPOINT = "model.safetensors"
+CSV_COLUMNS = ("filler", "included", "log_perplexity", "score")
+MIA_LINES = 1_000     # lines per side of the loss-based attack
+MIA_MIN_CHARS = 20    # shorter lines say little about membership
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    template: str
+    canaries: int = 500
+    insertions: int = 8
+    inclusion: float = 0.5
+    delta: float = 1e-5
+    confidence: float = 0.95
+    seed: int = 0
+
+    def validate(self) -> "AuditSettings":
+        t = parse_template(self.template)
+        if not isinstance(self.canaries, int) or self.canaries < 10:
+            raise SettingsError(f"an audit needs at least 10 canaries, got {self.canaries!r}")
+        if self.canaries > t.space_size:
+            raise SettingsError(f"the template has only {t.space_size:,} fillers, fewer than {self.canaries:,} "
+                                "distinct canaries")
+        if self.canaries > 1_000_000:
+            raise SettingsError("at most 1,000,000 canaries")
+        if not isinstance(self.insertions, int) or self.insertions < 1:
+            raise SettingsError(f"insertions must be a whole number >= 1, got {self.insertions!r}")
+        if not (isinstance(self.inclusion, float | int) and 0 < self.inclusion < 1):
+            raise SettingsError(f"inclusion must be a probability in (0, 1), got {self.inclusion!r}")
+        if not 0 <= self.delta < 1 or not 0 < self.confidence < 1:
+            raise SettingsError("delta must be in [0, 1) and confidence in (0, 1)")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise SettingsError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        return self
+
+
+@dataclass
+class AuditResult:
+    settings: AuditSettings
+    fillers: list[str]
+    included: np.ndarray      # bool per canary
+    log_perplexities: np.ndarray
+    metrics: dict             # summarize(): canaries, included, auc, tpr_at_fpr, epsilon_lower, confidence, delta
+    epsilon_claimed: float | None
+    mia_auc: float | None
+    config: dict
+    train: dict               # test_loss, epochs, seconds, dp_noise
+    checkpoint: str | None = None
+    message: str = ""
+
+    @property
+    def scores(self) -> np.ndarray:
+        return membership_scores(self.log_perplexities, parse_template(self.settings.template).space_size)
+
+    def to_json(self) -> dict:
+        """The CLI's JSON: the issue's keys first, then what a reader needs to interpret them."""
+        claimed = self.epsilon_claimed
+        group = (group_privacy(claimed, self.config.get("dp_delta", 0.0), self.settings.insertions)[0]
+                 if claimed is not None else None)
+        return finite_json({**self.metrics, "epsilon_claimed": claimed, "mia_auc": self.mia_auc,
+                            "checkpoint": self.checkpoint, "epsilon_claimed_per_canary": group,
+                            "insertions": self.settings.insertions, "inclusion": self.settings.inclusion,
+                            "template": self.settings.template, "seed": self.settings.seed,
+                            "message": self.message})
+
+
+def draw_canaries(template: Template, m: int, seed: int) -> list[str]:
+    """``m`` distinct uniformly random fillers (seeded), drawn before any coin is flipped."""
+    rng = np.random.default_rng([seed, 0xA0D17])
+    if template.space_size <= 4 * m:  # small space: a random subset without replacement
+        idx = rng.choice(template.space_size, size=m, replace=False)
+        return [template.filler_at(int(i)) for i in idx]
+    out: dict[str, None] = {}
+    while len(out) < m:
+        for f in template.digits_to_fillers(template.random_digits(2 * (m - len(out)), rng)):
+            out.setdefault(f, None)
+            if len(out) == m:
+                break
+    return list(out)
+
+
+def flip_coins(m: int, inclusion: float, seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, 0xC01]).random(m) < inclusion
+
+
+def insert_canaries(split: Split, template: Template, fillers, included, insertions: int, seed: int) -> Split:
+    """The split with each included canary inserted ``insertions`` times into its training part only."""
+    train_text = split.train
+    for i, (f, inc) in enumerate(zip(fillers, included)):
+        if inc:
+            train_text = insert_canary(train_text, template.format(f), insertions, seed=seed * 1_000_003 + i)
+    return Split(train_text, split.val, split.test)
+
+
+def loss_attack_auc(model, split: Split, seed: int) -> float | None:
+    """AUC of the loss-based membership attack: training lines vs held-out test lines, score = -bits/char."""
+    rng = np.random.default_rng([seed, 0x1A55])
+
+    def lines(text: str) -> list[str]:
+        kept = [ln for ln in text.split("\n") if len(ln) >= MIA_MIN_CHARS and all(c in model.vocab for c in ln)]
+        if len(kept) > MIA_LINES:
+            kept = [kept[i] for i in sorted(rng.choice(len(kept), MIA_LINES, replace=False))]
+        return kept
+
+    members, others = lines(split.train), lines(split.test)
+    if len(members) < 5 or len(others) < 5:
+        return None
+    per_char = [-score_texts(model, group) / np.array([len(t) - 1 for t in group]) for group in (members, others)]
+    scores, labels = from_groups(*per_char)
+    return auc(scores, labels)
+
+
+def run_audit(text: str, settings: AuditSettings, config: TrainConfig, *, out_dir=None, on_epoch=None,
+              on_batch=None, progress=None, stop=None) -> AuditResult:
+    """Train once with the audit canaries and measure; writes the audit folder when ``out_dir`` is given."""
+    settings = settings.validate()
+    config = config.validate()
+    template = parse_template(settings.template)
+    fillers = draw_canaries(template, settings.canaries, settings.seed)
+    included = flip_coins(len(fillers), settings.inclusion, settings.seed)
+    split = insert_canaries(split_text(text, config.val_fraction), template, fillers, included,
+                            settings.insertions, settings.seed)
+    vocab = build_vocab(split.text, template)
+    t0 = time.perf_counter()
+    result = train(split, config, model=CharRNN.from_config(vocab, config), on_epoch=on_epoch, on_batch=on_batch,
+                   stop=stop)
+    if result.stopped:
+        from ssviz.errors import StoppedError
+        raise StoppedError("the audit's training was stopped: nothing to measure")
+    model = result.model
+    lps = score_fillers(model, template, fillers, progress=progress, stop=stop)
+    scores = membership_scores(lps, template.space_size)
+    message = ""
+    if settings.inclusion == 0.5:
+        metrics = summarize(scores, included, delta=settings.delta, confidence=settings.confidence)
+    else:  # the one-run theorem is stated for fair coins: report the ROC, not a bound
+        metrics = summarize_without_bound(scores, included, settings)
+        message = "epsilon_lower needs --inclusion 0.5 (the one-run theorem assumes fair coins)"
+    claimed = result.epsilon if result.epsilon is not None and math.isfinite(result.epsilon) else None
+    audit = AuditResult(settings, fillers, included, lps, metrics, claimed,
+                        loss_attack_auc(model, split, settings.seed), asdict(config),
+                        {"test_loss": result.test_loss, "epochs": len(result.epochs), "dp_noise": result.dp_noise,
+                         "seconds": time.perf_counter() - t0}, message=message)
+    if result.warning:
+        audit.message = "; ".join(m for m in (audit.message, result.warning) if m)
+    if out_dir is not None:
+        save_audit(audit, out_dir, model=result)
+    return audit
+
+
+def summarize_without_bound(scores, included, settings: AuditSettings) -> dict:
+    from ssviz.audit import membership_arrays, tpr_at_fpr
+    s, inc = membership_arrays(scores, included)
+    return {"canaries": len(s), "included": int(inc.sum()), "auc": auc(s, inc),
+            "tpr_at_fpr": {str(f): t for f, t in tpr_at_fpr(s, inc).items()}, "epsilon_lower": None,
+            "confidence": settings.confidence, "delta": settings.delta}
+
+
+# --- the audit folder ---------------------------------------------------------------------------------
+def save_audit(audit: AuditResult, out_dir, model=None) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        audit.checkpoint = str(model.save(out / CHECKPOINT))
+    with open(out / CANARIES_CSV, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for filler, inc, lp, score in zip(audit.fillers, audit.included, audit.log_perplexities, audit.scores):
+            w.writerow([filler, "true" if inc else "false", repr(float(lp)), repr(float(score))])
+    doc = {"settings": asdict(audit.settings), "config": audit.config, "train": audit.train,
+           "results": audit.to_json()}
+    (out / AUDIT_JSON).write_text(json.dumps(finite_json(doc), indent=1, allow_nan=False), encoding="utf-8")
+    return out
+
+
+def read_canaries(path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(fillers, included, log_perplexities)`` from a ``canaries.csv``, each row checked."""
+    fillers, included, lps = [], [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise AuditError(f"{path}: missing column(s) {', '.join(missing)}")
+            for n, row in enumerate(reader, start=2):
+                inc = row["included"].strip().lower()
+                if inc not in ("true", "false"):
+                    raise AuditError(f"{path} line {n}: included must be true or false, got "
+                                     f"{clip(repr(row['included']), 20)}")
+                try:
+                    lp = float(row["log_perplexity"])
+                except ValueError:
+                    raise AuditError(f"{path} line {n}: log_perplexity is not a number") from None
+                fillers.append(row["filler"])
+                included.append(inc == "true")
+                lps.append(lp)
+    except UnicodeDecodeError:
+        raise AuditError(f"{path} is not UTF-8 text") from None
+    except csv.Error as e:
+        raise AuditError(f"{path} is not a readable CSV file ({clip(str(e), 80)})") from None
+    return fillers, np.array(included, dtype=bool), np.array(lps, dtype=np.float64)
+
+
+def load_audit(out_dir, *, delta: float | None = None, confidence: float | None = None) -> dict:
+    """Recompute a finished audit's metrics from its folder (no training): the CLI's JSON keys, plus
+    ``scores``/``included`` arrays for figures."""
+    out = Path(out_dir)
+    if not (out / CANARIES_CSV).is_file():
+        raise MissingFileError(f"{out} is not a finished audit (no {CANARIES_CSV})")
+    try:
+        doc = json.loads((out / AUDIT_JSON).read_text(encoding="utf-8")) if (out / AUDIT_JSON).is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise AuditError(f"{out / AUDIT_JSON} is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise AuditError(f"{out / AUDIT_JSON} must be a JSON object")
+    settings = doc.get("settings") or {}
+    previous = doc.get("results") or {}
+    fillers, included, lps = read_canaries(out / CANARIES_CSV)
+    template = settings.get("template")
+    scores = membership_scores(lps, parse_template(template).space_size if template else None)
+    delta = settings.get("delta", 1e-5) if delta is None else delta
+    confidence = settings.get("confidence", 0.95) if confidence is None else confidence
+    if settings.get("inclusion", 0.5) == 0.5:
+        metrics = summarize(scores, included, delta=delta, confidence=confidence)
+    else:
+        metrics = summarize_without_bound(scores, included, AuditSettings(template or "x{d:1}", delta=delta,
+                                                                          confidence=confidence))
+    keep = ("epsilon_claimed", "mia_auc", "checkpoint", "epsilon_claimed_per_canary", "insertions", "inclusion",
+            "template", "seed", "message")
+    return {**metrics, **{k: previous.get(k) for k in keep}, "scores": scores, "included_mask": included,
+            "name": out.name}

@@ -1,0 +1,85 @@
+"""The ``audit`` subcommand: canaries in and out, one training run, membership ROC and an epsilon lower bound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssviz.cli import emit, positive_int
+from ssviz.cli.train import add_training_options, check_output, config_from_args
+from ssviz.errors import SsvizError
+
+
+def _probability(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text[:40]!r}")
+    return value
+
+
+_probability.__name__ = "probability"
+
+
+def register(sub, parent) -> None:
+    p = sub.add_parser("audit", parents=[parent],
+                       help="privacy audit: train once with random canaries, report ROC, AUC and an epsilon lower "
+                            "bound (Steinke, Nasr, Jagielski 2023)")
+    p.add_argument("corpus", nargs="?", help="UTF-8 text file (not needed with --from)")
+    p.add_argument("--from", dest="from_dir", metavar="DIR", help="recompute the metrics of a finished audit")
+    p.add_argument("--template", help="template of the audit canaries, e.g. 'The code is {d:6}'")
+    p.add_argument("--canaries", type=positive_int, default=500, help="M: canaries drawn (default 500)")
+    p.add_argument("--insertions", type=positive_int, default=8, help="K: times an included canary is inserted")
+    p.add_argument("--inclusion", type=_probability, default=0.5,
+                   help="probability each canary is included (the bound needs 0.5)")
+    p.add_argument("--delta", type=_probability, default=None,
+                   help="delta of the lower bound (default: --dp-delta, 1e-5)")
+    p.add_argument("--confidence", type=_probability, default=0.95, help="confidence of the lower bound")
+    p.add_argument("--out", help="folder to write canaries.csv, audit.json and the checkpoint")
+    p.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
+    add_training_options(p)
+    p.set_defaults(run=run_audit)
+
+
+def run_audit(args) -> int:
+    from ssviz.audit.run import AuditSettings, load_audit, run_audit as audit
+    from ssviz.train import read_corpus
+
+    if args.from_dir:
+        res = load_audit(args.from_dir, delta=args.delta, confidence=args.confidence)
+        res = {k: v for k, v in res.items() if k not in ("scores", "included_mask", "name")}
+        emit(args, res, _summary(res))
+        return 0
+    if not args.corpus or not args.template or not args.out:
+        raise SsvizError("an audit needs CORPUS, --template and --out (or --from DIR)")
+    config = config_from_args(args)
+    settings = AuditSettings(args.template, args.canaries, args.insertions, args.inclusion,
+                             args.delta if args.delta is not None else config.dp_delta, args.confidence,
+                             args.seed).validate()
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
+        raise SsvizError(f"--out {out} exists and is not an empty folder (choose another, or --force)")
+    text = read_corpus(args.corpus)
+    check_output(out / "model.safetensors", inputs=[args.corpus], what="--out")
+    on_epoch = None if args.json else (lambda r: print(
+        f"epoch {r['epoch']}: train {r['train_loss']:.4f} val {r['val_loss']:.4f}"
+        + (f" epsilon {r['epsilon']:.3g}" if r.get("epsilon") is not None else ""), flush=True))
+    result = audit(text, settings, config, out_dir=out, on_epoch=on_epoch)
+    payload = result.to_json()
+    emit(args, payload, _summary(payload) + f"\nwrote {out}")
+    return 0
+
+
+def _summary(r: dict) -> str:
+    eps = r.get("epsilon_lower")
+    claimed = r.get("epsilon_claimed")
+    tpr = r.get("tpr_at_fpr") or {}
+    text = (f"{r['canaries']} canaries ({r['included']} included): AUC {r['auc']:.3f}, TPR at 1% FPR "
+            f"{tpr.get('0.01', float('nan')):.3f}; epsilon >= {eps:.2f} at {r['confidence']:.0%} confidence"
+            if eps is not None else f"{r['canaries']} canaries: AUC {r['auc']:.3f} (no epsilon bound)")
+    text += f"; claimed epsilon {claimed:.2f}" if claimed is not None else "; no DP guarantee"
+    if r.get("mia_auc") is not None:
+        text += f"; loss-attack AUC {r['mia_auc']:.3f}"
+    return text
