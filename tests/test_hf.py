@@ -344,6 +344,8 @@ def test_zip_bombs_and_odd_zips_are_refused(model_dirs, tmp_path, monkeypatch):
     _refused(_raw_zip(files + [("config.json", b"{}", None)]), "twice")
     _refused(b"PK\x03\x04 not really a zip", "zip")
     _refused(_raw_zip([("readme.txt", b"hi", None)]), "no config.json")
+    _refused(_raw_zip(files + [("d/" * 3000 + "x", b"", None)]), "cannot be unpacked")
+    _refused(_raw_zip(files + [("x" * 300, b"", None)]), "cannot be unpacked")
     lying = bytearray(_raw_zip(files))  # corrupt the compressed data: the CRC check fails while unpacking
     pos = lying.find(b"model.safetensors") + 40
     lying[pos:pos + 64] = bytes(64)

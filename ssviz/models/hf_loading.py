@@ -366,4 +366,7 @@ def load_hf(source: Source, max_bytes: int = MAX_UNZIPPED):
             raise CheckpointError(f"{clip(name, 200)}: unreadable zip member ({_first_line(e)})") from None
         except FileExistsError:
             raise CheckpointError(f"{clip(name, 200)}: the zip holds the same file twice") from None
+        except OSError as e:  # names too long or too deep for the file system, a full disk
+            raise CheckpointError(f"{clip(name, 200)}: the zip cannot be unpacked ({clip(e.strerror or str(e), 80)})"
+                                  ) from None
         return load_directory(folder, name)
