@@ -6,7 +6,7 @@
     python bench/bench_token_scoring.py --model DIR      # any model directory, e.g. the bundled demo transformer
 
 Without ``--model`` the model is a Llama-style decoder built from a config (4
-layers, width 128, about 1.2 M parameters, a few MB like a demo model) with a
+layers, width 128, 0.85 M parameters or 3.4 MB, the size of a demo model) with a
 byte-level BPE trained on the demo corpus; its weights are untrained, which does
 not change the timings. "Naive" is what a user writes with transformers:
 tokenize every text, ``model(ids).logits``, ``log_softmax``, gather, sum,
