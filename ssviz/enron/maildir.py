@@ -185,7 +185,7 @@ def split_member(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
 def _escapes(name: str) -> bool:
     """An archive member named outside the archive's folder (``..`` or an absolute path)."""
     parts = name.replace("\\", "/").split("/")
-    return name.startswith(("/", "\\")) or ".." in parts or bool(re.match(r"^[A-Za-z]:", name))
+    return name.startswith(("/", "\\")) or ".." in parts or bool(re.match(r"^[A-Za-z]:(?:[/\\\\]|$)", name))
 
 
 def _wanted(user: str, users) -> bool:
