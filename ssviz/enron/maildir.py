@@ -16,6 +16,13 @@ Layout (the public Enron release): ``maildir/<user>/<folder>[/<sub>...]/<n>.``
 Everything streams: archives are read member by member and each user's corpus
 is appended to its own file, so memory holds one message at a time (plus a set
 of body hashes per user to drop duplicates).
+
+Mail is untrusted input: every pattern over it runs in linear time; symlinks,
+FIFOs, unreadable files and corrupt, linked or escaping archive members are
+skipped and named in the log (the first :data:`MAX_NAMED_SKIPS`), a damaged
+archive keeps what came before the damage; per-user files are named by
+:func:`user_key` (a hash of the exact name) with mode 0600, and the log has a
+bounded number of lines (:class:`IngestLog`).
 """
 
 from __future__ import annotations
