@@ -127,6 +127,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a second Python process: 4-10 s on a loaded 2-core machine
 def test_concurrent_reads_while_another_process_writes(tmp_path):
     db = tmp_path / "r.duckdb"
     root = Path(__file__).resolve().parent.parent  # the checkout: `tests` is importable from there
