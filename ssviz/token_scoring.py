@@ -23,8 +23,8 @@ Chunks (and fused passes) are sized from the model's per-row memory
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,10 +32,9 @@ import torch
 from ssviz.errors import StoppedError, TemplateError, stop_requested
 from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel, State, check_finite
-from ssviz.scoring import (DEFAULT_CHUNK, EXHAUSTIVE_LIMIT, LN2, Progress, StopFlag, check_exhaustive,
-                           iter_space_chunks)
+from ssviz.scoring import DEFAULT_CHUNK, EXHAUSTIVE_LIMIT, LN2, Progress, StopFlag, check_exhaustive, iter_space_chunks
 from ssviz.templates import Template
-from ssviz.tokens import PAD, TokenTemplate, encode, encode_batch, pad_rows
+from ssviz.tokens import TokenTemplate, encode, encode_batch
 
 DEFAULT_MEMORY = 256 << 20  # bytes of KV cache and log-probabilities one chunk may hold
 MIN_CHUNK = 64
@@ -306,5 +305,4 @@ def token_costs(model: LanguageModel, text: str) -> list[tuple[int, str, float |
     return list(zip(ids, shown, [None] + bits))
 
 
-__all__ = ["score_digits", "score_fillers", "score_space", "score_texts", "log_perplexity", "token_costs",
-           "PAD", "pad_rows"]
+__all__ = ["log_perplexity", "score_digits", "score_fillers", "score_space", "score_texts", "token_costs"]

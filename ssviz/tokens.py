@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ssviz.templates import Template
 PAD = -1  # fills token rows past a text's end; sorts before every token id
 VERIFY_SAMPLES = 256
 
-_TEXTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024, split_digits: bool = True,

@@ -23,19 +23,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 transformers = pytest.importorskip("transformers")
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers  # noqa: E402
-from transformers import PreTrainedTokenizerFast  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
-from ssviz.errors import CheckpointError, CheckpointNotFoundError, StoppedError, TemplateError  # noqa: E402
-from ssviz.models import CharRNN, save_checkpoint  # noqa: E402
-from ssviz.models.hf import HFLanguageModel  # noqa: E402
-from ssviz.models import hf_loading  # noqa: E402
-from ssviz.models.loading import is_transformer_source, load_model  # noqa: E402
-from ssviz.templates import Template  # noqa: E402
-from ssviz import token_scoring  # noqa: E402
-from ssviz.token_scoring import (log_perplexity, score_digits, score_fillers, score_space, score_texts,  # noqa: E402
-                                 token_costs)
-from ssviz.tokens import TokenTemplate, encode, token_texts, train_tokenizer  # noqa: E402
+from ssviz import token_scoring
+from ssviz.errors import CheckpointError, CheckpointNotFoundError, StoppedError, TemplateError
+from ssviz.models import (
+    CharRNN,
+    hf_loading,
+    save_checkpoint,
+)
+from ssviz.models.hf import HFLanguageModel
+from ssviz.models.loading import is_transformer_source, load_model
+from ssviz.templates import Template
+from ssviz.token_scoring import log_perplexity, score_digits, score_fillers, score_space, score_texts, token_costs
+from ssviz.tokens import TokenTemplate, encode, token_texts, train_tokenizer
 
 
 # --- tiny tokenizers and models, built here ----------------------------------------------------

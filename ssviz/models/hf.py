@@ -14,8 +14,9 @@ default special tokens); loading directories and zips is :mod:`ssviz.models.hf_l
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -136,7 +137,7 @@ class HFLanguageModel(LanguageModel):
     # --- building and saving ---------------------------------------------------------------
     @classmethod
     def build(cls, arch: str, tokenizer, *, layers: int = 2, heads: int = 4, hidden: int = 64,
-              context: int = 256, seed: int = 0, init_range: float = 0.02) -> "HFLanguageModel":
+              context: int = 256, seed: int = 0, init_range: float = 0.02) -> HFLanguageModel:
         """A fresh (untrained) GPT-2- or Llama-style model sized for ``tokenizer``, from a config: no download."""
         from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
         common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,

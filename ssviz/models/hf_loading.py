@@ -32,8 +32,9 @@ import threading
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Union
 
 import torch
 
