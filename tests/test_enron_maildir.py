@@ -151,9 +151,20 @@ QUOTE_TOKENS = ["-", "---", " ", "\t", "\n", "\r", "\x0b", "@", "@@", "a", "b@c"
                 "Inline attachment follows", "x" * 78, "y" * 40, "é", "5", "/", "_"]
 
 
-@settings(max_examples=3000, deadline=None)
-@given(st.lists(st.sampled_from(QUOTE_TOKENS), min_size=1, max_size=16).map("".join))
+QUOTE_TEXTS = st.lists(st.sampled_from(QUOTE_TOKENS), min_size=1, max_size=16).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(QUOTE_TEXTS)
 def test_quote_detection_cuts_exactly_where_the_line_anchored_patterns_did(text):
+    m = OLD_QUOTE_STARTS.search(text)
+    assert quote_start(text) == (m.start() if m else None)
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None)
+@given(QUOTE_TEXTS)
+def test_quote_detection_agrees_on_many_more_texts(text):
     m = OLD_QUOTE_STARTS.search(text)
     assert quote_start(text) == (m.start() if m else None)
 
@@ -492,13 +503,13 @@ def test_an_interleaved_archive_reports_each_user_once(tmp_path, kind):
     assert [line for line in lines if line.startswith("doe-j:")] == [f"doe-j: 699 messages, {corpora['doe-j'].chars:,} characters"]
 
 
-def test_thousands_of_users_give_a_bounded_number_of_lines(tmp_path):
-    members = {f"maildir/u{i:05d}/sent/1.": message(f"Hello from {i}.", i) for i in range(1500)}
+def test_hundreds_of_users_give_a_bounded_number_of_lines(tmp_path):
+    members = {f"maildir/u{i:05d}/sent/1.": message(f"Hello from {i}.", i) for i in range(600)}
     lines: list[str] = []
     corpora = build_corpora(make_zip(tmp_path / "m.zip", members), tmp_path / "out", log=lines.append)
-    assert len(corpora) == 1500
+    assert len(corpora) == 600
     assert len(lines) <= MAX_USER_LINES + 3
-    assert any(line.startswith("... and 1,400 more user(s): 1,400 messages") for line in lines)
+    assert any(line.startswith("... and 500 more user(s): 500 messages") for line in lines)
 
 
 def test_progress_lines_are_throttled_in_time():
