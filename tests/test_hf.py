@@ -139,6 +139,8 @@ def test_step_and_select_state_match_full_forward(lm):
         d, _ = lm.step(ids[:2, 0], empty)
         assert torch.allclose(d, full[:2, 0], atol=1e-5)
     assert lm.description["layers"] == 2 and lm.description["vocab_size"] == len(lm.vocab)
+    assert s3.nbytes * 4 == s4.nbytes * 3 > 0 and picked.nbytes == s4.nbytes * 4 // 3
+    assert lm.initial_state(5).nbytes == 0 and lm.row_bytes(4) > s4.nbytes // 3
 
 
 def test_context_longer_than_the_model_is_a_clear_error(llama):

@@ -77,6 +77,14 @@ class KVState:
     batch: int
     length: int
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached keys and values (grows with ``length``: see ``HFLanguageModel.row_bytes``)."""
+        if self.cache is None:
+            return 0
+        return sum(t.numel() * t.element_size() for layer in self.cache.layers
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None)
+
 
 def _branch(cache):
     """A new cache object over the same (immutable) tensors: updating it leaves ``cache`` as it was."""
