@@ -68,6 +68,7 @@ class UserResult:
     train_seconds: float | None = None
     seconds: float | None = None
     cached_model: bool = False             # not stored: only for the log line
+    notes: tuple[str, ...] = ()            # not stored: redacted lines for the log (e.g. a secret left out)
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def test_a_user_that_cannot_be_studied_is_skipped_not_fatal(tmp_path):
     (tiny / "1.").write_bytes(b"From: tiny@enron.com\nTo: a@enron.com\n\nSSN 219-09-9999")
     logs = []
     rows = run_study(tmp_path, tmp_path / "r.duckdb", settings=TINY, cache_dir=tmp_path / "cache", log=logs.append)
-    assert any(line.startswith("tiny-x: skipped: corpus too short") for line in logs)
+    assert any(line.startswith("tiny-x: skipped: the corpus is too short") for line in logs)
     assert {r["user"] for r in rows} == set(Store(tmp_path / "r.duckdb", read_only=True).table("users").user)
     assert "tiny-x" not in {r["user"] for r in rows} and len(rows) >= 1
     assert Store(tmp_path / "r.duckdb", read_only=True).table("runs").finished.isna().all()  # not complete
@@ -330,3 +330,28 @@ def test_sigterm_and_kill_9_leave_no_raw_mail_behind(tmp_path):
                           timeout=120)
     assert done.returncode == 2 and "no sent mail" in done.stderr and "Traceback" not in done.stderr
     assert not work.exists() and list(systmp.glob("ssviz-*")) == []  # ...the next run removes it
+
+
+def test_a_secret_that_cannot_be_measured_is_left_out_not_the_user(tmp_path, monkeypatch, tiny_model):
+    """One secret failing (not a budget: any user error) drops that secret only; the log line is redacted."""
+    import ssviz.enron.pipeline as pipeline
+    corpus = tmp_path / "u.txt"
+    corpus.write_text("my ssn is 123-45-6789 and my other is 987-65-4321\n" * 5, encoding="utf-8")
+    monkeypatch.setattr(pipeline, "user_model", lambda *a, **k: (tiny_model, 1.0, 0.0, True))
+    real = pipeline.measure_secret
+
+    def flaky(model, template, secret, *a, **k):
+        if secret == "123456789":
+            raise SsvizError(f"cannot measure {secret[:3]}-{secret[3:5]}-{secret[5:]} here")
+        return real(model, template, secret, *a, **k)
+
+    monkeypatch.setattr(pipeline, "measure_secret", flaky)
+    settings = StudySettings(train=TrainConfig(), exposure_samples=20, exact_limit=10, search_nodes=50,
+                             extraction_nodes=50)
+    secrets = [{"type": "ssn", "value": v, "template": "my ssn is {d:3}-{d:2}-{d:4}", "times_present": 5}
+               for v in ("123456789", "987654321")]
+    result = pipeline.measure_user({"user": "u", "corpus_path": str(corpus), "messages": 5, "secrets": secrets,
+                                    "settings": settings.to_json(), "cache_dir": str(tmp_path)})
+    assert [s.value for s in result.secrets] == ["987654321"]
+    assert len(result.notes) == 1 and "left out one ssn secret" in result.notes[0]
+    assert "123" not in result.notes[0].replace("[secret]", "") and "6789" not in result.notes[0]

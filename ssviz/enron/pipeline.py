@@ -34,7 +34,7 @@ from typing import Callable
 
 from ssviz.enron.maildir import build_corpora, shown, user_key
 from ssviz.enron.scanner import redact, scan
-from ssviz.errors import SsvizError, StoppedError, stop_requested
+from ssviz.errors import SsvizError, StoppedError, stop_requested, summarize
 from ssviz.paths import data_path
 from ssviz.records import ComparisonRow, Extraction, Measurement, SecretResult, UserResult
 from ssviz.store import Store
@@ -165,17 +165,23 @@ def measure_user(job: dict, stop=None) -> UserResult:
     model, test_loss, train_seconds, cached = user_model(text, templates, settings.train, job["cache_dir"],
                                                          job["user"], stop)
     trained = scan(split_corpus(text, settings.train.val_fraction)[0])
-    secrets = []
+    secrets, notes = [], []
     for i, (s, template) in enumerate(zip(job["secrets"], templates)):
         found = trained.get((s["type"], s["value"]))
-        measurements, extraction = measure_secret(model, template, s["value"], settings,
-                                                  settings.train.seed + 1000 * i, stop)
+        try:
+            measurements, extraction = measure_secret(model, template, s["value"], settings,
+                                                      settings.train.seed + 1000 * i, stop)
+        except StoppedError:
+            raise
+        except SsvizError as e:  # one secret that cannot be measured leaves out that secret, not the user
+            notes.append(f"left out one {s['type']} secret: {redact(str(e), [s['value']])}")
+            continue
         secrets.append(SecretResult(type=s["type"], value=s["value"], template=s["template"],
                                     times_present=s["times_present"], times_trained=found.count if found else 0,
                                     measurements=tuple(measurements), extractions=(extraction,)))
     return UserResult(user=job["user"], corpus_chars=len(text), messages=job["messages"], secrets=tuple(secrets),
                       corpus_hash=_sha(text), test_loss=test_loss, train_seconds=train_seconds,
-                      seconds=time.perf_counter() - t0, cached_model=cached)
+                      seconds=time.perf_counter() - t0, cached_model=cached, notes=tuple(notes))
 
 
 def _init_worker() -> None:
@@ -232,7 +238,6 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
 
     A run is resumed only for the same settings *and* the same mail (:func:`source_fingerprint`): a
     different maildir whose users have the same names starts its own run instead of mixing in."""
-
     settings = (settings or StudySettings()).validate()
     if workers < 1:
         raise SsvizError("workers must be >= 1")
@@ -245,7 +250,8 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
         corpora = build_corpora(source, work, users=users, stop=stop, log=log)
         missing = sorted(set(users or ()) - set(corpora))
         if missing:
-            raise SsvizError(f"no sent mail for user(s) {', '.join(missing)} in {source}")
+            raise SsvizError(f"no sent mail for user(s) {summarize(shown(u) for u in missing)} in "
+                             f"{shown(str(source), 200)}")
         jobs = user_jobs(corpora, settings, cache_dir, min_secrets, log)
         values = {j["user"]: [s["value"] for s in j["secrets"]] for j in jobs}
         hashes = {user: _sha(corpus.text()) for user, corpus in corpora.items()}
@@ -262,8 +268,10 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
             nonlocal finished
             store.save_user(run_id, result)
             finished += 1
-            log(f"{result.user}: stored {len(result.secrets)} secret(s) in {result.seconds:.1f} s"
+            log(f"{shown(result.user)}: stored {len(result.secrets)} secret(s) in {result.seconds:.1f} s"
                 + (" (cached model)" if result.cached_model else ""))
+            for note in result.notes:
+                log(f"{shown(result.user)}: {note}")
             if progress:
                 progress(finished, len(jobs))
 
