@@ -266,3 +266,48 @@ def test_dp_noise_for_a_target_epsilon_is_opacus_accounting(small_corpus):
     sigma = get_noise_multiplier(target_epsilon=3.0, target_delta=cfg.dp_delta, sample_rate=rate, epochs=2,
                                  accountant="rdp")
     assert res.dp_noise == pytest.approx(sigma) and res.epsilon == pytest.approx(3.0, rel=0.05)
+
+
+# --- DP speed: vectorized per-example gradients, Opacus' clipping, noise and accounting --------------------
+@pytest.mark.parametrize("arch,layers", [("lstm", 1), ("lstm", 2), ("gru", 2)])
+def test_vectorized_per_example_gradients_equal_opacus_hooks(arch, layers):
+    from opacus import GradSampleModule
+    from ssviz.defenses.dp import PerSampleGradients
+    from ssviz.models.rnn import TrainingForward
+    cfg = TrainConfig(arch=arch, layers=layers, hidden=12, embedding_dim=8, seed=3)
+    tokens = torch.randint(0, len(TINY_VOCAB), (6, 11), generator=torch.Generator().manual_seed(1))
+
+    def per_example(vectorized: bool) -> dict:
+        net = TrainingForward(dp_module(CharRNN.from_config(TINY_VOCAB, cfg)), 0.0, torch.Generator())
+        if vectorized:
+            grads = PerSampleGradients(net)
+            grads.start()
+            module = net
+        else:
+            module = GradSampleModule(net)
+        logits = module(tokens[:, :-1])
+        torch.nn.functional.cross_entropy(logits.reshape(-1, len(TINY_VOCAB)), tokens[:, 1:].reshape(-1)).backward()
+        if vectorized:
+            grads.assign()
+        return {name.removeprefix("_module."): p.grad_sample for name, p in module.named_parameters()}
+
+    fast, reference = per_example(True), per_example(False)
+    assert fast.keys() == reference.keys() and len(fast) == 2 + 4 * layers + 1  # head w+b, per layer ih/hh w+b, emb
+    for name, g in reference.items():
+        assert fast[name].shape == g.shape and torch.allclose(fast[name], g, atol=1e-6), name
+
+
+@pytest.mark.parametrize("privacy", [dict(dp_noise=1.0),
+                                     pytest.param(dict(dp_epsilon=4.0, dropout=0.2, layers=2), marks=pytest.mark.slow)])
+def test_the_fast_dp_path_trains_and_accounts_exactly_like_opacus_hooks(small_corpus, monkeypatch, privacy):
+    from ssviz.defenses import dp
+    cfg = TrainConfig(**{**TINY, "epochs": 2, **privacy})
+    runs = {}
+    for mode in ("hooks", "vectorized"):
+        monkeypatch.setattr(dp.DPBackend, "grad_sample_mode", mode)
+        runs[mode] = train(small_corpus[:6000], cfg)
+    hooks, fast = runs["hooks"], runs["vectorized"]
+    assert fast.dp_noise == hooks.dp_noise and fast.epsilon == hooks.epsilon
+    assert [r["epsilon"] for r in fast.epochs] == [r["epsilon"] for r in hooks.epochs]
+    for name, w in hooks.model.state_dict().items():
+        assert torch.allclose(fast.model.state_dict()[name], w, atol=1e-5), name

@@ -13,6 +13,15 @@ Batches are drawn by Poisson sampling over fixed windows of the training text
 (the accountant's assumption); the plain trainer's random window offset per
 epoch is not used here. This module depends on the data helpers and the model,
 never on :mod:`ssviz.train` (which picks this backend when DP is configured).
+
+Speed: Opacus' hook mode computes the per-example gradients of a DP RNN layer
+once per time step and accumulates them (20 outer products and sums per
+weight and batch). :class:`PerSampleGradients` computes the same per-example
+gradients in one vectorized pass per layer over all time steps, and hands them
+to Opacus' own DP optimizer (``grad_sample_mode="no_op"``): clipping, noise,
+Poisson sampling and the accountant are Opacus' unchanged, so the privacy
+guarantee is the same. ``DPBackend.grad_sample_mode = "hooks"`` gives Opacus'
+own path (tests and ``bench/bench_dp.py`` compare the two).
 """
 
 from __future__ import annotations
@@ -55,8 +64,65 @@ def copy_weights(source: nn.Module, target: nn.Module) -> None:
             getattr(target, name).load_state_dict(state)
 
 
+class PerSampleGradients:
+    """Per-example gradients of a char-LM's layers, every time step at once (for Opacus' DP optimizer).
+
+    Forward hooks keep each call's input and, through a tensor hook, the gradient
+    of its output. A linear layer's per-example gradient is then one batched
+    product over all its calls and positions (``sum_k g_k a_k^T`` per example);
+    an embedding's is a scatter-add of output gradients into the rows of the
+    example's tokens. Scaled like Opacus (mean loss: times the batch size) so
+    clipping sees exactly the gradients its hook mode would compute.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.layers = [m for m in module.modules()
+                       if isinstance(m, (nn.Linear, nn.Embedding)) and any(p.requires_grad for p in m.parameters())]
+        covered = {id(p) for m in self.layers for p in m.parameters()}
+        if any(id(p) not in covered for p in module.parameters() if p.requires_grad):
+            raise SsvizError("vectorized per-example gradients cover linear and embedding layers only")
+        self.capturing = False
+        self.calls: dict[nn.Module, list] = {m: [] for m in self.layers}
+        self.handles = [m.register_forward_hook(self._forward) for m in self.layers]
+
+    def _forward(self, layer, inputs, output):
+        if not (self.capturing and layer.training and torch.is_grad_enabled()):
+            return
+        call = [inputs[0].detach(), None]
+        self.calls[layer].append(call)
+        output.register_hook(lambda grad: call.__setitem__(1, grad.detach()))
+
+    def start(self) -> None:
+        """Keep activations and gradients of the next forward and backward pass."""
+        for calls in self.calls.values():
+            calls.clear()
+        self.capturing = True
+
+    def assign(self) -> None:
+        """Set ``p.grad_sample`` of every parameter from the last forward and backward pass."""
+        self.capturing = False
+        for layer, calls in self.calls.items():
+            if not calls or any(g is None for _, g in calls):
+                raise SsvizError("per-example gradients missing for a layer (was it used in the forward pass?)")
+            n = calls[0][0].shape[0]
+            grads = torch.cat([g.reshape(n, -1, g.shape[-1]) for _, g in calls], dim=1) * n  # [B, K, out]
+            if isinstance(layer, nn.Embedding):
+                ids = torch.cat([a.reshape(n, -1) for a, _ in calls], dim=1)  # [B, K]
+                sample = grads.new_zeros(n, *layer.weight.shape)
+                layer.weight.grad_sample = sample.scatter_add_(1, ids[..., None].expand_as(grads), grads)
+                continue
+            acts = torch.cat([a.reshape(n, -1, a.shape[-1]) for a, _ in calls], dim=1).to(grads.dtype)
+            if layer.weight.requires_grad:
+                layer.weight.grad_sample = torch.bmm(grads.transpose(1, 2), acts)  # [B, out, in]
+            if layer.bias is not None and layer.bias.requires_grad:
+                layer.bias.grad_sample = grads.sum(1)
+            calls.clear()
+
+
 class DPBackend:
     """The training backend :func:`ssviz.train.train` uses when DP is configured."""
+
+    grad_sample_mode = "vectorized"  # or "hooks": Opacus' per-time-step hooks (same gradients, slower)
 
     def __init__(self, model: CharRNN, config, train_ids: torch.Tensor, rng: np.random.Generator,
                  generator: torch.Generator):
@@ -72,9 +138,11 @@ class DPBackend:
                                              batch_size=min(config.batch_size, len(data)),
                                              generator=loader_generator)
         net = TrainingForward(self.raw, config.dropout, generator)
+        self.per_sample = PerSampleGradients(net) if self.grad_sample_mode == "vectorized" else None
         optimizer = torch.optim.RMSprop(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         common = dict(module=net, optimizer=optimizer, data_loader=loader, max_grad_norm=config.dp_clip,
-                      noise_generator=torch.Generator().manual_seed(config.seed + 1))
+                      noise_generator=torch.Generator().manual_seed(config.seed + 1),
+                      grad_sample_mode="no_op" if self.per_sample else "hooks")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "secure RNG turned off": fine for experiments
             self.engine = PrivacyEngine(accountant=config.dp_accountant)
@@ -90,10 +158,14 @@ class DPBackend:
         return len(self.loader), (b[0] for b in self.loader)
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.per_sample:
+            self.per_sample.start()
         return self.module(tokens)
 
     def clip(self) -> None:
-        """Per-example clipping happens inside the DP optimizer."""
+        """After backward: hand the per-example gradients to the DP optimizer, which clips and adds noise."""
+        if self.per_sample:
+            self.per_sample.assign()
 
     def export(self) -> CharRNN:
         """Copy the DP layers' weights into the ordinary model (same tensor names)."""
@@ -101,9 +173,15 @@ class DPBackend:
         return self.model
 
     def epsilon(self) -> float:
-        """Epsilon spent so far at ``config.dp_delta`` (inf when no noise is added)."""
+        """Epsilon spent so far at ``config.dp_delta`` (inf when no noise is added).
+
+        Cached per accountant state: the RDP conversion takes a noticeable part of a small epoch.
+        """
         if self.noise_multiplier == 0:
             return float("inf")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return float(self.engine.get_epsilon(self.config.dp_delta))
+        key = repr(getattr(self.engine.accountant, "history", None))
+        if getattr(self, "_epsilon", (None, None))[0] != key:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._epsilon = (key, float(self.engine.get_epsilon(self.config.dp_delta)))
+        return self._epsilon[1]
