@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import torch
 
 from ssviz import exposure as exposure_mod
 from ssviz.cli import emit, nonnegative_int, positive_int, progress_printer
-from ssviz.errors import MissingFileError, SsvizError
+from ssviz.errors import MissingFileError, SettingsError, SsvizError
+from ssviz.executor import EXECUTORS, make_executor
 from ssviz.memory import ensure_memory
 from ssviz.models import load_checkpoint
-from ssviz.scoring import score_fillers
+from ssviz.paths import data_path, ensure_writable
+from ssviz.scoring import human_seconds, score_fillers
 from ssviz.templates import parse_template
 
 
@@ -32,6 +36,15 @@ def register(sub, parent) -> None:
     p.add_argument("--samples", type=positive_int, default=10_000)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--max-nodes", type=positive_int, default=200_000, help="node budget for --method search")
+    g = p.add_argument_group("sharded exact enumeration (--method exact over spaces up to 10^10)")
+    g.add_argument("--executor", choices=EXECUTORS, default=None,
+                   help="run shards on this machine's processes (local) or on Ray; any option here shards")
+    g.add_argument("--address", metavar="HOST:PORT", default=None,
+                   help="Ray cluster to join (HOST:PORT or auto); without it --executor ray starts Ray here")
+    g.add_argument("--workers", type=positive_int, default=None, help="CPUs to use (default: all)")
+    g.add_argument("--shard-size", type=positive_int, default=None, help="fillers per task (default: about 4M)")
+    g.add_argument("--shards-db", metavar="FILE", default=None,
+                   help="finished shards, to resume a stopped run (default: exact-shards.duckdb in the data folder)")
     p.set_defaults(run=run_exposure)
     for name in ("score", "exposure"):
         sub.choices[name].add_argument("--threads", type=positive_int, default=None,
@@ -66,6 +79,38 @@ def run_score(args) -> int:
     return 0
 
 
+SHARD_OPTIONS = ("executor", "address", "workers", "shard_size", "shards_db")
+
+
+def _sharded(args, template) -> bool:
+    """Whether this exposure runs as sharded enumeration: asked for with any of its options (never by
+    itself: beyond 10^7 fillers the refusal names ``--executor``, rather than starting hours of work)."""
+    given = [f"--{o.replace('_', '-')}" for o in SHARD_OPTIONS if getattr(args, o) is not None]
+    if given and args.method not in ("exact", "auto"):
+        raise SettingsError(f"{given[0]} applies to --method exact (sharded enumeration), not {args.method}")
+    return bool(given)
+
+
+def rate_printer(enabled: bool):
+    """Progress on stderr in fillers per second, with the time left (a sharded run can take hours)."""
+    if not enabled:
+        return None
+    start: list[float] = []
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if not start:
+            start.extend([now, done])
+        rate = (done - start[1]) / (now - start[0]) if now > start[0] else 0.0
+        left = f", about {human_seconds((total - done) / rate)} left" if rate > 0 and done < total else ""
+        sys.stderr.write(f"\rscoring: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%), "
+                         f"{rate:,.0f} fillers/s{left}   ")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return report
+
+
 def run_exposure(args) -> int:
     _set_threads(args)
     model = load_checkpoint(args.checkpoint)
@@ -74,10 +119,19 @@ def run_exposure(args) -> int:
     if args.method == "search":
         from ssviz.extraction import search_exposure  # provided by the extraction issue
         res = search_exposure(model, template, args.secret, max_nodes=args.max_nodes, progress=progress)
+    elif _sharded(args, template):
+        template.check_vocab(model.vocab)
+        secret = template.normalize(args.secret)
+        store = ensure_writable(args.shards_db or data_path("exact-shards.duckdb"), "shards file")
+        with make_executor(args.executor or "local", address=args.address, workers=args.workers) as executor:
+            res = exposure_mod.exact(model, template, secret, executor=executor, shard_size=args.shard_size,
+                                     store=store, progress=rate_printer(not args.json))
     else:
         res = exposure_mod.measure(model, template, args.secret, args.method, samples=args.samples,
                                    seed=args.seed, progress=progress)
     payload = res.to_json()
+    run = (f"; {res.shards['shards']:,} shards on {res.shards['executor']['kind']}, "
+           f"{res.shards['fillers_per_second'] or 0:,.0f} fillers/s") if res.shards else ""
     emit(args, payload, f"exposure {res.exposure:.2f} bits ({res.method}; log2|R| = {payload['log2_space_size']:.1f}"
-                        + (f", rank {res.rank}" if res.rank else "") + ")")
+                        + (f", rank {res.rank}" if res.rank else "") + run + ")")
     return 0
