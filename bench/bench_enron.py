@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ssviz.enron.maildir import build_corpora, clean_message
 from ssviz.enron.pipeline import StudySettings, run_study
-from ssviz.enron.scanner import scan
+from ssviz.scan import scan
 from ssviz.enron.synthetic import generate_maildir
 from ssviz.store import Store
 from ssviz.tempfiles import private_dir

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from ssviz.enron import maildir as maildir_module
 from ssviz.enron.maildir import (MAX_MESSAGE_BYTES, MAX_NAMED_SKIPS, MAX_USER_LINES, build_corpora, clean_message,
                                  iter_raw_messages, quote_start, split_member, strip_quoted, user_key)
-from ssviz.enron.scanner import MESSAGE_SEPARATOR
+from ssviz.scan import MESSAGE_SEPARATOR
 from ssviz.errors import SsvizError
 
 HEAD = "Message-ID: <{n}.JavaMail>\nFrom: jane.doe@enron.com\nTo: {to}\nSubject: {subject}\n\n"

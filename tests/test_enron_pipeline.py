@@ -212,7 +212,8 @@ def write_mail(root: Path, user: str, bodies: list[str]) -> None:
 
 
 def test_a_secret_whose_template_fails_is_left_out_without_its_value(tmp_path, monkeypatch):
-    from ssviz.enron import pipeline, scanner
+    from ssviz import scan as scanner
+    from ssviz.enron import pipeline
     from ssviz.errors import TemplateError
 
     write_mail(tmp_path, "doe-j", ["My SSN is 219-09-9999 today.", "Card 4111 1111 1111 1111 ok."] * 3)

@@ -16,7 +16,7 @@ from ssviz.errors import SsvizError, StoppedError
 from ssviz.jsonable import finite_json
 
 # each module defines register(subparsers, parent) and sets a handler via set_defaults(run=...)
-COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report")
+COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan")
 
 
 def emit(args, payload: dict, text: str | None = None) -> None:

@@ -6,6 +6,6 @@ whether shortest-path search extracts it.
 
 Modules: ``synthetic`` (a seeded generator of Enron-style maildirs with known
 secrets), ``maildir`` (streaming ingestion of real or synthetic maildirs),
-``scanner`` (finding secrets and building their templates), ``pipeline``
+:mod:`ssviz.scan` (finding secrets and building their templates), ``pipeline``
 (train, measure, extract, store; resumable). Results go to :mod:`ssviz.store`.
 """

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ssviz.enron.scanner import MESSAGE_SEPARATOR
+from ssviz.scan import MESSAGE_SEPARATOR
 from ssviz.errors import MissingFileError, SsvizError, StoppedError, clip, stop_requested
 from ssviz.tempfiles import open_private
 

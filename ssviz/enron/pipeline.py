@@ -28,12 +28,12 @@ import json
 import multiprocessing
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ssviz.enron.maildir import build_corpora, shown, user_key
-from ssviz.enron.scanner import redact, scan
+from ssviz.scan import redact, scan
 from ssviz.errors import SsvizError, StoppedError, stop_requested, summarize
 from ssviz.paths import data_path
 from ssviz.records import ComparisonRow, Extraction, Measurement, SecretResult, UserResult
@@ -42,7 +42,6 @@ from ssviz.tempfiles import private_dir
 from ssviz.train import TrainConfig
 
 DEFAULT_CACHE = data_path("enron-cache")
-EXPOSURE_ORDER = ("exact", "search", "skewnorm")
 
 
 @dataclass
@@ -108,45 +107,11 @@ def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, 
 
 def measure_secret(model, template, secret: str, settings: StudySettings, seed: int, stop=None
                    ) -> tuple[list[Measurement], Extraction]:
-    """Exposure by each applicable method and a shortest-path extraction of one secret."""
-    from ssviz import exposure
-    from ssviz.extraction import search_exposure, shortest_path
-
-    secret = template.normalize(secret)  # searches report bare fillers; compare like with like
-    measurements = []
-
-    def record(method: str, run) -> None:
-        t0 = time.perf_counter()
-        try:
-            res = run()
-        except StoppedError:
-            raise
-        except SsvizError as e:  # e.g. SearchBudgetError: the secret did not come out within the budget
-            measurements.append(Measurement(method, message=str(e), seconds=time.perf_counter() - t0))
-            return
-        measurements.append(Measurement(method, exposure=res.exposure, ci=res.ci, rank=res.rank,
-                                        log_perplexity=res.log_perplexity, samples=res.samples,
-                                        log2_space_size=res.to_json()["log2_space_size"],
-                                        seconds=time.perf_counter() - t0))
-
-    if template.space_size <= settings.exact_limit:
-        record("exact", lambda: exposure.exact(model, template, secret, limit=settings.exact_limit, stop=stop))
-    record("search", lambda: search_exposure(model, template, secret, max_nodes=settings.search_nodes,
-                                             batch_size=settings.batch_size, stop=stop))
-    record("skewnorm", lambda: exposure.skewnorm(model, template, secret, samples=settings.exposure_samples,
-                                                 seed=seed, stop=stop))
-    primary = next((m for method in EXPOSURE_ORDER for m in measurements
-                    if m.method == method and m.exposure is not None), None)
-    measurements = [replace(m, primary=True) if m is primary else m for m in measurements]
-
-    res = shortest_path(model, template, top_k=1, max_nodes=settings.extraction_nodes,
-                        batch_size=settings.batch_size, stop=stop)
-    fillers = [t["filler"] for t in res.top]
-    extraction = Extraction(res.algorithm, found=res.found == secret,
-                            secret_rank=fillers.index(secret) + 1 if secret in fillers else None,
-                            nodes=res.nodes_expanded, model_steps=res.model_steps, seconds=res.seconds,
-                            complete=res.complete, max_nodes=settings.extraction_nodes)
-    return measurements, extraction
+    """Exposure by each applicable method and a shortest-path extraction of one secret (the study's budgets)."""
+    from ssviz.measure import measure_secret as measure
+    return measure(model, template, secret, exact_limit=settings.exact_limit, search_nodes=settings.search_nodes,
+                   extraction_nodes=settings.extraction_nodes, samples=settings.exposure_samples,
+                   batch_size=settings.batch_size, seed=seed, stop=stop)
 
 
 def measure_user(job: dict, stop=None) -> UserResult:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from faker import Faker
 
-from ssviz.enron.scanner import luhn_check_digit, ssn_issuable
+from ssviz.scan import luhn_check_digit, ssn_issuable
 from ssviz.errors import SsvizError
 
 TEST_SSN = "123456789"  # the well-known test number: a scanner must still report it

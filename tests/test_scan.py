@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssviz.enron import scanner
+from ssviz import scan as scanner
 from ssviz.enron.maildir import build_corpora
-from ssviz.enron.scanner import (find_secrets, format_slots, luhn_check_digit, luhn_valid, observed_context, redact,
+from ssviz.scan import (find_secrets, format_slots, luhn_check_digit, luhn_valid, observed_context, redact,
                                  scan)
 from ssviz.enron.synthetic import TEST_SSN, generate_maildir, random_ccn
 

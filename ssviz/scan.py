@@ -1,4 +1,8 @@
-"""Finding secrets in a user's mail: social security and credit card numbers.
+"""Finding the secrets already in a corpus: SSNs, card numbers, phone numbers, cloud and code-host keys.
+
+Used by the per-user study (one user's mail) and by ``python -m ssviz scan`` /
+the Model page (a whole training corpus). Every kind of secret has a uniform
+random space, so its exposure is defined.
 
 Rules (deliberately simple and documented, so a stakeholder can check them):
 
@@ -10,6 +14,11 @@ Rules (deliberately simple and documented, so a stakeholder can check them):
   found.
 * Card number: 13-19 digits, contiguous or in groups separated by single spaces
   or dashes (4-4-4-4, 4-6-5, 4-4-4-4-3), with a valid Luhn check digit.
+* US phone number: ``(ddd) ddd-dddd``, ``ddd-ddd-dddd``, ``ddd.ddd.dddd`` or
+  ``ddd ddd dddd`` with area code and exchange starting 2-9 (NANP).
+* AWS access key ID: ``AKIA`` + 16 of ``[A-Z0-9]``; GitHub token: ``ghp_`` + 36
+  of ``[A-Za-z0-9]``; not inside a longer word. Their templates keep the fixed
+  prefix as literal text and make the random part a slot.
 * Digits are ASCII ``0-9``: a number written in full-width or other scripts'
   digits is not reported (a template's ``{d:N}`` slots could not hold it), and
   no match touches a digit of any script.
@@ -78,18 +87,50 @@ def ssn_issuable(digits: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
+_PHONE = re.compile(r"(?<![0-9A-Za-z(])(?:\(([2-9][0-9]{2})\) ?|([2-9][0-9]{2})([-. ]))([2-9][0-9]{2})"
+                    r"(?(3)\3|[-.])([0-9]{4})(?![0-9])(?!-[0-9])")
+_AWS_KEY = re.compile(r"(?<![A-Za-z0-9])AKIA[A-Z0-9]{16}(?![A-Za-z0-9])")
+_GITHUB_TOKEN = re.compile(r"(?<![A-Za-z0-9_])ghp_[A-Za-z0-9]{36}(?![A-Za-z0-9])")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of secret: how it is labelled, and how a written occurrence becomes a template's slots.
+
+    ``literal`` is a fixed prefix kept as literal text (``AKIA``); the rest of the written
+    secret is the random part: digit runs become ``{d:N}``, or the whole part one ``alphabet`` slot.
+    """
+
+    label: str
+    literal: str = ""
+    alphabet: str | None = None  # None: digit runs become {d:N} slots, separators stay literal
+
+
+KINDS = {
+    "ssn": Kind("SSN"),
+    "ccn": Kind("card number"),
+    "phone": Kind("US phone number"),
+    "aws": Kind("AWS access key ID", literal="AKIA", alphabet="A-Z0-9"),
+    "github": Kind("GitHub token", literal="ghp_", alphabet="A-Za-z0-9"),
+}
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One occurrence: ``value`` is the bare digits, ``text`` as written, ``start`` its offset."""
+    """One occurrence: ``value`` is the random part (bare digits, or the key after its fixed prefix),
+    ``text`` as written, ``start`` its offset."""
 
-    type: str  # "ssn" | "ccn"
+    type: str  # a key of KINDS
     value: str
     text: str
     start: int
 
 
-def find_secrets(text: str) -> list[Finding]:
-    """Every SSN and card number occurrence in ``text``, in order of position (linear time)."""
+def find_secrets(text: str, kinds=("ssn", "ccn")) -> list[Finding]:
+    """Every occurrence of the ``kinds`` of secret in ``text``, in order of position (linear time).
+
+    The study looks for SSNs and card numbers (the paper's section 7.2); a corpus scan for all of :data:`KINDS`.
+    """
     found: list[Finding] = []
     taken: set[int] = set()  # offsets covered by a finding (each is at most 23 characters long)
 
@@ -100,19 +141,32 @@ def find_secrets(text: str) -> list[Finding]:
         taken.update(range(s, e))
         found.append(Finding(kind, digits, m.group(0), s))
 
-    for pattern in _CARD_PATTERNS:
-        for m in pattern.finditer(text):
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        from ssviz.errors import SettingsError
+        raise SettingsError(f"unknown kind(s) of secret {sorted(unknown)}: expected some of {sorted(KINDS)}")
+    for kind, pattern in (("aws", _AWS_KEY), ("github", _GITHUB_TOKEN)):
+        if kind in kinds:
+            for m in pattern.finditer(text):
+                add(kind, m, m.group(0)[len(KINDS[kind].literal):])
+    if "ccn" in kinds:
+        for pattern in _CARD_PATTERNS:
+            for m in pattern.finditer(text):
+                digits = _NOT_DIGIT.sub("", m.group(0))
+                if luhn_valid(digits):
+                    add("ccn", m, digits)
+    if "ssn" in kinds:
+        for m in _SSN_DASHED.finditer(text):
             digits = _NOT_DIGIT.sub("", m.group(0))
-            if luhn_valid(digits):
-                add("ccn", m, digits)
-    for m in _SSN_DASHED.finditer(text):
-        digits = _NOT_DIGIT.sub("", m.group(0))
-        if ssn_issuable(digits):
-            add("ssn", m, digits)
-    for m in _NINE.finditer(text):
-        window = text[max(0, m.start() - CONTEXT_WINDOW):m.start()]
-        if _SSN_WORDS.search(window) and ssn_issuable(m.group(0)):
-            add("ssn", m, m.group(0))
+            if ssn_issuable(digits):
+                add("ssn", m, digits)
+        for m in _NINE.finditer(text):
+            window = text[max(0, m.start() - CONTEXT_WINDOW):m.start()]
+            if _SSN_WORDS.search(window) and ssn_issuable(m.group(0)):
+                add("ssn", m, m.group(0))
+    if "phone" in kinds:
+        for m in _PHONE.finditer(text):
+            add("phone", m, _NOT_DIGIT.sub("", m.group(0)))
     return sorted(found, key=lambda f: f.start)
 
 
@@ -134,11 +188,15 @@ class SecretSummary:
         """Most common context + slots in the most common format, e.g. ``my SSN is {d:3}-{d:2}-{d:4}``."""
         context = self.contexts.most_common(1)[0][0] if self.contexts else ""
         written = self.formats.most_common(1)[0][0] if self.formats else self.value
-        return Template(_escape(context or "\n") + format_slots(written))
+        return Template(_escape(context or "\n") + format_slots(written, self.type))
 
 
-def format_slots(written: str) -> str:
-    """``4111-1111-1111-1111`` -> ``{d:4}-{d:4}-{d:4}-{d:4}``: digit runs become slots."""
+def format_slots(written: str, kind: str = "ssn") -> str:
+    """``4111-1111-1111-1111`` -> ``{d:4}-{d:4}-{d:4}-{d:4}``: digit runs become slots; a key keeps its
+    fixed prefix and becomes one slot of its alphabet (``AKIA{[A-Z0-9]:16}``)."""
+    k = KINDS.get(kind, KINDS["ssn"])
+    if k.alphabet is not None:
+        return _escape(k.literal) + f"{{[{k.alphabet}]:{len(written) - len(k.literal)}}}"
     return _DIGIT_RUN.sub(lambda m: f"{{d:{len(m.group(0))}}}", _escape(written))
 
 
@@ -172,10 +230,10 @@ def observed_context(text: str, start: int, width: int = TEMPLATE_CONTEXT) -> st
     return window
 
 
-def scan(text: str) -> dict[tuple[str, str], SecretSummary]:
-    """Distinct secrets of a corpus keyed by ``(type, digits)``, with counts, contexts and formats."""
+def scan(text: str, kinds=("ssn", "ccn")) -> dict[tuple[str, str], SecretSummary]:
+    """Distinct secrets of a corpus keyed by ``(type, value)``, with counts, contexts and formats."""
     out: dict[tuple[str, str], SecretSummary] = {}
-    for f in find_secrets(text):
+    for f in find_secrets(text, kinds):
         s = out.get((f.type, f.value))
         if s is None:
             s = out[(f.type, f.value)] = SecretSummary(f.type, f.value)
@@ -188,8 +246,11 @@ def scan(text: str) -> dict[tuple[str, str], SecretSummary]:
 def redact(message: str, values) -> str:
     """``message`` with each secret in ``values`` (bare digits) replaced by ``[secret]``, also when written
     with spaces or dashes between its digits: error text from a user's secrets never reaches a log."""
-    digits = sorted({v for v in values if v and v.isascii() and v.isdigit()}, key=len, reverse=True)
+    values = sorted({v for v in values if v and v.isascii() and v.isalnum()}, key=len, reverse=True)
+    for key in (v for v in values if not v.isdigit()):  # a key's random part: anywhere, even glued to its prefix
+        message = message.replace(key, "[secret]")
+    digits = [v for v in values if v.isdigit()]
     if not digits:
         return message
-    pattern = "|".join("[ -]?".join(v) for v in digits)
+    pattern = "|".join("[ -.()]{0,2}".join(v) for v in digits)
     return re.sub(rf"(?<![0-9])(?:{pattern})(?![0-9])", "[secret]", message)
