@@ -166,3 +166,47 @@ def test_the_report_renders_offline_in_chromium_with_every_figure(built, tmp_pat
             b.close()
     assert not errors, errors
     assert [u for u in requests if not u.startswith(("file:", "data:", "blob:"))] == []
+
+
+def _audit_folder(path: Path) -> Path:
+    """A finished audit as `python -m ssviz audit` writes it (synthetic scores: no training needed)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    path.mkdir()
+    lines = ["filler,included,log_perplexity,score"]
+    for i in range(200):
+        inc = bool(rng.random() < 0.5)
+        lp = 20 - (4 if inc else 0) + rng.normal()
+        lines.append(f"{i:04d},{'true' if inc else 'false'},{lp},{13.2877 - lp}")
+    (path / "canaries.csv").write_text("\n".join(lines) + "\n")
+    (path / "audit.json").write_text(json.dumps({"settings": {"template": "My PIN is {d:4}", "delta": 1e-5,
+                                                              "confidence": 0.95, "inclusion": 0.5},
+                                                 "results": {"epsilon_claimed": 8.0}}))
+    return path
+
+
+def test_scan_and_audit_sections(tmp_path, ckpt, tiny_model):
+    from ssviz.audit.run import load_audit
+    corpus = tmp_path / "corpus.txt"
+    secret = "078-05-1120"
+    corpus.write_text(("my ssn is " + secret + " ok.\n") * 3 + "some other text\n" * 20, encoding="utf-8")
+    audit = _audit_folder(tmp_path / "audit")
+    out = tmp_path / "r.html"
+    assert main(["report", "--checkpoint", str(ckpt), "--template", CANARY_TEMPLATE, "--corpus", str(corpus),
+                 "--audit", str(audit), "--out", str(out), "--samples", "100", "--max-nodes", "500"]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert html.index('id="verdict"') < html.index('id="scan"') < html.index('id="model"')
+    assert "secret(s) found in the training data" in html
+    data = embedded(html)
+    assert [r["last4"] for r in data["scan"]] == ["1120"] and "secret" not in data["scan"][0]
+    assert secret not in html and "078051120" not in html
+    ref = load_audit(audit)
+    assert data["audit"]["epsilon_lower"] == pytest.approx(ref["epsilon_lower"])
+    assert data["audit"]["auc"] == pytest.approx(ref["auc"]) and data["audit"]["epsilon_claimed"] == 8.0
+    assert 'data-figure="audit-roc"' in html and 'data-figure="audit-epsilon"' in html
+
+
+def test_a_report_needs_secrets_or_a_corpus(tmp_path, ckpt, capsys):
+    assert main(["report", "--checkpoint", str(ckpt), "--template", CANARY_TEMPLATE, "--out",
+                 str(tmp_path / "r.html")]) == 2
+    assert "--corpus" in capsys.readouterr().err

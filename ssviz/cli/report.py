@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ssviz.cli import emit, nonnegative_int, positive_int
+from ssviz.errors import SsvizError
 from ssviz.exposure import METHODS
 from ssviz.paths import ensure_writable
 
@@ -15,8 +16,10 @@ def register(sub, parent) -> None:
     p = sub.add_parser("report", parents=[parent], help="a one-file HTML report of a model's memorized secrets")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--template", required=True, help="template or preset name (SSN, PIN, ...)")
-    p.add_argument("--secret", required=True, action="append", metavar="FILLER",
+    p.add_argument("--secret", action="append", default=[], metavar="FILLER",
                    help="a secret to measure (repeat for several)")
+    p.add_argument("--corpus", metavar="CORPUS", help="the training data: scan it for the secrets already in it "
+                                                      "and measure each (the report's main section)")
     p.add_argument("--study", metavar="DB", help="a per-user study results file (.duckdb) to include")
     p.add_argument("--audit", metavar="DIR", help="a finished audit folder to include")
     p.add_argument("--defenses", metavar="RESULTS", help="a defenses results file (.json) to include")
@@ -31,6 +34,8 @@ def register(sub, parent) -> None:
 
 
 def run_report(args) -> int:
+    from ssviz.corpus import read_corpus
+    from ssviz.measure import scan_corpus
     from ssviz.models import load_checkpoint
     from ssviz.report import Report, measure, model_summary, print_pdf, render
     from ssviz.templates import parse_template
@@ -40,25 +45,32 @@ def run_report(args) -> int:
     model = load_checkpoint(args.checkpoint)
     template = parse_template(args.template)
     template.check_vocab(model.vocab)
+    if not args.secret and not args.corpus:
+        raise SsvizError("give --secret FILLER (repeatable), --corpus CORPUS, or both")
     secrets = [template.normalize(s) for s in args.secret]  # every secret checked before the long work
+    text = read_corpus(args.corpus) if args.corpus else None
     study = _study(args.study) if args.study else None
     defenses = _defenses(args.defenses) if args.defenses else None
     audit = _audit(args.audit) if args.audit else None
     findings = measure(model, template, secrets, method=args.method, samples=args.samples, seed=args.seed,
-                       max_nodes=args.max_nodes)
+                       max_nodes=args.max_nodes) if secrets else []
+    scanned = (scan_corpus(model, text, samples=args.samples, search_nodes=args.max_nodes,
+                           extraction_nodes=args.max_nodes, seed=args.seed) if text is not None else None)
     settings = {"exposure estimator": args.method, "samples": args.samples, "seed": args.seed,
                 "extraction node budget": args.max_nodes,
                 "command": "python -m ssviz " + " ".join(shlex.quote(a) for a in _argv_redacted(args))}
-    report = Report(model_summary(model, args.checkpoint), findings, reveal=args.reveal, study=study, audit=audit,
-                    defenses=defenses, settings=settings)
+    report = Report(model_summary(model, args.checkpoint), findings, reveal=args.reveal, scan=scanned, study=study,
+                    audit=audit, defenses=defenses, settings=settings)
     out.write_text(render(report), encoding="utf-8")
     if pdf is not None:
         print_pdf(out, pdf)
     payload = {"report": str(out), "pdf": str(pdf) if pdf else None, "reveal": args.reveal,
                "secrets": [{"secret": report.shown(f.secret), "verdict": f.verdict, "exposure": f.exposure.exposure,
-                            "rank": f.exposure.rank, "extracted": f.extracted} for f in findings]}
+                            "rank": f.exposure.rank, "extracted": f.extracted} for f in findings],
+               "scan": None if scanned is None else [x.to_json() for x in scanned]}
     emit(args, payload, f"wrote {out}" + (f" and {pdf}" if pdf else "") + ": " +
-         "; ".join(f"{s['secret']} {s['verdict']} ({s['exposure']:.1f} bits)" for s in payload["secrets"]))
+         "; ".join([f"{s['secret']} {s['verdict']} ({s['exposure']:.1f} bits)" for s in payload["secrets"]]
+                   + ([f"{len(scanned)} secret(s) found in the training data"] if scanned is not None else [])))
     return 0
 
 

@@ -40,6 +40,7 @@ class Report:
     model: ModelSummary
     findings: list[Finding]
     reveal: bool = False
+    scan: list | None = None                   # ssviz.measure.ScanRow: the secrets found in the training data
     study: pd.DataFrame | None = None          # Store.comparison() rows
     audit: dict | None = None                  # audit metrics (and optionally scores / included arrays)
     defenses: list[dict] | None = None         # ssviz.defenses.compare records
@@ -106,10 +107,24 @@ def verdict_sentence(f: Finding, shown: str) -> str:
             f"bits, below the {EXPOSED_BITS:.2f} bits that a random filler exceeds 5% of the time.")
 
 
+def scan_verdict(row) -> str:
+    """The same three words for a secret found in the training data."""
+    if row.extracted:
+        return "extractable"
+    if row.exposure is None:
+        return "not measured"
+    return "exposed" if row.exposure >= EXPOSED_BITS else "indistinguishable from chance"
+
+
 def _verdict(r: Report) -> str:
     items = "".join(f"<li>{verdict_sentence(f, r.label(i))}</li>" for i, f in enumerate(r.findings))
-    worst = ("extractable" if any(f.verdict == "extractable" for f in r.findings) else
-             "exposed" if any(f.verdict == "exposed" for f in r.findings) else "none")
+    words = [f.verdict for f in r.findings] + [scan_verdict(x) for x in r.scan or []]
+    if r.scan is not None:
+        counts = {w: words[len(r.findings):].count(w) for w in ("extractable", "exposed")}
+        items = (f"<li>Of <b>{len(r.scan)}</b> secret(s) found in the training data, <b class='v-extractable'>"
+                 f"{counts['extractable']} extractable</b> and <b class='v-exposed'>{counts['exposed']} "
+                 f"exposed</b> (see below).</li>") + items
+    worst = ("extractable" if "extractable" in words else "exposed" if "exposed" in words else "none")
     lead = {"extractable": "The model has memorized at least one secret well enough that an attacker who can "
                            "query it could recover it.",
             "exposed": "The model has partly memorized at least one secret: it is measurably more likely than "
@@ -117,6 +132,30 @@ def _verdict(r: Report) -> str:
             "none": "No secret measured here stands out from chance: the model shows no sign of having "
                     "memorized them."}[worst]
     return f'<section id="verdict"><h2>Verdict</h2><p class="lead">{lead}</p><ul>{items}</ul></section>'
+
+
+def _scan(r: Report) -> str:
+    if r.scan is None:
+        return ""
+    rows = [[x.label, "…" + x.last4, x.times_present, _num(x.exposure), x.exposure_method or "n/a",
+             "yes" if x.extracted else "no", scan_verdict(x) if not x.note else x.note] for x in r.scan]
+    parts = [f"<p>{len(r.scan)} distinct secret(s) found in the training data by ssviz's scanner (SSNs, card "
+             "numbers, US phone numbers, AWS access key IDs, GitHub tokens), each measured in this model.</p>",
+             _table(["type", "last 4", "times present", "exposure (bits)", "method", "extracted", "verdict"], rows)]
+    measured = [x for x in r.scan if x.exposure is not None]
+    if measured:
+        parts.append(_figure(scan_chart(measured), "scan"))
+    return '<section id="scan"><h2>Secrets in the training data</h2>' + "".join(parts) + "</section>"
+
+
+def scan_chart(rows) -> go.Figure:
+    """Exposure of each secret found in the data, most exposed first, red when a search extracted it."""
+    import pandas as pd
+    from ssviz.plots.study import exposure_by_secret
+    df = pd.DataFrame([{"user": x.label, "type": x.type, "last4": x.last4, "times_present": x.times_present,
+                        "exposure": x.exposure, "exposure_method": x.exposure_method, "extracted": x.extracted}
+                       for x in rows])
+    return exposure_by_secret(df)
 
 
 def _model(r: Report) -> str:
@@ -229,10 +268,21 @@ def _audit(r: Report) -> str:
     rows += [["epsilon lower bound", f"{_num(a.get('epsilon_lower'))} ({_num(a.get('confidence'))} confidence)"],
              ["epsilon claimed", _num(claimed) if claimed is not None else "no DP guarantee"]]
     parts = [_table(None, rows, "kv")]
-    for name, fig in (a.get("figures") or {}).items():
-        parts.append(_figure(fig, f"audit-{name}"))
-    text = (f"The audit shows the model leaks at least as much as an epsilon-{_num(a.get('epsilon_lower'))} "
-            "mechanism" + (f"; its DP guarantee says at most {_num(claimed)}." if claimed is not None else "."))
+    if a.get("scores") is not None and a.get("included_mask") is not None:
+        from ssviz.audit import roc_curve
+        from ssviz.plots.audit import epsilon_bars, roc_figure, score_histograms
+        fpr, tpr, _ = roc_curve(a["scores"], a["included_mask"])
+        parts += [_figure(score_histograms(a["scores"], a["included_mask"]), "audit-scores"),
+                  _figure(roc_figure({"canaries": (fpr, tpr)}), "audit-roc")]
+        if a.get("epsilon_lower") is not None:
+            parts.append(_figure(epsilon_bars([{"label": a.get("name") or "model", "epsilon_lower": a["epsilon_lower"],
+                                                "epsilon_claimed": claimed}]), "audit-epsilon"))
+    if a.get("epsilon_lower") is not None:
+        from ssviz.plots.audit import plain_reading
+        text = plain_reading(a["epsilon_lower"], claimed, a.get("confidence") or 0.95)
+    else:
+        text = "The audit reports a membership ROC but no epsilon bound (its canaries were not included with " \
+               "probability 1/2)."
     return f'<section id="audit"><h2>Privacy audit</h2><p>{_e(text)}</p>' + "".join(parts) + "</section>"
 
 
@@ -279,23 +329,25 @@ def data(r: Report) -> dict:
             "secrets": [{"secret": r.shown(f.secret), "label": r.label(i), "template": f.template, "verdict": f.verdict,
                          "extracted": f.extracted, **{k: v for k, v in f.exposure.to_json().items()}}
                         for i, f in enumerate(r.findings)],
-            "audit": {k: v for k, v in (r.audit or {}).items() if k != "figures"} or None,
+            "audit": {k: v for k, v in (r.audit or {}).items() if k not in ("figures", "scores", "included_mask")}
+            or None,
+            "scan": None if r.scan is None else [x.to_json() for x in r.scan],
             "study_rows": 0 if r.study is None else int(len(r.study)),
             "defenses": len(r.defenses or [])}
 
 
 def render(r: Report) -> str:
     """The whole report as one HTML string."""
-    if not r.findings:
+    if not r.findings and r.scan is None:
         from ssviz.errors import InvalidValueError
-        raise InvalidValueError("a report needs at least one secret")
+        raise InvalidValueError("a report needs at least one secret, or a scan of the training data")
     style = files("ssviz.report").joinpath("report.css").read_text(encoding="utf-8")
     first = ("This report shows secrets in full (revealed on request): do not share it beyond people who may "
              "know them." if r.reveal else
              "Secrets are redacted: only their last 4 characters are shown.")
     payload = json.dumps(finite_json(data(r)), default=_json_default, allow_nan=False).replace("</", "<\\/")
-    body = "".join([_verdict(r), _model(r), _exposure(r), _extraction(r), _study(r), _audit(r), _defenses(r),
-                    _methods(r)])
+    measured = [_exposure(r), _extraction(r)] if r.findings else []
+    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r), _methods(r)])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
