@@ -98,18 +98,16 @@ def _import_graph() -> dict[str, set[str]]:
         parts = list(p.relative_to(root.parent).with_suffix("").parts)
         mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
 
-    def resolve(name):
-        while name and name not in mods:
-            name = name.rpartition(".")[0]
-        return name or None
+    def resolve(name):  # a module of ssviz, or None (a name inside a module, or nothing at all)
+        return name if name in mods else None
 
     graph = {}
     for mod, path in mods.items():
         pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
         deps = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
+            if isinstance(node, ast.Import):  # import a.b.c runs a, a.b and a.b.c
+                names = [".".join(a.name.split(".")[:i + 1]) for a in node.names for i in range(a.name.count(".") + 1)]
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
