@@ -7,14 +7,19 @@ import math
 import pandas as pd
 import streamlit as st
 
+from ssviz.plots.study import found_secrets_chart
 from ssviz.plots.training import training_progress
 from ssviz.templates import MAX_TEMPLATE_CHARS, Template, parse_template
 from ssviz.train import Canary, TrainConfig
 from ui import state
 from ui.jobs import Job, Snapshot, train_and_save
-from ui.widgets import chart, job_panel, page_header, release_upload, run_page, start_job, uploader_key
+from ui.widgets import (cached_job, chart, download_table, job_panel, page_header, release_upload, run_page,
+                        start_job, uploader_key)
 
 JOB = "ssviz_training_job"
+SCAN_JOB = "ssviz_scan_job"
+SCAN_SAMPLES = 2_000   # skew-normal references per found secret: a few seconds each on the demo
+SCAN_NODES = 10_000    # search budget per found secret
 REGISTERED = "ssviz_training_registered"
 
 
@@ -98,6 +103,36 @@ def corpus_section(current: state.CurrentModel) -> None:
         st.success("Every character of the corpus is in the current model's vocabulary.")
 
 
+def scan_section(current: state.CurrentModel) -> None:
+    """The secrets already in the corpus (SSNs, cards, phones, AWS keys, GitHub tokens), each measured in the model."""
+    from ssviz.measure import scan_corpus
+    from ssviz.scan import KINDS, scan
+
+    st.subheader("Secrets already in this corpus")
+    name, text = state.corpus()
+    found = scan(text, tuple(KINDS))
+    if not found:
+        st.info(f"The scanner found no {', '.join(k.label for k in KINDS.values())} in the {name}.")
+        return
+    st.caption(f"{len(found)} distinct secret(s) found. Measure how much the current model reveals of each: its "
+               "exposure, and whether a shortest-path search extracts it. Only the last 4 characters are shown.")
+    key = ("scan", state.get(state.MODEL), hash(text))
+    model = current.model
+    rows = cached_job(SCAN_JOB, key, "Measuring the secrets found",
+                      lambda progress, stop: scan_corpus(model, text, samples=SCAN_SAMPLES, search_nodes=SCAN_NODES,
+                                                         extraction_nodes=SCAN_NODES, progress=progress, stop=stop),
+                      start=st.button("Measure them in this model", key="scan_run", icon=":material/search:"))
+    if rows is None:
+        return
+    table = pd.DataFrame([{"type": r.label, "last 4": "…" + r.last4, "times present": r.times_present,
+                           "exposure (bits)": r.exposure, "method": r.exposure_method, "extracted": r.extracted,
+                           "note": r.note} for r in rows])
+    st.dataframe(table, hide_index=True)
+    download_table(table, "secrets-found", key="scan_csv")
+    if any(r.exposure is not None for r in rows):
+        chart(found_secrets_chart(rows), "secrets-found", key="scan_chart")
+
+
 def train_section() -> None:
     st.subheader("Train a model with a canary")
     name, text = state.corpus()
@@ -176,6 +211,7 @@ def body() -> None:
     current = model_section()
     upload_section()
     corpus_section(current)
+    scan_section(current)
     train_section()
 
 

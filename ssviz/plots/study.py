@@ -49,3 +49,12 @@ def exposure_scatter(df: pd.DataFrame, x: str, log_x: bool = False) -> go.Figure
     fig.update_layout(xaxis_title=titles.get(x, x), yaxis_title="exposure (bits)", height=380,
                       xaxis_type="log" if log_x else None, margin=dict(t=20, b=40), font=dict(size=15))
     return fig
+
+
+def found_secrets_chart(rows) -> go.Figure:
+    """Exposure of each secret found in a corpus (``ssviz.measure.ScanRow``), most exposed first, red when a
+    search extracted it: the same view as the study's, one bar per secret labelled by its kind."""
+    df = pd.DataFrame([{"user": r.label, "type": r.type, "last4": r.last4, "times_present": r.times_present,
+                        "exposure": r.exposure, "exposure_method": r.exposure_method, "extracted": r.extracted}
+                       for r in rows if r.exposure is not None])
+    return exposure_by_secret(df)

@@ -24,6 +24,7 @@ from plotly.offline import get_plotlyjs
 
 import ssviz
 from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_reading
+from ssviz.plots.study import found_secrets_chart
 from ssviz.jsonable import finite_json
 from ssviz.redaction import redact
 from ssviz.report.findings import EXPOSED_BITS, Finding, ModelSummary
@@ -144,18 +145,8 @@ def _scan(r: Report) -> str:
              _table(["type", "last 4", "times present", "exposure (bits)", "method", "extracted", "verdict"], rows)]
     measured = [x for x in r.scan if x.exposure is not None]
     if measured:
-        parts.append(_figure(scan_chart(measured), "scan"))
+        parts.append(_figure(found_secrets_chart(measured), "scan"))
     return '<section id="scan"><h2>Secrets in the training data</h2>' + "".join(parts) + "</section>"
-
-
-def scan_chart(rows) -> go.Figure:
-    """Exposure of each secret found in the data, most exposed first, red when a search extracted it."""
-    import pandas as pd
-    from ssviz.plots.study import exposure_by_secret
-    df = pd.DataFrame([{"user": x.label, "type": x.type, "last4": x.last4, "times_present": x.times_present,
-                        "exposure": x.exposure, "exposure_method": x.exposure_method, "extracted": x.extracted}
-                       for x in rows])
-    return exposure_by_secret(df)
 
 
 def _model(r: Report) -> str:
