@@ -24,7 +24,8 @@ def pages() -> dict[str, list]:
                     page("exposure", "Exposure", ":material/bar_chart:"),
                     page("extraction", "Extraction", ":material/account_tree:")],
         "Study": [page("comparison", "Per-user comparison", ":material/group:"),
-                  page("defenses", "Defenses", ":material/shield:")],
+                  page("defenses", "Defenses", ":material/shield:"),
+                  page("audit", "Privacy audit", ":material/verified_user:")],
     }
 
 
