@@ -553,6 +553,7 @@ def test_odd_file_names_sort_without_error(tmp_path, name):
 
 @pytest.mark.parametrize("name,escapes", [("../a/sent/1.", True), ("/maildir/a/sent/1.", True), ("\\a\\sent\\1.", True),
                                           ("a/../../b/sent/1.", True), ("C:/a/sent/1.", True), ("c:\\a\\sent\\1.", True),
-                                          ("maildir/a/sent/1.", False), ("x:y/sent/1.", False), ("a..b/sent/1.", False)])
+                                          ("maildir/a/sent/1.", False), ("x:y/sent/1.", True),  # drive-relative on Windows
+                                          ("a\x00b/sent/1.", True), ("a..b/sent/1.", False)])
 def test_which_member_names_leave_the_archive_folder(name, escapes):
     assert maildir_module._escapes(name) is escapes

@@ -42,8 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ssviz.scan import MESSAGE_SEPARATOR
+from ssviz.archives import member_parts
 from ssviz.errors import MissingFileError, SsvizError, StoppedError, clip, stop_requested
+from ssviz.scan import MESSAGE_SEPARATOR
 from ssviz.tempfiles import open_private
 
 SENT_FOLDERS = frozenset({"sent", "_sent_mail", "sent_items"})
@@ -190,9 +191,8 @@ def split_member(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
 
 
 def _escapes(name: str) -> bool:
-    """An archive member named outside the archive's folder (``..`` or an absolute path)."""
-    parts = name.replace("\\", "/").split("/")
-    return name.startswith(("/", "\\")) or ".." in parts or bool(re.match(r"^[A-Za-z]:(?:[/\\\\]|$)", name))
+    """An archive member named outside the archive's folder (``..``, an absolute path, a drive, a NUL)."""
+    return member_parts(name) is None
 
 
 def _wanted(user: str, users) -> bool:

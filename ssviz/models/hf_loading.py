@@ -38,6 +38,7 @@ from typing import BinaryIO, Union
 
 import torch
 
+from ssviz.archives import member_parts
 from ssviz.errors import CheckpointError, CheckpointNotFoundError, SsvizError, clip, summarize
 from ssviz.models.base import check_finite
 
@@ -90,10 +91,8 @@ def _member_path(name: str) -> PurePosixPath | None:
     """The relative path a member may be written to; None for members to skip; refuses escaping names."""
     if name.startswith(IGNORED_MEMBERS) or name.rstrip("/").endswith(".DS_Store"):
         return None
-    unified = name.replace("\\", "/")
-    parts = [p for p in unified.split("/") if p not in ("", ".")]
-    if (unified.startswith("/") or (len(unified) > 1 and unified[1] == ":") or ".." in parts or "\x00" in name
-            or not parts):
+    parts = member_parts(name)
+    if parts is None:
         raise CheckpointError(f"zip member {clip(name, 80)!r} points outside the folder it is unpacked to")
     return PurePosixPath(*parts)
 
