@@ -14,7 +14,7 @@ from ssviz.cli import (
     progress_printer,
 )
 from ssviz.extraction import ALGORITHMS, extract, save_trace
-from ssviz.models import load_checkpoint
+from ssviz.models import load_model
 from ssviz.paths import ensure_writable
 from ssviz.scoring import EXHAUSTIVE_LIMIT
 from ssviz.templates import parse_template
@@ -53,7 +53,7 @@ def options_from_args(args) -> dict:
 
 def run_extract(args) -> int:
     torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint)
     template = parse_template(args.template)
     if args.trace:
         ensure_writable(args.trace, "trace")  # before the search, not after it

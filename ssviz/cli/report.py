@@ -36,13 +36,13 @@ def register(sub, parent) -> None:
 def run_report(args) -> int:
     from ssviz.corpus import read_corpus
     from ssviz.measure import scan_corpus
-    from ssviz.models import load_checkpoint
+    from ssviz.models import load_model
     from ssviz.report import Report, measure, model_summary, print_pdf, render
     from ssviz.templates import parse_template
 
     out = ensure_writable(args.out, "report")  # before any measuring
     pdf = ensure_writable(out.with_suffix(".pdf"), "PDF") if args.pdf else None
-    model = load_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint)
     template = parse_template(args.template)
     template.check_vocab(model.vocab)
     if not args.secret and not args.corpus:

@@ -24,14 +24,14 @@ def register(sub, parent) -> None:
 def run_scan(args) -> int:
     from ssviz.corpus import read_corpus
     from ssviz.measure import scan_corpus
-    from ssviz.models import load_checkpoint
+    from ssviz.models import load_model
     from ssviz.scan import KINDS
 
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise SettingsError(f"--kinds: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(KINDS)}")
-    model = load_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint)
     text = read_corpus(args.corpus)
     rows = scan_corpus(model, text, kinds=kinds, samples=args.samples, search_nodes=args.max_nodes,
                        extraction_nodes=args.max_nodes, seed=args.seed, reveal=args.reveal,

@@ -77,7 +77,11 @@ def model_summary(model: LanguageModel, path=None, name: str | None = None) -> M
 
 
 def char_costs(model: LanguageModel, text: str) -> list[tuple[str, float]]:
-    """``(character, bits)`` for every character after the first: where the model 'knows' the text."""
+    """``(character, bits)`` for every character after the first (a transformer: ``(token, bits)`` for every
+    token after the first): where along the text the model 'knows' it."""
+    if getattr(model, "token_level", False):
+        from ssviz.token_scoring import token_costs
+        return [(t, b) for _, t, b in token_costs(model, text) if b is not None]
     ids = torch.tensor([model.vocab.encode(text)])
     with torch.inference_mode():
         lp, _ = model.run(ids[:, :-1], model.initial_state(1))
