@@ -26,6 +26,7 @@ def pages() -> dict[str, list]:
         "Study": [page("comparison", "Per-user comparison", ":material/group:"),
                   page("defenses", "Defenses", ":material/shield:"),
                   page("audit", "Privacy audit", ":material/verified_user:")],
+        "Share": [page("report", "Report", ":material/description:")],
     }
 
 
