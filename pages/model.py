@@ -199,6 +199,8 @@ def finished(job: Job) -> None:
         st.session_state[REGISTERED] = key
     status = "stopped early, saved" if job.result["stopped"] else "finished, saved"
     st.success(f"{status.capitalize()} in {job.seconds:.0f} s: {path.name}.")
+    if job.result.get("warning"):  # the loss stopped being finite: the saved model is the last finite one
+        st.warning(job.result["warning"])
     if state.get(state.MODEL) != key and st.button("Use this model", type="primary", key="use_trained"):
         state.select_model(key)
         st.rerun()

@@ -618,3 +618,15 @@ def test_a_huge_template_in_the_training_form_is_one_short_message(kind, tmp_pat
     assert not at.exception
     assert len(at.error) == 1 and len(at.error[0].value) < 500
     assert "ssviz_training_job" not in at.session_state  # nothing started
+
+
+def test_a_diverged_training_saves_the_last_finite_model_and_says_so(tmp_path, small_corpus):
+    from ssviz.train import TrainConfig
+    from ui.jobs import train_and_save
+    # one batch per epoch: epoch 1 ends finite, epoch 2's loss is inf (as in test_train's divergence tests)
+    config = TrainConfig(layers=1, hidden=12, embedding_dim=8, epochs=3, batch_size=1024, lr=1e34, patience=None)
+    job = train_and_save(small_corpus[:8000], config, None, tmp_path, name="diverging").start()
+    job.thread.join(timeout=120)
+    assert job.error is None
+    assert "diverged in epoch 2" in job.result["warning"] and "kept the model of epoch 1" in job.result["warning"]
+    assert job.result["path"].is_file()

@@ -146,7 +146,7 @@ def train_and_save(text: str, config, canary, save_dir: Path, name: str) -> Job:
         if not result.epochs:
             raise StoppedError("stopped before the first epoch finished: nothing to save")
         result.save(path)
-        return {"path": path, "stopped": result.stopped}
+        return {"path": path, "stopped": result.stopped, "warning": result.warning}
 
     return training_job(("train", name, stamp), f"Training {name}", run, config.epochs,
                         {"config": config, "canary": canary})
