@@ -50,3 +50,27 @@ def canary_result(small_corpus):
 @pytest.fixture(scope="session")
 def canary_model(canary_result) -> CharRNN:
     return canary_result.model
+
+
+# --- tiny transformers' tokenizers (issue 11): trained here, no download -----------------------------
+def token_corpus() -> str:
+    """The demo corpus's start plus sentences full of numbers, so BPE learns digit tokens."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    numbers = [f"my number is {rng.integers(0, 10 ** 4):04d} and {rng.integers(0, 10 ** 3)} or {rng.integers(0, 99)}."
+               for _ in range(400)]
+    return DEMO_CORPUS.read_text(encoding="utf-8")[:20_000] + "\n" + "\n".join(numbers)
+
+
+@pytest.fixture(scope="session")
+def digit_tokenizer():
+    """Llama-style byte-level BPE: every digit its own token, BOS prepended."""
+    from ssviz.tokens import train_tokenizer
+    return train_tokenizer([token_corpus()], vocab_size=600, split_digits=True)
+
+
+@pytest.fixture(scope="session")
+def merge_tokenizer():
+    """GPT-2-style byte-level BPE: digit runs and the space before them merge, nothing prepended."""
+    from ssviz.tokens import train_tokenizer
+    return train_tokenizer([token_corpus()], vocab_size=600, split_digits=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ssviz.extraction.result import ExtractionResult, make_result
-from ssviz.extraction.space import start_run
+from ssviz.extraction.space import is_token_model, start_run
 from ssviz.extraction.trace import (
     DEFAULT_MAX_CHILDREN,
     DEFAULT_MAX_STEPS,
@@ -33,9 +33,18 @@ def beam_search(model: LanguageModel, template, *, beam_width: int = 1000, top_k
 
     Ties between extensions keep the earlier one (beam order, then alphabet
     order). Stopped or out of time before the last slot: no complete filler,
-    ``complete=False``.
+    ``complete=False``. A transformer is searched over tokens
+    (:func:`~ssviz.extraction.token_search.token_beam`).
     """
     deadline, counter, space = start_run(model, template, max_seconds, stop, beam_width=beam_width, top_k=top_k)
+    if is_token_model(model):
+        from ssviz.extraction.token_search import token_beam
+        recorder = recorder_for(trace, "beam", space, max_trace_steps, max_trace_children)
+        result = token_beam(counter, space, deadline, beam_width=beam_width, top_k=top_k, recorder=recorder,
+                            progress=progress)
+        if recorder is not None:
+            result.trace = recorder.finish(result)
+        return result
     width = max(len(a) for a in space.alphabets)
     rows = min(int(beam_width), space.template.space_size)
     ensure_memory(rows * (width * 24 + state_nbytes(model.initial_state(1)) + 100 + space.depth),

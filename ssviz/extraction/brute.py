@@ -1,5 +1,7 @@
 """Brute force (the paper's section 5.1): score every filler with the trie scorer, keep the best.
 
+A transformer's fillers are scored by the token trie scorer (:mod:`ssviz.token_scoring`): canonical tokens.
+
 The space is walked in lexicographic chunks (memory bounded by the chunk, not
 by |R|) and only the running top-k is kept. Spaces beyond ``limit`` are refused
 up front with an estimate of the time, from this model's measured throughput.
@@ -13,7 +15,7 @@ import numpy as np
 
 from ssviz.errors import SpaceTooLargeError
 from ssviz.extraction.result import ExtractionResult, make_result
-from ssviz.extraction.space import SearchSpace, start_run
+from ssviz.extraction.space import start_run
 from ssviz.extraction.trace import (
     DEFAULT_MAX_CHILDREN,
     DEFAULT_MAX_STEPS,
@@ -26,18 +28,17 @@ from ssviz.scoring import (
     EXHAUSTIVE_LIMIT,
     check_exhaustive,
     iter_space_chunks,
-    score_digits,
 )
 
 RATE_PROBE = 1 << 13
 
 
-def measure_rate(model: LanguageModel, space: SearchSpace, n: int = RATE_PROBE) -> float:
+def measure_rate(model: LanguageModel, space, n: int = RATE_PROBE) -> float:
     """Fillers scored per second by the trie scorer on this model (first ``n`` fillers)."""
     n = min(n, space.template.space_size)
     digits = space.template.digits_of_indices(np.arange(n, dtype=np.int64))
     t0 = time.perf_counter()
-    score_digits(model, space.template, digits, presorted=True, ctx=space.ctx)
+    space.score(model, digits)
     return n / max(time.perf_counter() - t0, 1e-9)
 
 
@@ -60,7 +61,7 @@ def brute_force(model: LanguageModel, template, *, top_k: int = 1, limit: int = 
         why = deadline.why_not_continue()
         if why is not None:
             break
-        lps = score_digits(counter, space.template, digits, presorted=True, ctx=space.ctx)
+        lps = space.score(counter, digits)
         lp_all = np.concatenate([best_lp, lps])
         idx_all = np.concatenate([best_idx, np.arange(lo, lo + len(lps), dtype=np.int64)])
         keep = np.lexsort((idx_all, lp_all))[:k]  # ties: lower filler number first

@@ -23,7 +23,7 @@ import numpy as np
 from ssviz.errors import StoppedError
 from ssviz.exposure import ExposureResult
 from ssviz.extraction.result import Deadline, SearchBudgetError
-from ssviz.extraction.shortest_path import DEFAULT_MAX_MEMORY_MB, BestFirstSearch
+from ssviz.extraction.shortest_path import DEFAULT_MAX_MEMORY_MB, best_first
 from ssviz.extraction.space import as_template
 from ssviz.models.base import LanguageModel
 
@@ -40,7 +40,7 @@ def search_exposure(model: LanguageModel, template, secret: str, *, max_nodes: i
     template.check_vocab(model.vocab)
     secret = template.normalize(secret)
     deadline = Deadline(max_seconds, stop)
-    search = BestFirstSearch(model, template, batch_size=batch_size, max_memory_mb=max_memory_mb)
+    search = best_first(model, template, batch_size=batch_size, max_memory_mb=max_memory_mb)
     secret_cost = None
     seen = 0
 

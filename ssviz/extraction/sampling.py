@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ssviz.extraction.result import ExtractionResult, make_result
-from ssviz.extraction.space import SearchSpace, start_run
+from ssviz.extraction.space import SearchSpace, is_token_model, start_run
 from ssviz.extraction.trace import (
     DEFAULT_MAX_CHILDREN,
     DEFAULT_MAX_STEPS,
@@ -52,9 +52,20 @@ def sample(model: LanguageModel, template, *, samples: int = 10_000, seed: int =
            chunk_size: int = DEFAULT_CHUNK, max_seconds: float | None = None, trace: bool = False,
            max_trace_steps: int = DEFAULT_MAX_STEPS, max_trace_children: int = DEFAULT_MAX_CHILDREN,
            progress=None, stop=None) -> ExtractionResult:
-    """The best distinct fillers among ``samples`` drawn from the model (seeded)."""
+    """The best distinct fillers among ``samples`` drawn from the model (seeded).
+
+    A transformer draws token paths (:func:`~ssviz.extraction.token_search.token_sample`).
+    """
     deadline, counter, space = start_run(model, template, max_seconds, stop, samples=samples, top_k=top_k,
                                          chunk_size=chunk_size)
+    if is_token_model(model):
+        from ssviz.extraction.token_search import token_sample
+        recorder = recorder_for(trace, "sampling", space, max_trace_steps, max_trace_children)
+        result = token_sample(counter, space, deadline, samples=samples, seed=seed, top_k=top_k,
+                              chunk_size=chunk_size, recorder=recorder, progress=progress)
+        if recorder is not None:
+            result.trace = recorder.finish(result)
+        return result
     # the distinct fillers drawn are all kept (a dict entry each)
     ensure_memory(min(int(samples), space.template.space_size) * (space.depth + 120), f"{int(samples):,} samples",
                   "draw fewer samples")

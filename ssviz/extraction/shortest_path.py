@@ -45,7 +45,7 @@ from ssviz.extraction.result import (
     check_positive,
     make_result,
 )
-from ssviz.extraction.space import CountingModel, SearchSpace
+from ssviz.extraction.space import CountingModel, SearchSpace, is_token_model
 from ssviz.extraction.states import PoolFullError, StatePool
 from ssviz.extraction.trace import (
     DEFAULT_MAX_CHILDREN,
@@ -65,8 +65,58 @@ FINISHED_ENTRY_BYTES = 144
 STOP_RULES = ("exact", "paper")
 
 
-class BestFirstSearch:
-    """The frontier, the finished fillers and one batched iteration; drivers decide when to stop."""
+class Frontier:
+    """What drivers (:func:`shortest_path`, :func:`~ssviz.extraction.rank.search_exposure`) see of a best-first search.
+
+    ``heap`` holds the frontier (cost first), ``finished`` the complete fillers as
+    ``(log-perplexity, filler)`` in the order found; subclasses define
+    ``iterate`` and ``memory_bytes``.
+    """
+
+    heap: list
+    finished: list[tuple[float, str]]
+    nodes_expanded: int
+    iterations: int
+    max_bytes: int
+
+    @property
+    def frontier_min(self) -> float:
+        return self.heap[0][0] if self.heap else float("inf")
+
+    def ranked(self, top_k: int) -> list[tuple[float, str]]:
+        """The finished fillers a result reports (at least its ``top_k`` best), as ``(cost, filler)``."""
+        return self.finished
+
+    def drive(self, done, *, max_nodes: int, deadline: Deadline, progress=None) -> str | None:
+        """Iterate until ``done()`` or the frontier is empty (None), or a budget ends the run (its message)."""
+        check_positive("max_nodes", max_nodes)
+        while not done() and self.heap:
+            why = deadline.why_not_continue()
+            if why is None and self.nodes_expanded >= max_nodes:
+                why = f"node budget of {max_nodes:,} expanded nodes reached"
+            if why is None and self.memory_bytes > self.max_bytes:
+                why = f"memory budget of {self.max_bytes / 2**20:g} MB reached"
+            if why is not None:
+                return why
+            try:
+                self.iterate(max_pop=max_nodes - self.nodes_expanded)
+            except PoolFullError as e:
+                return str(e)
+            if progress is not None and self.iterations % 16 == 0:
+                progress(self.nodes_expanded, max_nodes)
+        return None
+
+
+def best_first(model: LanguageModel, template, **options) -> Frontier:
+    """The best-first search for this model: over characters, or over token paths for a transformer."""
+    if is_token_model(model):
+        from ssviz.extraction.token_search import TokenBestFirstSearch
+        return TokenBestFirstSearch(model, template, **options)
+    return BestFirstSearch(model, template, **options)
+
+
+class BestFirstSearch(Frontier):
+    """The frontier, the finished fillers and one batched iteration over characters; drivers decide when to stop."""
 
     def __init__(self, model: LanguageModel, template, *, batch_size: int = 64,
                  max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, trace: bool = False,
@@ -106,10 +156,6 @@ class BestFirstSearch:
         """State rows plus frontier and finished entries (estimated)."""
         return (self.pool.bytes_used + FRONTIER_ENTRY_BYTES * len(self.heap)
                 + FINISHED_ENTRY_BYTES * len(self.finished))
-
-    @property
-    def frontier_min(self) -> float:
-        return self.heap[0][0] if self.heap else float("inf")
 
     def _add_children(self, rows: torch.Tensor, costs: torch.Tensor, depth: int,
                       log_probs: torch.Tensor) -> list[dict]:
@@ -190,25 +236,6 @@ class BestFirstSearch:
         elif self.recorder is not None:
             self.recorder.step([], [], 0, [])  # marks the trace as capped
 
-    def drive(self, done, *, max_nodes: int, deadline: Deadline, progress=None) -> str | None:
-        """Iterate until ``done()`` or the frontier is empty (None), or a budget ends the run (its message)."""
-        check_positive("max_nodes", max_nodes)
-        while not done() and self.heap:
-            why = deadline.why_not_continue()
-            if why is None and self.nodes_expanded >= max_nodes:
-                why = f"node budget of {max_nodes:,} expanded nodes reached"
-            if why is None and self.memory_bytes > self.max_bytes:
-                why = f"memory budget of {self.max_bytes / 2**20:g} MB reached"
-            if why is not None:
-                return why
-            try:
-                self.iterate(max_pop=max_nodes - self.nodes_expanded)
-            except PoolFullError as e:
-                return str(e)
-            if progress is not None and self.iterations % 16 == 0:
-                progress(self.nodes_expanded, max_nodes)
-        return None
-
 
 def shortest_path(model: LanguageModel, template, *, top_k: int = 1, max_nodes: int = 100_000,
                   batch_size: int = 64, max_seconds: float | None = None, stop_rule: str = "exact",
@@ -224,8 +251,8 @@ def shortest_path(model: LanguageModel, template, *, top_k: int = 1, max_nodes: 
     if stop_rule not in STOP_RULES:
         raise SettingsError(f"unknown stop rule {stop_rule!r}: expected one of {', '.join(STOP_RULES)}")
     deadline = Deadline(max_seconds, stop)
-    search = BestFirstSearch(model, template, batch_size=batch_size, max_memory_mb=max_memory_mb, trace=trace,
-                             max_trace_steps=max_trace_steps, max_trace_children=max_trace_children)
+    search = best_first(model, template, batch_size=batch_size, max_memory_mb=max_memory_mb, trace=trace,
+                        max_trace_steps=max_trace_steps, max_trace_children=max_trace_children)
     best: list[float] = []  # max-heap (negated) of the top_k finished costs
     seen = 0
     first_found_iteration = None
@@ -250,7 +277,7 @@ def shortest_path(model: LanguageModel, template, *, top_k: int = 1, max_nodes: 
     message = why or ""
     if why is None and stop_rule == "paper" and search.heap and not (best and -best[0] <= search.frontier_min):
         message = "stopped by the paper's rule (2x the iterations of the first complete filler); not certified"
-    result = make_result("dijkstra", search.finished, int(top_k), nodes=search.nodes_expanded,
+    result = make_result("dijkstra", search.ranked(int(top_k)), int(top_k), nodes=search.nodes_expanded,
                          counter=search.model, started=deadline.started, complete=why is None, message=message)
     if search.recorder is not None:
         result.trace = search.recorder.finish(result)

@@ -15,7 +15,7 @@ import torch
 
 from ssviz.errors import TemplateError
 from ssviz.models.base import LanguageModel, State, check_finite
-from ssviz.scoring import LN2, PrefixContext, prefix_context
+from ssviz.scoring import LN2, PrefixContext, prefix_context, score_digits
 from ssviz.templates import Template
 
 
@@ -27,11 +27,17 @@ class CountingModel(LanguageModel):
     Python call per batched step.
     """
 
+    # what token scoring and token search read from a transformer, passed through when the model has it
+    FORWARDED = ("tokenizer", "token_level", "row_bytes", "max_positions")
+
     def __init__(self, model: LanguageModel):
         self.inner = model
         self.vocab = model.vocab
         self.reads = 0
         self.calls = 0
+        for name in self.FORWARDED:
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
 
     def initial_state(self, batch_size: int) -> State:
         return self.inner.initial_state(batch_size)
@@ -100,6 +106,10 @@ class SearchSpace:
     def prefix_bits(self) -> float:
         return float(self.ctx.bits)
 
+    def score(self, model: LanguageModel, digits: np.ndarray) -> np.ndarray:
+        """Log-perplexity of fillers given as alphabet offsets (lexicographically sorted), by the trie scorer."""
+        return score_digits(model, self.template, digits, presorted=True, ctx=self.ctx)
+
     def root_state(self, model: LanguageModel, n: int) -> tuple[State, torch.Tensor]:
         """``n`` copies of the post-prefix state and next-character log-probs."""
         index = torch.zeros(n, dtype=torch.long)
@@ -127,14 +137,27 @@ class SearchSpace:
         return costs, log_probs, state
 
 
+def is_token_model(model: LanguageModel) -> bool:
+    """Whether ``model`` reads tokens of whole texts (a transformer) rather than characters."""
+    return bool(getattr(model, "token_level", False))
+
+
+def build_space(model: LanguageModel, template):
+    """The model's search space: characters (:class:`SearchSpace`) or token paths (:class:`TokenLattice`)."""
+    if is_token_model(model):
+        from ssviz.extraction.lattice import TokenLattice
+        return TokenLattice(model, template)
+    return SearchSpace.build(model, template)
+
+
 def start_run(model: LanguageModel, template, max_seconds: float | None, stop, **positive):
     """What every algorithm does first: check its counts, start the clock, wrap the model, read the prefix.
 
-    Returns ``(deadline, counting_model, space)``.
+    Returns ``(deadline, counting_model, space)``; ``space`` is a :class:`TokenLattice` for a transformer.
     """
     from ssviz.extraction.result import Deadline, check_positive
     for name, value in positive.items():
         check_positive(name, value)
     deadline = Deadline(max_seconds, stop)
     counter = CountingModel(model)
-    return deadline, counter, SearchSpace.build(counter, template)
+    return deadline, counter, build_space(counter, template)

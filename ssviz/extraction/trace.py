@@ -23,11 +23,14 @@ class TraceRecorder:
     """Accumulates steps; :meth:`finish` returns the trace dict."""
 
     def __init__(self, algorithm: str, template: str, prefix_bits: float,
-                 max_steps: int = DEFAULT_MAX_STEPS, max_children: int = DEFAULT_MAX_CHILDREN):
+                 max_steps: int = DEFAULT_MAX_STEPS, max_children: int = DEFAULT_MAX_CHILDREN,
+                 separator: str | None = None):
         if max_steps < 1 or max_children < 1:
             raise SettingsError("trace caps (max_trace_steps, max_trace_children) must be >= 1")
         self.trace = {"algorithm": algorithm, "template": template, "prefix_bits": float(prefix_bits),
                       "capped": False, "max_steps": int(max_steps), "steps": [], "result": None}
+        if separator is not None:  # a search over tokens: nodes are token paths (docs/trace.md)
+            self.trace.update(unit="token", separator=separator)
         self.max_steps = max_steps
         self.max_children = max_children
 
@@ -65,6 +68,13 @@ def child(filler: str, edge: float, cost: float, kept: bool = True) -> dict:
             "cost": float(cost), "kept": bool(kept)}
 
 
+def token_child(node_name: str, parent: str, token: str, token_id: int, edge: float, cost: float,
+                kept: bool = True) -> dict:
+    """A child in a search over tokens: ``char`` repeats the token's text for readers of character traces."""
+    return {"node": node_name, "parent": parent, "char": token, "token": token, "token_id": int(token_id),
+            "edge": float(edge), "cost": float(cost), "kept": bool(kept)}
+
+
 def found_entry(filler: str, cost: float) -> dict:
     return {"filler": filler, "log_perplexity": float(cost)}
 
@@ -72,7 +82,7 @@ def found_entry(filler: str, cost: float) -> dict:
 def recorder_for(trace: bool, algorithm: str, space, max_trace_steps: int,
                  max_trace_children: int) -> TraceRecorder | None:
     return TraceRecorder(algorithm, space.template.text, space.prefix_bits, max_trace_steps,
-                         max_trace_children) if trace else None
+                         max_trace_children, getattr(space, "separator", None)) if trace else None
 
 
 def validate_trace(data) -> dict:

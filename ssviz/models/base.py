@@ -85,7 +85,12 @@ def check_finite(log_probs: torch.Tensor, model) -> torch.Tensor:
 
 
 def state_nbytes(state: State) -> int:
-    """Bytes held by the tensors of a state (for memory estimates before a search allocates rows)."""
+    """Bytes held by the tensors of a state (for memory estimates before a search allocates rows).
+
+    States that know their own size (a transformer's ``KVState``) say so through ``nbytes``.
+    """
+    if isinstance(getattr(state, "nbytes", None), int):
+        return state.nbytes
     if isinstance(state, torch.Tensor):
         return state.numel() * state.element_size()
     if isinstance(state, (tuple, list)):
