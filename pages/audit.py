@@ -143,8 +143,10 @@ def show_audit(res: dict, folder: Path) -> None:
                "false alarm at all.")
     if eps is not None:
         st.subheader("Audited vs claimed epsilon")
-        chart(epsilon_bars([{"label": res.get("name") or "this audit", "epsilon_lower": eps,
-                             "epsilon_claimed": per_canary}]), "audit-epsilon", key="aud_eps")
+        name = demo.BUNDLED.get(res.get("name")) if folder.parent == demo.BUNDLED_DIR else None
+        label = f"{name or res.get('name') or 'this audit'}" + (f" (per canary: {k} lines)" if k else "")
+        chart(epsilon_bars([{"label": label, "epsilon_lower": eps, "epsilon_claimed": per_canary}]),
+              "audit-epsilon", key="aud_eps")
     with st.expander("Numbers and canaries"):
         st.dataframe(tprs.round(4), hide_index=True)
         download_table(pd.DataFrame({"score": scores, "included": included}),

@@ -204,3 +204,66 @@ def test_training_in_the_browser_shows_progress_and_offers_the_model(server, pag
     shoot(page, "8-training")
     use.click()
     expect(page.get_by_text("1 x 128")).to_be_visible(timeout=30_000)
+
+
+def test_audit_page_shows_the_bundled_audit(server, page):
+    if not (ROOT / "pages" / "audit.py").is_file():
+        pytest.skip("pages/audit.py is not there")
+    from ssviz.audit import demo
+    from ssviz.audit.run import load_audit
+    visit(page, server, "audit", "Privacy audit")
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    expect(charts.nth(2)).to_be_visible(timeout=60_000)  # histograms, ROC, epsilon bars
+    plain = load_audit(demo.BUNDLED_DIR / "plain")
+    metrics = page.locator('[data-testid="stMetric"]')
+    expect(metrics.filter(has_text="Audited epsilon (lower bound)")).to_contain_text(f"{plain['epsilon_lower']:.2f}")
+    expect(metrics.filter(has_text="AUC").first).to_contain_text(f"{plain['auc']:.3f}")
+    expect(page.get_by_text("leaks at least as much as an epsilon-", exact=False)).to_be_visible()
+    assert page.locator(".js-plotly-plot .main-svg").count() >= 3  # drawn, not just placed
+    no_exceptions(page)
+    shoot(page, "9-audit")
+    dp = load_audit(demo.BUNDLED_DIR / "dp-eps8")
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Audit").first.click()
+    page.get_by_role("option", name="bundled: DP-SGD, epsilon 8").click()
+    expect(metrics.filter(has_text="Claimed epsilon per canary")).to_contain_text(
+        f"{dp['epsilon_claimed_per_canary']:.2f}", timeout=60_000)
+    expect(page.get_by_text("is a group of 8 training lines", exact=False)).to_be_visible()
+    no_exceptions(page)
+    shoot(page, "9b-audit-dp-eps8")
+
+
+def test_build_report_downloads_a_standalone_redacted_file(server, page, tmp_path):
+    if not (ROOT / "pages" / "report.py").is_file():
+        pytest.skip("pages/report.py is not there")
+    import json
+    from ssviz.demo import DEMO_CANARY
+    visit(page, server, "report", "Report")
+    page.get_by_role("button", name="Build report").click()
+    download = page.get_by_role("button", name="Download report (HTML)")
+    expect(download).to_be_visible(timeout=300_000)  # exact exposure over 10^6 fillers and a search
+    no_exceptions(page)
+    shoot(page, "10-report-page")
+    with page.expect_download(timeout=60_000) as dl:
+        download.click()
+    path = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(path)
+    raw = path.read_bytes()
+    assert path.suffix == ".html" and DEMO_CANARY["secret"].encode() not in raw  # redacted by default
+    html = raw.decode("utf-8")
+    assert not re.search(r"<script[^>]+src=", html) and not re.search(r"<link[^>]+href=", html)
+    data = json.loads(re.search(r'<script type="application/json" id="ssviz-data">(.*?)</script>', html,
+                                re.S).group(1))
+    assert data["reveal"] is False and data["secrets"][0]["secret"] == "••1546"
+    assert data["secrets"][0]["verdict"] == "extractable"
+    # the file opens offline: every figure drawn, no request leaves the page
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(path.as_uri())
+    expect(page.get_by_text("Secrets are redacted", exact=False)).to_be_visible(timeout=30_000)
+    figures = page.locator("figure.plot")
+    page.wait_for_timeout(1500)
+    assert figures.count() >= 2
+    assert page.locator("figure.plot .main-svg").count() >= figures.count()
+    assert [u for u in requests if not u.startswith("file://") and not u.startswith("data:")
+            and not u.startswith("blob:")] == []
+    shoot(page, "10b-report-file")
