@@ -19,8 +19,16 @@ from hypothesis import strategies as st
 pytest.importorskip("transformers")
 
 from ssviz.errors import SpaceTooLargeError, StoppedError, TemplateError
-from ssviz.extraction import (SearchBudgetError, beam_search, brute_force, extract, load_trace, sample,
-                              search_exposure, shortest_path)
+from ssviz.extraction import (
+    SearchBudgetError,
+    beam_search,
+    brute_force,
+    extract,
+    load_trace,
+    sample,
+    search_exposure,
+    shortest_path,
+)
 from ssviz.extraction.lattice import TokenLattice
 from ssviz.extraction.states import KVStatePool, PoolFullError, StatePool, make_pool
 from ssviz.models.base import state_nbytes
@@ -31,7 +39,7 @@ from ssviz.token_scoring import score_fillers, score_space
 from ssviz.tokens import encode, token_texts
 
 TOL = 1e-4  # bits: batched float32 steps vs the scorer's batches
-FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # small spaces (<= 10^3): literals before, between and after slots; a slot right after a literal digit
 TEMPLATES = ["PIN {d:2}", "My PIN is {d:3}", "call {d:2} or {d:1}.", "4{d:2} is it", "x={d:1}{d:1}!",
              "The code is {[0-3]:2}-{d:1}"]
@@ -328,7 +336,7 @@ def test_traces_over_tokens_replay(token_models, kind, algorithm, options):
         for c in step["children"]:
             assert c["node"] == (f"{c['parent']}{sep}{c['token']}" if c["parent"] else c["token"])
             assert texts[c["token_id"]] == c["token"] == c["char"] and c["edge"] >= 0
-            if c["parent"] in costs and algorithm != "sampling":
+            if algorithm != "brute":  # a child's parent was expanded in this step or before
                 assert c["cost"] == pytest.approx(costs[c["parent"]] + c["edge"], abs=1e-9)
             if not lattice.exact:  # nodes spell the text from the root's position on
                 spelled = c["node"].replace(sep, "")

@@ -81,4 +81,4 @@ def brute_force(model: LanguageModel, template, *, top_k: int = 1, limit: int = 
     return result
 
 
-__all__ = ["brute_force", "measure_rate", "SpaceTooLargeError"]
+__all__ = ["SpaceTooLargeError", "brute_force", "measure_rate"]

@@ -87,7 +87,7 @@ class SearchSpace:
     literals_after: list[list[int]]
 
     @classmethod
-    def build(cls, model: LanguageModel, template) -> "SearchSpace":
+    def build(cls, model: LanguageModel, template) -> SearchSpace:
         template = as_template(template)
         ctx = prefix_context(model, template)  # checks the vocabulary
         enc = model.vocab.encode

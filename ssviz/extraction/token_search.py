@@ -125,11 +125,11 @@ class TokenBestFirstSearch(Frontier):
         self.iterations = 0
         with torch.inference_mode():
             costs = torch.tensor([lat.prefix_bits], dtype=torch.float64)
-            kids = self._expand(lat.ctx.state, costs, lat.root_pos, len(lat.root_tokens), [""], [""],
-                                lat.ctx.log_probs)
+            root, kids = self._expand(lat.ctx.state, costs, lat.root_pos, len(lat.root_tokens), [""], [""],
+                                      lat.ctx.log_probs)
             self.finished.extend(self.completed.flush())
         if self.recorder is not None:
-            self.recorder.step([node("", lat.prefix_bits)], kids, len(self.heap),
+            self.recorder.step(root, kids, len(self.heap),
                                [found_entry(f, c) for c, f in sorted(self.finished)])
 
     @property
@@ -142,8 +142,11 @@ class TokenBestFirstSearch(Frontier):
         return _report(self.space, self.finished, top_k)
 
     def _expand(self, state, costs: torch.Tensor, pos: int, length: int, fillers: list[str], names: list[str],
-                log_probs: torch.Tensor) -> list[dict]:
-        """Nodes at ``pos`` (one batch ``state``): forced tokens read, then their children pushed or completed."""
+                log_probs: torch.Tensor) -> tuple[list[dict], list[dict]]:
+        """Nodes at ``pos`` (one batch ``state``): forced tokens read, then their children pushed or completed.
+
+        Returns the trace entries of the nodes (after their forced tokens) and of their children.
+        """
         lat, model = self.space, self.model
         while True:  # a single possible token: read it now (no frontier entry)
             e = lat.edges(pos)
@@ -155,9 +158,11 @@ class TokenBestFirstSearch(Frontier):
             fillers = [f + e.chars[0] for f in fillers]
             names = [lat.node_name(n, e.texts[0]) for n in names]
             pos, length = int(e.nxt[0]), length + 1
+        recording = self.recorder is not None and not self.recorder.full
+        expanded = [node(n, c) for n, c in zip(names, costs.tolist())] if recording else []
         e = lat.edges(pos)
         if not len(e):
-            return []
+            return expanded, []
         rows = self.pool.append(state).tolist()
         self.row_pos.extend([pos] * len(rows))
         self.row_len.extend([length] * len(rows))
@@ -173,12 +178,12 @@ class TokenBestFirstSearch(Frontier):
                 self.completed.add(cs[a], f + e.chars[a])
             for a in open_:
                 push(heap, (cs[a], r, a))
-        if self.recorder is None or self.recorder.full:
-            return []
+        if not recording:
+            return expanded, []
         out = [token_child(lat.node_name(n, e.texts[a]), n, e.texts[a], e.ids[a], b, c)
                for n, cs, bs in zip(names, child_costs, bits.tolist()) for a, (b, c) in enumerate(zip(bs, cs))]
         out.sort(key=lambda d: d["cost"])
-        return out
+        return expanded, out
 
     def iterate(self, max_pop: int | None = None) -> None:
         """Pop up to ``batch_size`` cheapest entries; step them, one model call per token length."""
@@ -215,10 +220,9 @@ class TokenBestFirstSearch(Frontier):
                         g_lp, g_state, g_cost = log_probs[ti], self.model.select_state(state, ti), costs[ti]
                     g_fill = [fillers[i] for i in sub.tolist()]
                     g_names = [names[i] for i in sub.tolist()]
-                    kids = self._expand(g_state, g_cost, p, length + 1, g_fill, g_names, g_lp)
-                    if recording:
-                        children.extend(kids)
-                        expanded.extend(node(nm, c) for nm, c in zip(g_names, g_cost.tolist()))
+                    done, kids = self._expand(g_state, g_cost, p, length + 1, g_fill, g_names, g_lp)
+                    expanded.extend(done)
+                    children.extend(kids)
             self.finished.extend(self.completed.flush())
         self.nodes_expanded += n
         self.iterations += 1
