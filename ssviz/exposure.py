@@ -15,6 +15,7 @@ score fillers with a model and return an :class:`ExposureResult`.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import time
@@ -35,6 +36,7 @@ LOG2E = 1.0 / math.log(2.0)
 METHODS = ("exact", "sampled", "skewnorm", "auto")
 SHARDED_LIMIT = 10 ** 10  # exact enumeration in shards: ~2 CPU-days for the demo model at 60k fillers/s
 HIST_BIN_BITS = 1 / 16    # exact results' histogram: fixed bins, so shards add up exactly
+HIST_MAX_BITS = 4096      # ... and its last bin: a histogram is at most 65,537 counts
 FIT_SAMPLE = 20_000       # fillers the skew-normal beside an exact or sampled result is fitted on
 
 
@@ -229,9 +231,11 @@ class Histogram:
 
     @classmethod
     def of(cls, lps: np.ndarray, bin_bits: float = HIST_BIN_BITS) -> "Histogram":
+        """Log-perplexities beyond ``HIST_MAX_BITS`` count in the last bin (a dense array stays small)."""
         if len(lps) == 0:
             return cls(0, np.zeros(0, dtype=np.int64), bin_bits)
-        bins = np.floor(np.asarray(lps) / bin_bits).astype(np.int64)
+        top = int(HIST_MAX_BITS / bin_bits)
+        bins = np.clip(np.floor(np.asarray(lps, dtype=np.float64) / bin_bits), 0, top).astype(np.int64)
         first = int(bins.min())
         return cls(first, np.bincount(bins - first).astype(np.int64), bin_bits)
 
@@ -305,9 +309,9 @@ def _worker_model(task: dict) -> LanguageModel:
     from ssviz.models import load_checkpoint
 
     def load(data: bytes):
-        model = load_checkpoint(data)
-        model.source = task["model_name"]  # errors name the model as the user knows it
-        return model
+        named = io.BytesIO(data)
+        named.name = task["model_name"]  # errors name the model as the user knows it
+        return load_checkpoint(named)
     return executor.cached(task["model"], "checkpoint", load)
 
 
@@ -369,6 +373,8 @@ class ShardStore:
         from ssviz import db
         self.path = Path(path)
         self.schema = db.Schema("ssviz-shards", 1, SHARD_SCHEMA_DDL, "exact-enumeration shards file")
+        with db.reading(self.path, self.schema):  # a foreign file is refused before any work
+            pass
 
     def begin(self, run: str, info: dict) -> dict[int, dict]:
         """Register ``run`` and return its finished shards by first filler number."""
@@ -420,6 +426,7 @@ def _sharded_exact(model, template, secret, executor, *, limit, shard_size, chun
                                                          if store else ""))
         return report
 
+    shards = ShardStore(store) if store is not None else None
     got: list[float] = []
     run(secret_task, [{**base, "index": idx, "space_size": size}], lambda i, lp: got.append(lp))
     secret_lp = got[0]
@@ -429,7 +436,6 @@ def _sharded_exact(model, template, secret, executor, *, limit, shard_size, chun
             "chunk_size": chunk, "threshold": secret_lp, "bin_bits": HIST_BIN_BITS}
     key = hashlib.sha256(json.dumps({**info, "threshold": secret_lp.hex(), "fit": [FIT_SAMPLE, 0]},
                                     sort_keys=True).encode()).hexdigest()
-    shards = ShardStore(store) if store is not None else None
     finished = shards.begin(key, info) if shards else {}
 
     totals = {"at_or_below": 0, "hist": Histogram(0, np.zeros(0, dtype=np.int64)), "done": 0, "seconds": 0.0}
