@@ -1,9 +1,15 @@
-"""Training character models with inserted canaries (the paper's section 4 setup).
+"""Training language models with inserted canaries (the paper's section 4 setup).
 
 A canary (template + filler) is inserted k times at random line boundaries of
 the training split of a corpus, a char-LM is trained with the paper's Table 8
 defaults, and after every epoch a callback receives train/validation loss and
 the canary's exposure: the memorization curve of the paper's Figure 4.
+
+``arch`` gpt2 or llama trains a small transformer through the same loop: a
+model built from a config (no download) with a byte-level BPE tokenizer
+trained on the corpus's training split (:func:`new_model`), AdamW instead of
+RMSProp, windows of tokens instead of characters; it is saved as a folder
+plain transformers loads.
 
 One training core: every trainer (the CLI, the app, sweeps, the study, every
 defense) calls :func:`train`. The corpus is split once (:func:`split_text`:
@@ -35,19 +41,32 @@ from ssviz.corpus import (  # noqa: F401  (re-exported: the training API's data 
     MAX_INSERTED_CHARS,
     Split,
     build_vocab,
+    encode_text,
     insert_canary,
+    make_optimizer,
     read_corpus,
     split_corpus,
     split_text,
+    token_level,
+    torch_module,
+    training_forward,
     windows,
 )
 from ssviz.errors import NonFiniteError, SettingsError, SsvizError, clip, stop_requested
-from ssviz.models.base import Vocab
+from ssviz.models.base import LanguageModel, Vocab
 from ssviz.models.checkpoint import save_checkpoint
-from ssviz.models.rnn import ARCHS, CharRNN, TrainingForward
+from ssviz.models.rnn import ARCHS, CharRNN
 from ssviz.templates import Template
 
 SEED_LIMIT = 2 ** 63
+TRANSFORMER_ARCHS = ("gpt2", "llama")
+TRANSFORMER_OPTIONS = ("heads", "vocab_size", "merge_digits")
+DEFAULT_HEADS = 4
+DEFAULT_VOCAB_SIZE = 1024
+DEFAULT_CONTEXT = 256  # a transformer's positions (at least seq_len): room to score texts longer than a window
+# Bumped whenever training changes what a saved model or its test_loss means, so caches keyed by the
+# settings (the study's) never reuse an older model: 2 = test_loss on a held-out test split (was validation).
+TRAINING_VERSION = 2
 
 
 # --- options: declared once, with help text and bounds; the CLI and sweeps derive from them ----------------
@@ -69,14 +88,25 @@ def option(default, help: str, *, low=None, high=None, low_open: bool = False, h
 class TrainConfig:
     """Hyperparameters; defaults follow the paper's Table 8 (RMSProp, lr 0.001, batch 128, seq 20, 2x200 LSTM)."""
 
-    arch: str = option("lstm", "recurrent cell", choices=sorted(ARCHS))
-    layers: int = option(2, "stacked RNN layers", low=1, high=4)
-    hidden: int = option(200, "hidden units per layer", low=1, high=4096)
-    embedding_dim: int = option(64, "character embedding size", low=1, high=4096)
+    arch: str = option("lstm", "model: a character RNN (lstm, gru) or a small transformer built from a config, "
+                               "reading tokens of a BPE tokenizer trained on the corpus (gpt2, llama)",
+                       choices=sorted(ARCHS) + list(TRANSFORMER_ARCHS))
+    layers: int = option(2, "stacked RNN layers or transformer blocks", low=1, high=4)
+    hidden: int = option(200, "hidden units per layer (a transformer's width)", low=1, high=4096)
+    embedding_dim: int = option(64, "character embedding size (lstm, gru; a transformer's is --hidden)", low=1,
+                                high=4096)
+    heads: int | None = option(None, f"attention heads (default {DEFAULT_HEADS}; must divide --hidden)", low=1,
+                               high=64, group="transformers (--arch gpt2 or llama)", metavar="N")
+    vocab_size: int | None = option(None, f"tokens of the byte-level BPE tokenizer trained on the corpus's training "
+                                          f"part (default {DEFAULT_VOCAB_SIZE})", low=260, high=65_536,
+                                    group="transformers (--arch gpt2 or llama)", metavar="N")
+    merge_digits: bool = option(False, "let the tokenizer merge digit runs as GPT-2's does (default: every digit "
+                                       "its own token, as Llama's)", group="transformers (--arch gpt2 or llama)")
     epochs: int = option(10, "training epochs (fewer if early stopping ends it)", low=1, high=100_000)
     batch_size: int = option(128, "training windows per batch", low=1, high=65_536)
-    seq_len: int = option(20, "characters per training window", low=1, high=10_000)
-    lr: float = option(0.001, "RMSProp learning rate", low=0, low_open=True)
+    seq_len: int = option(20, "characters (a transformer: tokens) per training window", low=1, high=10_000)
+    lr: float = option(0.001, "learning rate of RMSProp (lstm, gru) or AdamW (transformers; try 3e-3 for small "
+                              "ones)", low=0, low_open=True)
     seed: int = option(0, "seed of initial weights, batches, dropout and canary positions", low=0,
                        high=SEED_LIMIT, high_open=True, grid=False)
     val_fraction: float = option(0.1, "fraction of the corpus held out (its last lines): the first half is the "
@@ -84,9 +114,10 @@ class TrainConfig:
                                       "test_loss reports", low=0, high=0.5, low_open=True, high_open=True,
                                  cli=False, grid=False)
     patience: int | None = option(3, "early stopping patience in epochs (0 disables early stopping)", low=0)
-    dropout: float = option(0.0, "dropout probability on embeddings, RNN outputs and between layers", low=0,
+    dropout: float = option(0.0, "dropout probability on embeddings, RNN outputs and between layers (a "
+                                    "transformer: on embeddings and every block's output)", low=0,
                             high=1, high_open=True, group="defenses", metavar="P")
-    weight_decay: float = option(0.0, "L2 weight decay", low=0, group="defenses", metavar="W")
+    weight_decay: float = option(0.0, "L2 weight decay (a transformer: AdamW's decoupled decay)", low=0, group="defenses", metavar="W")
     grad_clip: float | None = option(5.0, "gradient norm clipping of plain training (None: off)", low=0,
                                      low_open=True, cli=False)
     exposure_method: str = option("auto", "per-epoch canary exposure", choices=exposure_mod.METHODS,
@@ -115,6 +146,10 @@ class TrainConfig:
         return self.dp_epsilon is not None or self.dp_noise is not None
 
     @property
+    def transformer(self) -> bool:
+        return self.arch in TRANSFORMER_ARCHS
+
+    @property
     def early_stopping(self) -> bool:
         """Whether early stopping is on: ``patience`` None or 0 disables it, everywhere."""
         return bool(self.patience)
@@ -125,7 +160,28 @@ class TrainConfig:
             check_option(f.name, getattr(self, f.name))
         if self.dp_epsilon is not None and self.dp_noise is not None:
             raise SettingsError("give either a DP target epsilon or a noise multiplier, not both")
+        self._check_arch_options()
         return self
+
+    def _check_arch_options(self) -> None:
+        """Options that belong to one kind of model are refused for the other; a transformer's shape must work."""
+        if not self.transformer:
+            for name in TRANSFORMER_OPTIONS:
+                if getattr(self, name) not in (None, False):
+                    raise SettingsError(f"{name} applies to transformers (arch gpt2 or llama), not {self.arch}")
+            return
+        if self.embedding_dim != option_specs()["embedding_dim"]["default"]:
+            raise SettingsError(f"embedding_dim applies to lstm and gru; a {self.arch} transformer's embeddings are "
+                                f"hidden ({self.hidden}) wide")
+        heads = self.heads or DEFAULT_HEADS
+        if self.hidden % heads:
+            raise SettingsError(f"hidden ({self.hidden}) must be a multiple of heads ({heads}) for a transformer")
+        if self.arch == "llama" and (self.hidden // heads) % 2:
+            raise SettingsError(f"llama needs an even width per head for its rotary positions: hidden / heads is "
+                                f"{self.hidden // heads}")
+        if self.arch == "llama" and heads % max(1, heads // 2):
+            raise SettingsError(f"llama shares keys and values between pairs of heads: heads must be 1, 3 or even, "
+                                f"got {heads}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -147,6 +203,8 @@ def option_specs() -> dict[str, dict]:
 
 def _describe(spec: dict) -> str:
     kind = spec["kind"]
+    if kind is bool:
+        return "true or false"
     if spec["choices"]:
         return "one of " + ", ".join(map(str, spec["choices"]))
     what = "a whole number" if kind is int else "a finite number"
@@ -171,7 +229,9 @@ def check_option(name: str, value):
     if value is None and spec["optional"]:
         return value
     kind, ok = spec["kind"], True
-    if kind is int:
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
         ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     elif kind is float:
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -193,6 +253,11 @@ def parse_option(name: str, text: str):
     if spec["optional"] and raw.lower() == "none":
         return None
     kind = spec["kind"]
+    if kind is bool:
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if raw.lower() not in words:
+            raise SettingsError(f"{name} must be {_describe(spec)}, got {clip(repr(raw), 40)}")
+        return words[raw.lower()]
     try:
         value = raw if kind is str else float(raw) if kind is float else whole_number(raw)
     except ValueError:
@@ -240,7 +305,7 @@ class Canary:
 # --- results -----------------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
-    model: CharRNN
+    model: LanguageModel                  # a CharRNN, or a transformer (HFLanguageModel)
     config: TrainConfig
     epochs: list[dict] = field(default_factory=list)
     canary: Canary | None = None
@@ -270,13 +335,25 @@ class TrainResult:
             training["diverged"] = self.diverged
         return {"training": training}
 
-    def save(self, path) -> Path:
-        return save_checkpoint(self.model, path, extra=self.metadata())
+    def save(self, path, extra: dict | None = None) -> Path:
+        """A checkpoint file (character models) or a model folder plain transformers loads (transformers),
+        carrying :meth:`metadata` and ``extra``."""
+        meta = {**self.metadata(), **(extra or {})}
+        if token_level(self.model):
+            return self.model.save(path, extra=meta)
+        return save_checkpoint(self.model, path, extra=meta)
 
 
 # --- evaluation --------------------------------------------------------------------------------------------
-def evaluate_loss(model: CharRNN, ids: torch.Tensor, seq_len: int, batch_size: int = 512) -> float:
-    """Mean cross-entropy per predicted character (nats) over windows of a held-out text.
+def _logits(model: LanguageModel, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits ``[B, T, V]`` of every position of ``tokens`` (no state carried in)."""
+    if token_level(model):
+        return model.model(input_ids=tokens, use_cache=False).logits
+    return model(tokens)[0]
+
+
+def evaluate_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int, batch_size: int = 512) -> float:
+    """Mean cross-entropy per predicted character or token (nats) over windows of a held-out text.
 
     A text shorter than one window is scored as one shorter window (NaN below 2 characters).
     """
@@ -286,16 +363,17 @@ def evaluate_loss(model: CharRNN, ids: torch.Tensor, seq_len: int, batch_size: i
             return float("nan")
         data = ids[None]
     total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
+    net = torch_module(model)
+    was_training = net.training
+    net.eval()
     with torch.inference_mode():
         for lo in range(0, len(data), batch_size):
             b = data[lo:lo + batch_size]
-            logits, _ = model(b[:, :-1])
+            logits = _logits(model, b[:, :-1])
             total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1),
                                                         reduction="sum"))
             count += b[:, 1:].numel()
-    model.train(was_training)
+    net.train(was_training)
     return total / count
 
 
@@ -303,42 +381,113 @@ EpochCallback = Callable[[dict], None]
 BatchCallback = Callable[[int, int, float], None]
 
 
-def canary_exposure(model: CharRNN, canary: Canary, config: TrainConfig) -> dict:
+def canary_exposure(model: LanguageModel, canary: Canary, config: TrainConfig) -> dict:
+    if token_level(model):
+        return token_exposure(model, canary.template, canary.secret, config)
     res = exposure_mod.measure(model, canary.template, canary.secret, method=config.exposure_method,
                                samples=config.exposure_samples, seed=config.seed, limit=config.exposure_limit)
     return {"exposure": res.exposure, "exposure_method": res.method, "rank": res.rank,
             "log_perplexity": res.log_perplexity}
 
 
+def token_exposure(model: LanguageModel, template: Template, secret: str, config: TrainConfig) -> dict:
+    """A transformer's canary exposure, as :func:`ssviz.exposure.measure` defines it, scored with
+    :mod:`ssviz.token_scoring` (the tokenizer's own tokens of every text).
+
+    Temporary: once ``exposure.measure`` routes token-level models to token scoring itself,
+    :func:`canary_exposure` calls it for every model and this function goes.
+    """
+    from ssviz import token_scoring
+    from ssviz.scoring import check_exhaustive
+    template.check_vocab(model.vocab)
+    secret = template.normalize(secret)
+    method = config.exposure_method
+    if method == "auto":
+        method = "exact" if template.space_size <= config.exposure_limit else "skewnorm"
+    if method == "exact":
+        check_exhaustive(template, config.exposure_limit)
+        lps = token_scoring.score_space(model, template, limit=config.exposure_limit)
+        lp = float(lps[template.index_of(secret)])
+        rank = int(np.count_nonzero(lps <= lp))
+        return {"exposure": math.log2(template.space_size) - math.log2(rank), "exposure_method": "exact",
+                "rank": rank, "log_perplexity": lp}
+    digits = template.random_digits(config.exposure_samples, np.random.default_rng(config.seed))
+    lps = token_scoring.score_digits(model, template, np.concatenate([template.fillers_to_digits([secret]), digits]))
+    estimate = exposure_mod.interpolation if method == "sampled" else exposure_mod.extrapolation
+    return {"exposure": float(estimate([lps[0]], lps[1:])[0]), "exposure_method": method, "rank": None,
+            "log_perplexity": float(lps[0])}
+
+
+def new_model(config: TrainConfig, text: str | Split, *templates: Template, like: LanguageModel | None = None
+              ) -> LanguageModel:
+    """The untrained model ``config`` describes for a corpus, initialized from ``config.seed`` without torch's
+    global RNG.
+
+    lstm/gru: a CharRNN over the corpus's characters and the ``templates``'. gpt2/llama: a
+    transformer built from a config (no download) with a byte-level BPE tokenizer trained on the
+    corpus's training part (its held-out parts stay unseen; a canary inserted later does not shape
+    the vocabulary), digits one token each unless ``merge_digits``, BOS prepended for llama as
+    Llama's tokenizers do. ``like``: reuse its vocabulary or tokenizer (models compared text by
+    text, e.g. the two halves of LPD sanitization).
+    """
+    config.validate()
+    split = text if isinstance(text, Split) else split_text(text, config.val_fraction)
+    if not config.transformer:
+        return CharRNN.from_config(like.vocab if like is not None else build_vocab(split.text, *templates), config)
+    from ssviz.models.hf import HFLanguageModel
+    from ssviz.tokens import train_tokenizer
+    if like is not None:
+        tokenizer = like.tokenizer
+    else:
+        tokenizer = train_tokenizer(split.train.split("\n"), vocab_size=config.vocab_size or DEFAULT_VOCAB_SIZE,
+                                    split_digits=not config.merge_digits, add_bos=config.arch == "llama")
+    model = HFLanguageModel.build(config.arch, tokenizer, layers=config.layers, heads=config.heads or DEFAULT_HEADS,
+                                  hidden=config.hidden, context=max(DEFAULT_CONTEXT, config.seq_len),
+                                  seed=config.seed)
+    model.reset_parameters(torch.Generator().manual_seed(config.seed))
+    model.name = f"{config.arch} {config.layers}x{config.hidden}"
+    return model
+
+
 @dataclass
 class Prepared:
-    """What :func:`prepare` hands the loop: the vocabulary, token ids of the three splits, the canary."""
+    """What :func:`prepare` hands the loop: the model, token ids of the three splits, the canary."""
 
-    vocab: Vocab
+    model: LanguageModel
     train_ids: torch.Tensor
     val_ids: torch.Tensor
     test_ids: torch.Tensor
     canary: Canary | None
 
+    @property
+    def vocab(self):
+        return self.model.vocab
+
 
 def prepare(text: str | Split, config: TrainConfig, canary: Canary | None = None,
-            vocab: Vocab | None = None) -> Prepared:
+            vocab: Vocab | None = None, model: LanguageModel | None = None) -> Prepared:
     """Split (unless ``text`` is already a :class:`Split`), insert the canary into the training split,
-    build the vocabulary and token tensors. ``canary`` is not modified (a normalized copy is returned)."""
+    build the model (:func:`new_model`, or a CharRNN over ``vocab``) unless one is given, and the token
+    tensors. ``canary`` is not modified (a normalized copy is returned)."""
     config.validate()
     split = text if isinstance(text, Split) else split_text(text, config.val_fraction)
     train_text = split.train
     if canary is not None:
         canary = canary.normalized()
         train_text = insert_canary(train_text, canary.text, canary.insertions, config.seed)
-    vocab = vocab or build_vocab(split.text, *([canary.template] if canary else []))
+    templates = [canary.template] if canary else []
+    if model is None:
+        model = CharRNN.from_config(vocab, config) if vocab is not None else new_model(config, split, *templates)
+    elif token_level(model) != config.transformer:
+        raise SettingsError(f"the model given is a {'transformer' if token_level(model) else 'character RNN'} "
+                            f"but arch is {config.arch}")
     if canary is not None:
-        canary.template.check_vocab(vocab)
+        canary.template.check_vocab(model.vocab)
     for name, part in (("validation", split.val), ("test", split.test)):
         if len(part) < 2:
             raise SsvizError(f"the corpus is too short to hold out a {name} split ({len(part)} characters); "
                              f"use a longer corpus")
-    return Prepared(vocab, *(torch.tensor(vocab.encode(t)) for t in (train_text, split.val, split.test)), canary)
+    return Prepared(model, *(encode_text(model, t) for t in (train_text, split.val, split.test)), canary)
 
 
 def _stream_seed(seed: int, stream: int) -> int:
@@ -348,20 +497,24 @@ def _stream_seed(seed: int, stream: int) -> int:
 
 # --- backends ----------------------------------------------------------------------------------------------
 class PlainBackend:
-    """Ordinary training: RMSProp on the model itself, batches from a seeded permutation.
+    """Ordinary training: RMSProp (a transformer: AdamW) on the model itself, batches from a seeded permutation.
 
     A backend offers ``module`` (what ``.train()`` is called on), ``optimizer``, ``batches()`` ->
     ``(count, iterator of [B, seq_len + 1] windows)``, ``logits(tokens)``, ``clip()``, ``export()``
-    -> the ordinary CharRNN, and for DP ``epsilon()`` and ``noise_multiplier``.
+    -> the ordinary model, ``finish()`` (training is over: leave the model as inference expects it),
+    and for DP ``epsilon()`` and ``noise_multiplier``.
     """
 
     epsilon = None
 
-    def __init__(self, model: CharRNN, config: TrainConfig, train_ids: torch.Tensor, rng: np.random.Generator,
+    def __init__(self, model: LanguageModel, config: TrainConfig, train_ids: torch.Tensor, rng: np.random.Generator,
                  generator: torch.Generator):
         self.model, self.config, self.train_ids, self.rng = model, config, train_ids, rng
-        self.optimizer = torch.optim.RMSprop(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.module = TrainingForward(model, config.dropout, generator)
+        self.net = torch_module(model)
+        if token_level(model):
+            self.net.requires_grad_(True)  # a loaded or built transformer is frozen for inference
+        self.optimizer = make_optimizer(self.net.parameters(), config, token_level(model))
+        self.module = training_forward(self.net, token_level(model), config.dropout, generator)
 
     def batches(self):
         cfg = self.config
@@ -375,10 +528,15 @@ class PlainBackend:
 
     def clip(self) -> None:
         if self.config.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
 
-    def export(self) -> CharRNN:
+    def export(self) -> LanguageModel:
         return self.model
+
+    def finish(self) -> None:
+        if token_level(self.model):
+            getattr(self.module, "close", lambda: None)()
+            self.net.requires_grad_(False)
 
 
 def default_backend(config: TrainConfig):
@@ -396,15 +554,18 @@ def divergence_text(d: dict) -> str:
     return f"training diverged in epoch {d['epoch']} ({what})"
 
 
-def _finite_weights(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+def _finite_weights(model: LanguageModel) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in torch_module(model).parameters())
 
 
 # --- the loop ----------------------------------------------------------------------------------------------
 def train(text: str | Split, config: TrainConfig | None = None, canary: Canary | None = None, *,
           on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
-          stop=None, model: CharRNN | None = None, backend=None) -> TrainResult:
-    """Train a char-LM on ``text`` (with ``canary`` inserted); stoppable via ``stop`` (Event or callable).
+          stop=None, model: LanguageModel | None = None, backend=None) -> TrainResult:
+    """Train a language model on ``text`` (with ``canary`` inserted); stoppable via ``stop`` (Event or callable).
+
+    The model is ``model`` or :func:`new_model` of ``config`` (a char RNN, or a transformer
+    with a tokenizer trained on the corpus); both go through this one loop.
 
     ``text`` is a corpus, split here, or a :class:`Split` someone already made (the
     sanitization defenses clean only its training part). A stop request ends
@@ -417,11 +578,10 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
     and ``result.quantization`` holds test loss and exposure before and after.
     """
     config = (config or TrainConfig()).validate()
-    data = prepare(text, config, canary, model.vocab if model is not None else None)
-    canary, vocab = data.canary, data.vocab
+    data = prepare(text, config, canary, model=model)
+    canary, vocab, model = data.canary, data.vocab, data.model
     if len(windows(data.train_ids, config.seq_len)) == 0:
         raise SsvizError("corpus too short for the sequence length")
-    model = model or CharRNN.from_config(vocab, config)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(_stream_seed(config.seed, 1))
     backend = (backend or default_backend(config))(model, config, data.train_ids, rng, generator)
@@ -457,7 +617,7 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
         if result.diverged or count == 0:
             break
         model = backend.export()
-        model.eval()
+        torch_module(model).eval()
         record = {"epoch": epoch, "train_loss": total / count,
                   "val_loss": evaluate_loss(model, data.val_ids, config.seq_len),
                   "exposure": None, "seconds": time.perf_counter() - t0}
@@ -474,7 +634,7 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
                 result.diverged = {"epoch": epoch, "batch": None, "loss": "non-finite log-probabilities"}
                 break
         result.epochs.append(record)
-        last_state, last_record = copy.deepcopy(model.state_dict()), record
+        last_state, last_record = copy.deepcopy(torch_module(model).state_dict()), record
         if on_epoch:
             on_epoch(record)
         if record["val_loss"] < best_val:
@@ -484,6 +644,7 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
             bad_epochs += 1
         if result.stopped or (config.early_stopping and bad_epochs >= config.patience):
             break
+    getattr(backend, "finish", lambda: None)()
     if result.diverged is not None:
         if last_state is None:
             raise NonFiniteError(f"{divergence_text(result.diverged)} before any epoch finished: nothing finite "
@@ -493,10 +654,10 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
         result.diverged["kept_epoch"] = best_record["epoch"]
     if config.early_stopping or result.diverged is not None:
         if best_state is not None:
-            model.load_state_dict(best_state)
+            torch_module(model).load_state_dict(best_state)
     else:
         best_record = result.epochs[-1] if result.epochs else None
-    model.eval()
+    torch_module(model).eval()
     result.model = model
     if config.uses_dp:
         result.epsilon, result.dp_noise = backend.epsilon(), backend.noise_multiplier
@@ -507,7 +668,7 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
     if config.quantize:
         from ssviz.defenses.quantize import quantize_model
         before = {"test_loss": result.test_loss, "exposure": (result.final or {}).get("exposure")}
-        quantize_model(model, config.quantize)
+        quantize_model(torch_module(model), config.quantize)
         result.test_loss = evaluate_loss(model, data.test_ids, config.seq_len)
         after = {"test_loss": result.test_loss, "exposure": None}
         if canary is not None:

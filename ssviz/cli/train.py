@@ -1,8 +1,10 @@
-"""The ``train`` subcommand: train a char-LM, optionally with an inserted canary and a defense.
+"""The ``train`` subcommand: train a char-LM or a small transformer, optionally with an inserted canary and a
+defense.
 
 Outputs are checked before training starts (not the input, not an unrelated
-file, writable). A training whose loss stops being finite saves the last
-finite model, says so on stderr and exits with status 2.
+file or folder, writable). A transformer is saved as a folder plain transformers
+loads. A training whose loss stops being finite saves the last finite model,
+says so on stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ssviz.cli import emit
@@ -27,6 +30,9 @@ def add_training_options(p) -> None:
             continue
         target = p if spec["group"] is None else groups.setdefault(spec["group"], p.add_argument_group(spec["group"]))
         kind = spec["kind"]
+        if kind is bool:  # a switch: off by default
+            target.add_argument("--" + name.replace("_", "-"), action="store_true", help=spec["help"])
+            continue
         kwargs = {"default": spec["default"], "metavar": spec["metavar"],
                   "help": spec["help"] + ("" if spec["default"] is None else f" (default: {spec['default']})")}
         if spec["cli_choices"] or spec["choices"]:
@@ -59,14 +65,20 @@ def same_file(a, b) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def check_output(path, *, inputs=(), what: str = "--out", checkpoint: bool = False, force: bool = False) -> Path:
+def check_output(path, *, inputs=(), what: str = "--out", checkpoint: bool = False, force: bool = False,
+                 folder: bool = False) -> Path:
     """Refuse an output that is one of the ``inputs`` or (``checkpoint``) an existing non-checkpoint file
-    unless ``force``; then check it is writable. Called before any long work starts."""
+    unless ``force``; then check it is writable. Called before any long work starts.
+
+    ``folder``: the output is a model folder (a transformer's), checked by :func:`check_folder_output`.
+    """
     path = Path(path)
     for src in inputs:
         if same_file(path, src):
             raise SsvizError(f"{what} {path} is the input file {src}: writing it would destroy the input; "
                              f"choose another file")
+    if folder:
+        return check_folder_output(path, inputs=inputs, what=what, force=force)
     if checkpoint and path.is_file() and not force:
         from ssviz.models import load_checkpoint
         try:
@@ -77,14 +89,49 @@ def check_output(path, *, inputs=(), what: str = "--out", checkpoint: bool = Fal
     return ensure_writable(path, what)
 
 
+def check_folder_output(path: Path, *, inputs=(), what: str = "--out", force: bool = False) -> Path:
+    """A model folder may replace a missing folder, an empty one or another saved model (nothing else is
+    in it); a folder holding other files only with ``force``, and then only the model's files are added
+    (:meth:`ssviz.models.hf.HFLanguageModel.save` never removes a file it did not write). Never a file, never
+    over an input, and the folder beside it must be writable (the model is written there, then moved in)."""
+    from ssviz.models.hf import _is_model_file, is_model_folder
+    if path.exists() and not path.is_dir():
+        raise SsvizError(f"{what} {path} exists and is a file: a transformer is saved as a folder; choose a "
+                         f"folder name")
+    blocker = next((a for a in path.parents if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise SsvizError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
+    if path.is_dir():
+        for src in inputs:
+            if Path(src).resolve().parent == path.resolve() and _is_model_file(Path(src).name):
+                raise SsvizError(f"{what} {path} holds the input file {src} under a name the model's files "
+                                 f"take: choose another folder")
+        if not force and not is_model_folder(path):
+            raise SsvizError(f"{what} {path} is a folder holding other files than a saved model's: refusing to "
+                             f"write into it (choose another folder, or --force to add the model's files)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for where in [path.parent] + ([path] if path.is_dir() else []):
+            os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".probe", dir=where))
+    except OSError as e:
+        raise SsvizError(f"cannot write {what} {path}: {e.strerror or e}") from None
+    return path
+
+
 def register(sub, parent) -> None:
-    p = sub.add_parser("train", parents=[parent], help="train a char-LM, optionally with an inserted canary",
+    p = sub.add_parser("train", parents=[parent],
+                       help="train a char-LM or a small transformer, optionally with an inserted canary",
                        description="Trains on the first part of CORPUS; the held-out rest is split into a "
-                                   "validation part (early stopping) and a test part (test_loss). If the loss "
-                                   "stops being finite, the last finite model is saved and the exit status is 2.")
+                                   "validation part (early stopping) and a test part (test_loss). --arch gpt2 or "
+                                   "llama builds a small transformer from a config (no download) with a byte-level "
+                                   "BPE tokenizer trained on the corpus, and saves a folder plain transformers "
+                                   "loads. If the loss stops being finite, the last finite model is saved and the "
+                                   "exit status is 2.")
     p.add_argument("corpus", help="UTF-8 text file")
-    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
-    p.add_argument("--force", action="store_true", help="overwrite --out even if it exists and is not a checkpoint")
+    p.add_argument("--out", required=True,
+                   help="checkpoint to write (.safetensors); for --arch gpt2 or llama, a model folder")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite --out even if it exists and is not a checkpoint (a folder: add the model's files)")
     p.add_argument("--canary", metavar="TEMPLATE", help="canary template, e.g. 'The random number is {d:9}'")
     p.add_argument("--secret", metavar="FILLER", help="the canary's filler (default: a random one)")
     p.add_argument("--insertions", type=_whole_number, default=1, help="times the canary is inserted (default: 1)")
@@ -106,7 +153,7 @@ def run_train(args) -> int:
     config = config_from_args(args)
     text = read_corpus(args.corpus)
     canary = canary_from_args(args)
-    check_output(args.out, inputs=[args.corpus], checkpoint=True, force=args.force)
+    check_output(args.out, inputs=[args.corpus], checkpoint=True, force=args.force, folder=config.transformer)
     on_epoch = None if args.json else (lambda r: print(
         f"epoch {r['epoch']}: train {r['train_loss']:.4f} val {r['val_loss']:.4f}"
         + (f" exposure {r['exposure']:.2f}" if r.get("exposure") is not None else "")

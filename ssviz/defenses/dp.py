@@ -22,19 +22,31 @@ to Opacus' own DP optimizer (``grad_sample_mode="no_op"``): clipping, noise,
 Poisson sampling and the accountant are Opacus' unchanged, so the privacy
 guarantee is the same. ``DPBackend.grad_sample_mode = "hooks"`` gives Opacus'
 own path (tests and ``bench/bench_dp.py`` compare the two).
+
+Transformers (gpt2, llama) train a copy of the model's torch module with AdamW
+under Opacus' own per-layer hooks: a transformer reads a window in one pass per
+layer, so the RNN's per-time-step cost does not arise. Layers Opacus has no
+per-example gradient rule for (GPT-2's ``Conv1D``, Llama's ``RMSNorm``) get one
+from functorch (``vmap`` of the layer's gradient), Opacus' own fallback; tied
+weights (GPT-2's head is its embedding) add up both uses. Tests compare every
+per-example gradient with one backward pass per example, and the accounting
+with Opacus' accountant for the same settings.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
-from ssviz.corpus import windows
+from ssviz.corpus import make_optimizer, token_level, training_forward, windows
 from ssviz.errors import SsvizError
-from ssviz.models.rnn import CharRNN, TrainingForward
+from ssviz.memory import ensure_memory
+from ssviz.models.base import LanguageModel
+from ssviz.models.rnn import CharRNN
 
 # Opacus hooks the embedding, whose integer inputs never need gradients: harmless, silence it.
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -42,15 +54,19 @@ warnings.filterwarnings("ignore", message="Full backward hook is firing")
 PARTS = ("embedding", "rnn", "head")
 
 
-def dp_module(model: CharRNN) -> nn.Module:
-    """A copy of ``model`` made DP-compatible by Opacus (DP RNN layers holding the same weights)."""
+def dp_module(model: LanguageModel) -> nn.Module:
+    """A copy of ``model``'s torch module made DP-compatible by Opacus (a CharRNN: DP RNN layers holding the
+    same weights; a transformer: its module as it is, checked)."""
     from opacus.validators import ModuleValidator
 
-    fixed = ModuleValidator.fix(model)
+    if token_level(model):
+        fixed = copy.deepcopy(model.model).requires_grad_(True)
+    else:
+        fixed = ModuleValidator.fix(model)
     errors = ModuleValidator.validate(fixed.train(), strict=False)  # Opacus checks modules in training mode
     if errors:
         raise SsvizError(f"DP training cannot handle this model: {errors[0]}")
-    return fixed.train(model.training)
+    return fixed.train(fixed.training if token_level(model) else model.training)
 
 
 def copy_weights(source: nn.Module, target: nn.Module) -> None:
@@ -123,26 +139,33 @@ class DPBackend:
     """The training backend :func:`ssviz.train.train` uses when DP is configured."""
 
     grad_sample_mode = "vectorized"  # or "hooks": Opacus' per-time-step hooks (same gradients, slower)
+    transformer_grad_sample_mode = "hooks"  # or "functorch": every layer's per-example gradients by vmap
 
-    def __init__(self, model: CharRNN, config, train_ids: torch.Tensor, rng: np.random.Generator,
+    def __init__(self, model: LanguageModel, config, train_ids: torch.Tensor, rng: np.random.Generator,
                  generator: torch.Generator):
         from opacus import PrivacyEngine
 
         self.model, self.config = model, config
+        tokens = token_level(model)
         self.raw = dp_module(model)
         data = windows(train_ids, config.seq_len)
         if len(data) < 2:
             raise SsvizError("corpus too short for DP training")
+        batch = min(config.batch_size, len(data))
+        params = sum(p.numel() for p in self.raw.parameters())
+        # Poisson batches vary around their mean: room for half again as many examples
+        ensure_memory(int(1.5 * batch) * params * 4 * 2, f"DP-SGD's per-example gradients ({params:,} weights "
+                      f"for each of about {batch} examples)", "use a smaller --batch-size or model")
         loader_generator = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 31)))
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data),
-                                             batch_size=min(config.batch_size, len(data)),
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=batch,
                                              generator=loader_generator)
-        net = TrainingForward(self.raw, config.dropout, generator)
-        self.per_sample = PerSampleGradients(net) if self.grad_sample_mode == "vectorized" else None
-        optimizer = torch.optim.RMSprop(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        net = training_forward(self.raw, tokens, config.dropout, generator)
+        self.per_sample = PerSampleGradients(net) if self.grad_sample_mode == "vectorized" and not tokens else None
+        optimizer = make_optimizer(net.parameters(), config, tokens)
+        mode = "no_op" if self.per_sample else self.transformer_grad_sample_mode if tokens else "hooks"
         common = dict(module=net, optimizer=optimizer, data_loader=loader, max_grad_norm=config.dp_clip,
                       noise_generator=torch.Generator().manual_seed(config.seed + 1),
-                      grad_sample_mode="no_op" if self.per_sample else "hooks")
+                      grad_sample_mode=mode)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "secure RNG turned off": fine for experiments
             self.engine = PrivacyEngine(accountant=config.dp_accountant)
@@ -167,9 +190,13 @@ class DPBackend:
         if self.per_sample:
             self.per_sample.assign()
 
-    def export(self) -> CharRNN:
+    def export(self) -> LanguageModel:
         """Copy the DP layers' weights into the ordinary model (same tensor names)."""
-        copy_weights(self.raw, self.model)
+        if token_level(self.model):
+            with torch.no_grad():
+                self.model.model.load_state_dict(self.raw.state_dict())
+        else:
+            copy_weights(self.raw, self.model)
         return self.model
 
     def epsilon(self) -> float:

@@ -14,17 +14,33 @@ default special tokens); loading directories and zips is :mod:`ssviz.models.hf_l
 from __future__ import annotations
 
 import copy
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ssviz.errors import CheckpointError, TemplateError, VocabularyError
+from ssviz.errors import CheckpointError, SsvizError, TemplateError, VocabularyError
 from ssviz.models.base import LanguageModel, State
 
 # Cache layers that grow by concatenation (never in place): the only ones a shallow copy can branch.
 _BRANCHABLE = ("DynamicLayer", "DynamicSlidingWindowLayer")
+# Training metadata (config, epochs, canary, test loss) saved beside the weights; plain transformers ignores it.
+TRAINING_FILE = "ssviz_training.json"
+MAX_TRAINING_BYTES = 4 << 20
+# The files save_pretrained writes for these models: a folder holding only these is a model folder to replace.
+MODEL_FILES = frozenset({"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+                         "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                         "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", TRAINING_FILE})
+_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
 class TokenVocab:
@@ -151,7 +167,9 @@ class HFLanguageModel(LanguageModel):
         common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                       eos_token_id=tokenizer.eos_token_id, initializer_range=init_range)
         if arch == "gpt2":
-            config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=context, **common)
+            # no built-in dropout: it would draw from torch's global RNG (training adds its own, seeded)
+            config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=context, resid_pdrop=0.0,
+                                embd_pdrop=0.0, attn_pdrop=0.0, **common)
         elif arch == "llama":
             config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                                  num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
@@ -163,10 +181,85 @@ class HFLanguageModel(LanguageModel):
             model = AutoModelForCausalLM.from_config(config)
         return cls(model, tokenizer, name=f"new {arch}")
 
-    def save(self, folder) -> None:
-        """The directory ``load_model`` (and plain transformers) reads back: safetensors weights, tokenizer files."""
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Every weight drawn again from ``generator`` with transformers' own init for these models.
+
+        Normal(0, ``initializer_range``) for embeddings and projections (GPT-2's residual
+        projections scaled by 1/sqrt(2 layers)), zero biases, unit norms: a training run
+        seeded this way is reproducible even while other threads use torch's global RNG.
+        """
+        std = self.config.initializer_range
+        cfg = self.config.get_text_config(decoder=True)
+        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 1)
+        gpt2 = cfg.model_type == "gpt2"
+        seen: set[int] = set()
+        for name, module in self.model.named_modules():
+            for pname, p in module.named_parameters(recurse=False):
+                if id(p) in seen:  # tied weights (GPT-2's head is its embedding) are drawn once
+                    continue
+                seen.add(id(p))
+                if isinstance(module, nn.Embedding) or (pname == "weight" and p.dim() >= 2):
+                    scale = math.sqrt(2 * layers) if gpt2 and name.endswith("c_proj") else 1.0
+                    p.normal_(0.0, std / scale, generator=generator)
+                elif pname == "bias":
+                    p.zero_()
+                else:
+                    p.fill_(1.0)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of a training text: every line tokenized as the scoring semantics tokenize a text.
+
+        ``tokenizer(line + "\\n")["input_ids"]`` per line, concatenated, so a Llama-style BOS
+        starts every line and a canary inserted as a line is trained in exactly the context
+        it is scored in (``<s>The secret code is ...``).
+        """
+        from ssviz.tokens import encode_batch
+        lines = text.split("\n")
+        pieces = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+        return [i for row in encode_batch(self.tokenizer, pieces) for i in row]
+
+    def save(self, folder, extra: dict | None = None) -> Path:
+        """The directory ``load_model`` (and plain transformers) reads back: safetensors weights, tokenizer
+        files, and ``extra`` (training metadata) as :data:`TRAINING_FILE`.
+
+        Written into a new folder beside ``folder`` and swapped in, so an interrupted save leaves the
+        old model or none, never half of one. A ``folder`` that holds other files than a model's is
+        never removed: the model's files are moved into it one by one (stale model files replaced).
+        """
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        import transformers.utils.logging as tlog
+        bars = tlog.is_progress_bar_enabled()
+        tlog.disable_progress_bar()  # a CLI's output is its summary or its JSON, no progress bars
+        try:
+            os.chmod(tmp, 0o755)
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            if extra is not None:
+                (tmp / TRAINING_FILE).write_text(json.dumps(extra, allow_nan=False, default=str), encoding="utf-8")
+            if not folder.exists():
+                os.rename(tmp, folder)
+            elif folder.is_dir() and is_model_folder(folder):
+                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+                os.rename(folder, old / "model")
+                os.rename(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            elif folder.is_dir():
+                written = {p.name for p in tmp.iterdir()}
+                for p in folder.iterdir():
+                    if p.is_file() and p.name not in written and _is_model_file(p.name):
+                        p.unlink()
+                for p in tmp.iterdir():
+                    os.replace(p, folder / p.name)
+            else:
+                raise SsvizError(f"cannot save a model folder at {folder}: a file is there")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if bars:
+                tlog.enable_progress_bar()
+        return folder
 
     # --- helpers ----------------------------------------------------------------------
     def _new_cache(self):
@@ -201,6 +294,88 @@ class HFLanguageModel(LanguageModel):
                 "heads": getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None),
                 "vocab_size": len(self.vocab), "tokenizer_size": len(self.tokenizer),
                 "context": self.max_positions, "parameters": self.parameters_count}
+
+
+def _is_model_file(name: str) -> bool:
+    return name in MODEL_FILES or bool(_SHARD.fullmatch(name))
+
+
+def is_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but a saved model's files (empty counts): safe to replace whole."""
+    return all(p.is_file() and not p.is_symlink() and _is_model_file(p.name) for p in Path(folder).iterdir())
+
+
+def read_training(folder) -> dict:
+    """The training metadata saved with a model folder (``{}`` when there is none or it is unreadable)."""
+    path = Path(folder) / TRAINING_FILE
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_TRAINING_BYTES:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class TrainingForward(nn.Module):
+    """A transformer's training-time forward: logits at every position, with dropout between blocks.
+
+    Dropout (masks from ``generator``, never torch's global RNG) on the input of every
+    block and on the last block's output: the embeddings and every block's output.
+    Applied by hooks on the blocks, which hold no weights of their own, so Opacus'
+    per-example gradients (recorded at the weight-bearing layers inside, from what
+    they actually read) stay exact and its functorch fallback never re-runs a mask.
+    The hooks act only while the model is in training mode; :meth:`close` removes them.
+    """
+
+    def __init__(self, model: nn.Module, p: float, generator: torch.Generator):
+        super().__init__()
+        self.model, self.p, self.generator = model, float(p), generator
+        self.handles = []
+        if self.p > 0:
+            blocks = _blocks(model)
+            for block in blocks:
+                self.handles.append(block.register_forward_pre_hook(self._drop_input, with_kwargs=True))
+            self.handles.append(blocks[-1].register_forward_hook(self._drop_output))
+
+    def _drop_input(self, module, args, kwargs):
+        if not module.training:
+            return None
+        if args:
+            return (self._mask(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": self._mask(kwargs["hidden_states"])}
+
+    def _drop_output(self, module, args, output):
+        if not module.training:
+            return None
+        if isinstance(output, tuple):
+            return (self._mask(output[0]), *output[1:])
+        return self._mask(output)
+
+    def _mask(self, x: torch.Tensor) -> torch.Tensor:
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep / (1 - self.p)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # positions per row, not one row broadcast: Opacus' per-example gradient of GPT-2's position
+        # embedding needs the batch dimension in the embedding's input
+        positions = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
+        return self.model(input_ids=tokens, position_ids=positions, use_cache=False).logits
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def _blocks(model: nn.Module) -> nn.ModuleList:
+    """The blocks of a decoder (GPT-2: ``h``; Llama: ``layers``)."""
+    base = model.base_model
+    blocks = next((getattr(base, n) for n in ("h", "layers") if isinstance(getattr(base, n, None), nn.ModuleList)),
+                  None)
+    if not blocks:
+        raise SsvizError(f"dropout for model type {model.config.model_type!r} is not supported (gpt2 and llama are)")
+    return blocks
 
 
 def _max_positions(config) -> int | None:
