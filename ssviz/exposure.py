@@ -34,7 +34,7 @@ from ssviz.templates import Template
 
 LOG2E = 1.0 / math.log(2.0)
 METHODS = ("exact", "sampled", "skewnorm", "auto")
-SHARDED_LIMIT = 10 ** 10  # exact enumeration in shards: ~2 CPU-days for the demo model at 60k fillers/s
+SHARDED_LIMIT = 10 ** 10  # exact enumeration in shards: ~5 CPU-hours for the 2x200 demo (~550k fillers/s a core)
 HIST_BIN_BITS = 1 / 16    # exact results' histogram: fixed bins, so shards add up exactly
 HIST_MAX_BITS = 4096      # ... and its last bin: a histogram is at most 65,537 counts
 FIT_SAMPLE = 20_000       # fillers the skew-normal beside an exact or sampled result is fitted on
