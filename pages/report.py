@@ -51,20 +51,14 @@ def measured(current, template, secret) -> dict:
 def findings_job(current, template, secret, have: dict):
     """The report's findings: cached results reused, the rest measured in a background job."""
     def run(progress, stop):
-        from ssviz import exposure
-        from ssviz.extraction import shortest_path
-        from ssviz.report import Finding, char_costs
+        from ssviz.report import measure
 
-        ext = have["extraction"]
-        if ext is None:  # the same search python -m ssviz report runs
+        if have["extraction"] is None:  # the same search python -m ssviz report runs
             progress(0, 0, "searching for the most likely filler")
-            ext = shortest_path(current.model, template, top_k=5, max_nodes=have["max_nodes"], batch_size=64,
-                                stop=stop)
-        exp = have["exposure"]
-        if exp is None:
-            exp = exposure.measure(current.model, template, secret, have["method"], samples=have["samples"],
-                                   seed=have["seed"], progress=progress, stop=stop)
-        return [Finding(secret, template.text, exp, ext, char_costs(current.model, template.format(secret)))]
+        return measure(current.model, template, [secret], method=have["method"], samples=have["samples"],
+                       seed=have["seed"], max_nodes=have["max_nodes"], extraction=have["extraction"],
+                       exposures={secret: have["exposure"]} if have["exposure"] is not None else None,
+                       progress=progress, stop=stop)
 
     key = ("report", current.key, template.text, secret, have["exposure_key"] or
            (have["method"], have["samples"], have["seed"]), have["extraction_key"] or have["max_nodes"])

@@ -91,16 +91,24 @@ def char_costs(model: LanguageModel, text: str) -> list[tuple[str, float]]:
 
 def measure(model: LanguageModel, template: Template, secrets: list[str], *, method: str = "auto",
             samples: int = 10_000, seed: int = 0, max_nodes: int = 100_000, batch_size: int = 64,
+            exposures: dict | None = None, extraction: ExtractionResult | None = None,
             progress=None, stop=None) -> list[Finding]:
-    """Exposure, a shortest-path extraction (once per template) and per-character costs of each secret."""
+    """Exposure, a shortest-path extraction (once per template) and per-character costs of each secret.
+
+    Results someone already has (the app's pages) are passed in and not measured again:
+    ``exposures`` maps a secret to its :class:`ExposureResult`, ``extraction`` is the search's result.
+    """
     from ssviz import exposure
     from ssviz.extraction import shortest_path
 
     secrets = [template.normalize(s) for s in secrets]
-    extraction = shortest_path(model, template, top_k=5, max_nodes=max_nodes, batch_size=batch_size, stop=stop)
+    exposures = exposures or {}
+    if extraction is None:
+        extraction = shortest_path(model, template, top_k=5, max_nodes=max_nodes, batch_size=batch_size,
+                                   stop=stop)
     findings = []
     for secret in secrets:
-        res = exposure.measure(model, template, secret, method, samples=samples, seed=seed, progress=progress,
-                               stop=stop)
+        res = exposures.get(secret) or exposure.measure(model, template, secret, method, samples=samples, seed=seed,
+                                                         progress=progress, stop=stop)
         findings.append(Finding(secret, template.text, res, extraction, char_costs(model, template.format(secret))))
     return findings
