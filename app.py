@@ -18,7 +18,8 @@ def pages() -> dict[str, list]:
         return st.Page(f"pages/{name}.py", title=title, icon=icon, url_path=name, **kw)
 
     return {
-        "ssviz": [page("home", "Home", ":material/home:", default=True)],
+        "ssviz": [page("home", "Home", ":material/home:", default=True),
+                  page("tour", "Workshop tour", ":material/school:")],
         "Measure": [page("model", "Model & corpus", ":material/memory:"),
                     page("template", "Secret template", ":material/password:"),
                     page("exposure", "Exposure", ":material/bar_chart:"),

@@ -118,6 +118,34 @@ def put(name: str, value) -> None:
     st.session_state.pop("w_" + name, None)
 
 
+def apply(settings: dict) -> None:
+    """Set several values at once, as the workshop tour opens a page ready for its step.
+
+    The model goes through :func:`select_model` and the template through :func:`template_changed` (in the
+    dict's order, so a secret given after them wins); any other key is set and the widgets showing it
+    (``w_<name>`` of :func:`widget`, ``w_<name without ssviz_>`` of :func:`setting`) are forgotten, so they
+    are drawn with the new value.
+    """
+    for name, value in settings.items():
+        if name == MODEL:
+            select_model(value)
+        elif name == TEMPLATE:
+            put(TEMPLATE, value)
+            template_changed()
+        else:
+            st.session_state[name] = value
+            st.session_state.pop("w_" + name, None)
+            if name.startswith("ssviz_"):
+                st.session_state.pop("w_" + name.removeprefix("ssviz_"), None)
+
+
+PRESENTER = "ssviz_presenter"  # large type and high contrast, for a projector (the sidebar's switch)
+
+
+def presenter() -> bool:
+    return bool(st.session_state.get(PRESENTER, False))
+
+
 def template_changed() -> None:
     """After the template changed: keep the secret if it still fits, else use an example filler of the new one;
     keep only the compared fillers (exposure page) that still fit, so none is warned about on every visit."""

@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -45,14 +46,17 @@ def ensure_app_navigation() -> None:
     st.rerun()
 
 
-def run_page(body) -> None:
+def run_page(body, *, tour_reminder: bool = True) -> None:
     """Run a page body: user errors become ``st.error``, bugs a short message with details folded away.
 
-    Streamlit's own control flow (st.rerun, st.stop) derives from BaseException and passes through.
+    Every page gets the shared sidebar and style first (:func:`chrome`; ``tour_reminder``: the workshop's
+    current step in the sidebar, off on the tour page itself). Streamlit's own control flow (st.rerun,
+    st.stop) derives from BaseException and passes through.
     """
     ensure_app_navigation()
     try:
         state.init()
+        chrome(tour_reminder)
         body()
     except SsvizError as e:
         st.error(message(e))
@@ -69,6 +73,60 @@ MESSAGE_LIMIT = 400  # characters of a user error shown on a page (a 10 MB templ
 def message(error) -> str:
     """A user error as one short line for the page (every page error goes through here)."""
     return clip(str(error), MESSAGE_LIMIT)
+
+
+# Presenter mode: a projector at 1280x720 seen from the back of a room. Streamlit sizes text in rem, so one
+# root size scales the whole page; grey captions and thin borders become black and thick.
+PRESENTER_CSS = """<style>
+html { font-size: 21px; }
+[data-testid="stAppViewContainer"], [data-testid="stSidebar"], [data-testid="stHeader"] { color: #000; }
+[data-testid="stAppViewContainer"] { background: #fff; }
+[data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p, [data-testid="stWidgetLabel"] p,
+[data-testid="stMetricLabel"] p { color: #000 !important; opacity: 1 !important; }
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { line-height: 1.5; }
+[data-testid="stMetricValue"] { font-weight: 700; }
+code { color: #000 !important; background: #e8e8e8 !important; }
+a { color: #0030b0 !important; text-decoration: underline; }
+button, [data-testid="stExpander"] details, [data-testid="stVerticalBlockBorderWrapper"] { border-width: 2px !important; border-color: #000 !important; }
+[data-testid="stAlertContainer"] { border: 2px solid #000; }
+</style>"""
+PRESENTER_FONT = 20  # plotly font size in presenter mode (the default figures use 14-15)
+
+
+def presentable(fig):
+    """``fig`` as the page shows it: unchanged, or in presenter mode a copy with large black type, black axes
+    and thicker lines (what the figure shows is untouched)."""
+    if not state.presenter():
+        return fig
+    fig = go.Figure(fig)
+    fig.update_layout(font=dict(size=PRESENTER_FONT, color="#000000"), title_font_size=PRESENTER_FONT + 4,
+                      legend_font_size=PRESENTER_FONT - 2, hoverlabel_font_size=PRESENTER_FONT - 2)
+    axes = dict(tickfont_size=PRESENTER_FONT - 2, title_font_size=PRESENTER_FONT, linecolor="#000000",
+                linewidth=2, gridcolor="#c8c8c8", tickcolor="#000000")
+    fig.update_xaxes(**axes)
+    fig.update_yaxes(**axes)
+    fig.for_each_trace(lambda t: t.update(line_width=max(4, t.line.width or 0))
+                       if t.type == "scatter" and "lines" in (t.mode or "lines") else None)
+    return fig
+
+
+def chrome(tour_reminder: bool = True) -> None:
+    """What every page shares around its body, drawn once per run by :func:`run_page`: in the sidebar the
+    presenter switch, the glossary and (once the tour was opened) the workshop's current step; the
+    presenter style."""
+    from ui import glossary, tour
+    switch = state.setting("w_presenter", False)
+    # the switch's widget id includes the page's, so every page draws a new widget: seed it each run
+    st.session_state["w_presenter"] = state.presenter()
+    with st.sidebar:
+        st.toggle("Presenter mode", help="Large type and high contrast for a projector (charts too)", **switch)
+        with st.popover("Glossary", icon=":material/menu_book:", width="stretch"):
+            glossary.glossary()
+        if tour_reminder:
+            tour.reminder()
+    # always one style element, empty when off: it replaces the previous run's (Streamlit keeps style-only
+    # HTML in its event container, which a run that draws none would not clear)
+    st.html(PRESENTER_CSS if state.presenter() else "<style></style>")
 
 
 def page_header(title: str, intro: str) -> None:
@@ -120,7 +178,8 @@ def download_figure(fig, name: str, key: str | None = None) -> None:
 
 
 def chart(fig, name: str, key: str | None = None) -> None:
-    """A plotly figure with its HTML download under it."""
+    """A plotly figure with its HTML download under it (in presenter mode: large type, high contrast)."""
+    fig = presentable(fig)
     st.plotly_chart(fig, width="stretch", key=key and f"chart_{key}")
     download_figure(fig, name, key=key and f"html_{key}")
 
