@@ -64,3 +64,19 @@ def ensure_writable(path, what: str = "output") -> Path:
     except OSError as e:
         raise SsvizError(f"cannot write {what} {path}: {e.strerror or e}") from None
     return path
+
+
+def confined(typed, roots, what: str = "files", hint: str = "upload it instead") -> Path:
+    """A path someone typed, resolved (relative to the working directory), refused unless inside one of ``roots``.
+
+    Resolving first means ``..`` and symlinks cannot lead outside those folders: a server reads
+    only what it was meant to share (the data and bundled folders), never the rest of its disk.
+    """
+    from ssviz.errors import SsvizError
+
+    path = Path(typed).expanduser()
+    path = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    if not any(path.is_relative_to(Path(r).resolve()) for r in roots):
+        names = " or ".join(f"{Path(r).name}/" for r in roots)
+        raise SsvizError(f"{typed}: {what} are read only from the {names} folders; {hint}")
+    return path

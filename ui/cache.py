@@ -20,7 +20,7 @@ from pathlib import Path
 import streamlit as st
 
 from ssviz.demo import DEMO_CORPUS
-from ssviz.paths import data_dir, models_dir
+from ssviz.paths import confined, data_dir, models_dir
 from ssviz.errors import CheckpointError, SsvizError
 from ssviz.models import load_checkpoint
 from ssviz.store import Store
@@ -122,13 +122,9 @@ def results_file(typed: str) -> Path:
 
     Resolving first means ``..`` and symlinks cannot lead outside those folders.
     """
-    path = Path(typed).expanduser()
-    path = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    path = confined(typed, RESULTS_DIRS, "results files", "upload the file instead")
     if path.suffix != ".duckdb":
         raise SsvizError(f"{typed}: choose a .duckdb results file")
-    if not any(path.is_relative_to(d.resolve()) for d in RESULTS_DIRS):
-        raise SsvizError(f"{typed}: results files are read only from the data/ or models/ "
-                         "folders; upload the file instead")
     return path
 
 

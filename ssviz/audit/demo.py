@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ssviz.audit.run import AUDIT_JSON, CANARIES_CSV, AuditSettings
 from ssviz.errors import MissingFileError, SsvizError
-from ssviz.paths import bundled, data_path
+from ssviz.paths import bundled, confined, data_path
 from ssviz.train import TrainConfig
 
 BUNDLED_DIR = bundled("audit")
@@ -60,11 +60,7 @@ def audit_folder(typed: str, roots) -> Path:
 
     Resolving first means ``..`` and symlinks cannot lead outside those folders.
     """
-    path = Path(typed).expanduser()
-    path = (path if path.is_absolute() else Path.cwd() / path).resolve()
-    if not any(path.is_relative_to(Path(r).resolve()) for r in roots):
-        raise SsvizError(f"{typed}: audits are read only from the data/ or models/ folders; upload its "
-                         f"{CANARIES_CSV} instead")
+    path = confined(typed, roots, "audits", f"upload its {CANARIES_CSV} instead")
     if not is_audit(path):
         raise MissingFileError(f"{typed}: not a finished audit (no {CANARIES_CSV} in it)")
     return path
