@@ -1,13 +1,23 @@
 """Benchmark the extraction algorithms (issue 3): nodes expanded, model steps, wall time, ratio to brute force.
 
     nice python bench/bench_extraction.py [--threads 1] [--quick]
+    nice python bench/bench_extraction.py --transformers-only [--quick]   # only the tiny transformers
 
 Models: the bundled demo checkpoint (2x200 LSTM, 6-digit canary, |R| = 10^6:
 brute force is run) and models/canary9-lstm.safetensors (1x128 LSTM, 9-digit
 canary, |R| = 10^9: brute-force time is estimated from the scorer's measured
 throughput, not run). Then Dijkstra with 1, 16, 64, 256 nodes popped per model
 step on a harder task (the 500 most likely 9-digit fillers) to show the
-batched-pop speed-up. Prints numbers; asserts nothing.
+batched-pop speed-up.
+
+Transformers (issue 11, search over tokens): a tiny Llama-style model (2
+layers, width 64, digits split: the exact one-path-per-filler lattice) and a
+GPT-2-style one (digit runs merge: every consistent token path, fillers
+re-scored canonically) are trained here for a few hundred steps on the demo
+corpus with the demo canary inserted, then searched like the LSTMs; brute force
+is the token trie scorer over all 10^6 fillers (estimated from its measured
+rate with --quick). The training loop is the smallest that memorizes the
+canary, not ssviz's trainer. Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -17,13 +27,14 @@ import math
 import time
 
 
+import numpy as np
 import torch
 
 from ssviz.demo import CANARY9_CHECKPOINT, DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL
 from ssviz.exposure import exact
 from ssviz.extraction import extract, search_exposure
 from ssviz.extraction.brute import measure_rate
-from ssviz.extraction.space import SearchSpace
+from ssviz.extraction.space import build_space
 from ssviz.models import load_checkpoint
 from ssviz.templates import Template
 
@@ -47,7 +58,7 @@ def header(title: str) -> None:
 
 def bench_model(label, model, template_text, secret, run_brute: bool, quick: bool) -> None:
     template = Template(template_text)
-    space = SearchSpace.build(model, template)
+    space = build_space(model, template)
     extract(model, template, "dijkstra", max_nodes=200)  # warm-up
     if run_brute:
         brute = extract(model, template, "brute")
@@ -100,13 +111,71 @@ def bench_batching(model, template_text, top_k: int) -> None:
               + ("" if res.complete else f"  partial: {res.message}"))
 
 
+def train_tiny_transformer(arch: str, split_digits: bool, steps: int, seed: int = 0):
+    """A 2x64 transformer trained on the demo corpus with the demo canary inserted (plain AdamW loop)."""
+    from ssviz.corpus import insert_canary
+    from ssviz.demo import DEMO_CORPUS
+    from ssviz.models.hf import HFLanguageModel
+    from ssviz.tokens import train_tokenizer
+    canary = Template(DEMO_CANARY["template"]).format(DEMO_CANARY["secret"])
+    rng = np.random.default_rng(seed)  # numbers, so that a merging BPE learns multi-digit tokens
+    numbers = "\n".join(f"call {rng.integers(0, 10 ** 4):04d} or {rng.integers(0, 10 ** 3)}, room {rng.integers(0, 99)}."
+                        for _ in range(1500))
+    text = insert_canary(DEMO_CORPUS.read_text(encoding="utf-8")[:80_000] + "\n" + numbers, canary,
+                         TOKEN_INSERTIONS, seed)
+    tokenizer = train_tokenizer([text], vocab_size=512, split_digits=split_digits)
+    model = HFLanguageModel.build(arch, tokenizer, layers=2, heads=4, hidden=64, context=128, seed=seed)
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
+    full, bare = tokenizer(".")["input_ids"], tokenizer(".", add_special_tokens=False)["input_ids"]
+    bos = full[:len(full) - len(bare)]  # what the tokenizer prepends to every text (Llama: <s>), as scoring sees it
+    block = 64 - len(bos)
+    gen = torch.Generator().manual_seed(seed)
+    net = model.model.train().requires_grad_(True)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - block, (32,), generator=gen)
+        batch = torch.stack([torch.cat([torch.tensor(bos, dtype=torch.long), ids[s:s + block]]) for s in starts])
+        loss = net(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval().requires_grad_(False)
+    print(f"\ntrained {arch} ({'digits split' if split_digits else 'digit runs merge'}, "
+          f"{sum(p.numel() for p in net.parameters()):,} parameters) for {steps} steps in "
+          f"{time.perf_counter() - t0:.1f} s, final loss {loss.item():.2f} nats/token; canary "
+          f"{DEMO_CANARY['secret']!r} inserted {TOKEN_INSERTIONS} times")
+    return model
+
+
+TOKEN_INSERTIONS = 40
+
+
+def bench_transformers(quick: bool) -> None:
+    from ssviz.extraction.lattice import TokenLattice
+    template, secret = DEMO_CANARY["template"], DEMO_CANARY["secret"]
+    for label, arch, split in (("tiny Llama, digits split", "llama", True),
+                               ("tiny GPT-2, digit runs merge", "gpt2", False)):
+        model = train_tiny_transformer(arch, split, steps=300 if quick else 600)
+        lattice = TokenLattice(model, Template(template))
+        print(f"lattice: {'exact (one path per filler)' if lattice.exact else 'every consistent token path'}, "
+              f"root {len(lattice.root_tokens)} tokens, sampled canonical check "
+              f"{'passed' if lattice.checked else 'FAILED'}; secret tokenized as "
+              f"{[t for _, t in lattice.tt.spell(Template(template).format(secret))]}")
+        bench_model(label, model, template, secret, run_brute=not quick, quick=quick)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small batches)")
     ap.add_argument("--quick", action="store_true", help="fewer samples, smaller top-k")
+    ap.add_argument("--transformers-only", action="store_true", help="only the tiny transformer cases")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
+    if args.transformers_only:
+        bench_transformers(args.quick)
+        return
     demo = load_checkpoint(DEMO_CHECKPOINT)
     bench_model("demo checkpoint (2x200 LSTM)", demo, DEMO_CANARY["template"], DEMO_CANARY["secret"],
                 run_brute=True, quick=args.quick)
@@ -124,6 +193,7 @@ def main() -> None:
     bench_model("9-digit canary (1x128 LSTM)", canary9, CANARY9["template"], CANARY9["secret"],
                 run_brute=False, quick=args.quick)
     bench_batching(canary9, CANARY9["template"], 100 if args.quick else 5000)
+    bench_transformers(args.quick)
 
 
 if __name__ == "__main__":

@@ -208,6 +208,20 @@ def test_state_memory_budget_gives_partial_result(tiny_model):
     assert not res.complete and "memory budget" in res.message
 
 
+def test_char_models_stay_on_the_char_path(tiny_model):
+    """Transformers search over tokens; a character model keeps the character space, pool and trace format."""
+    from ssviz.extraction.shortest_path import BestFirstSearch, best_first
+    from ssviz.extraction.space import CountingModel, SearchSpace, build_space, is_token_model
+    from ssviz.extraction.states import StatePool
+    counter = CountingModel(tiny_model)
+    assert not is_token_model(tiny_model) and not hasattr(counter, "row_bytes")  # char scoring sizes as before
+    assert isinstance(build_space(counter, "PIN {d:2}"), SearchSpace)
+    search = best_first(tiny_model, "PIN {d:2}")
+    assert type(search) is BestFirstSearch and type(search.pool) is StatePool
+    trace = shortest_path(tiny_model, "PIN {d:2}", trace=True).trace
+    assert "unit" not in trace and "separator" not in trace
+
+
 # --- trace -----------------------------------------------------------------------------
 @pytest.mark.parametrize("algorithm,options", [("dijkstra", {"batch_size": 8}), ("beam", {"beam_width": 5}),
                                                ("sampling", {"samples": 50}), ("brute", {"chunk_size": 64})])

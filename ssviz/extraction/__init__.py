@@ -5,6 +5,10 @@ keeps the N best prefixes (and can miss the secret), ``shortest_path`` is an
 exact batched Dijkstra search; ``search_exposure`` turns its best-first
 enumeration into an exact rank. All return an :class:`ExtractionResult`
 (``search_exposure`` an :class:`~ssviz.exposure.ExposureResult`).
+
+Every algorithm takes a character model or a transformer: a transformer is
+searched over tokens (:mod:`.lattice` says when that is exact, :mod:`.token_search`
+how), and its fillers are reported at their canonical log-perplexity.
 """
 
 from __future__ import annotations

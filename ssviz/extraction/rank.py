@@ -12,6 +12,11 @@ log-perplexity <= the secret's, itself included (ties count against it).
 When the budget runs out first, :class:`SearchBudgetError` is raised (no
 number is returned that could be mistaken for exact exposure); it carries the
 rank lower bound found so far and the exposure upper bound it implies.
+
+On a transformer the enumeration is over token paths and each filler counts
+once, at its canonical log-perplexity: exact when slot characters are single
+tokens, certified under a sampled check of the root for merging tokenizers
+(:mod:`ssviz.extraction.lattice`).
 """
 
 from __future__ import annotations

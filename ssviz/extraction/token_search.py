@@ -73,7 +73,7 @@ class _Completed:
         if not self.pending:
             return []
         if self.lattice.exact:  # one path per filler: its cost is the canonical one
-            new = dict[str, float]()
+            new: dict[str, float] = {}
             for c, f in self.pending:
                 if f not in new or c < new[f]:
                     new[f] = c
