@@ -256,10 +256,24 @@ def test_stop_and_budgets_give_partial_results(token_models, kind):
     res = brute_force(model, template, chunk_size=100, stop=StopAfter(2), top_k=3)
     assert not res.complete and "after 200 of 1,000" in res.message
     with pytest.raises(SearchBudgetError) as err:
-        search_exposure(model, template, "999", max_nodes=2, batch_size=1)
+        search_exposure(model, template, "058", max_nodes=2, batch_size=1)
     assert err.value.rank_lower_bound >= 1 and err.value.exposure_upper_bound <= np.log2(1000)
+    assert "058" not in str(err.value)  # never the secret's value in a message
     with pytest.raises(StoppedError):
         search_exposure(model, template, "999", stop=StopAfter(1), batch_size=1)
+
+
+def test_a_model_with_non_finite_outputs_is_named_not_searched(digit_tokenizer, merge_tokenizer):
+    from ssviz.errors import NonFiniteError
+    for kind, tok in (("llama", digit_tokenizer), ("gpt2", merge_tokenizer)):
+        model = HFLanguageModel.build(kind, tok, layers=1, heads=2, hidden=16, context=32)
+        with torch.no_grad():
+            model.model.get_output_embeddings().weight.fill_(3e38)  # finite weights, infinite logits
+        for run in (lambda: shortest_path(model, "PIN {d:2}"), lambda: beam_search(model, "PIN {d:2}"),
+                    lambda: sample(model, "PIN {d:2}", samples=5), lambda: search_exposure(model, "PIN {d:2}", "12"),
+                    lambda: brute_force(model, "PIN {d:2}")):
+            with pytest.raises(NonFiniteError, match="NaN or infinite"):
+                run()
 
 
 def test_beam_memory_check_counts_the_kv_cache(token_models, monkeypatch):
