@@ -100,7 +100,12 @@ def _row_bytes(model: LanguageModel, tokens: int) -> int:
 
 # --- shortest path -------------------------------------------------------------------------------
 class TokenBestFirstSearch(Frontier):
-    """Batched Dijkstra over token paths; frontier entries are (cost, parent row, edge index)."""
+    """Batched Dijkstra over token paths; frontier entries are (cost, parent row, edge index).
+
+    ``nodes_expanded`` counts entries stepped through the model; in the merging
+    regime complete paths also wait in the frontier, and popping one only
+    re-scores its filler (no model step, not counted).
+    """
 
     def __init__(self, model: LanguageModel, template, *, batch_size: int = 64,
                  max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, trace: bool = False,
@@ -170,8 +175,10 @@ class TokenBestFirstSearch(Frontier):
         self.row_name.extend(names)
         bits = lat.edge_bits(log_probs, e)
         child_costs = (costs[:, None] + bits).tolist()
-        term = np.flatnonzero(e.term).tolist()
-        open_ = np.flatnonzero(~e.term).tolist()
+        # exact regime: a complete path's cost is final now; merging: it waits in the frontier and is re-scored
+        # only if popped (its path cost bounds its canonical path's, so the frontier test stays sound)
+        term = np.flatnonzero(e.term).tolist() if lat.exact else []
+        open_ = np.flatnonzero(~e.term).tolist() if lat.exact else list(range(len(e)))
         push, heap = heapq.heappush, self.heap
         for r, f, cs in zip(rows, fillers, child_costs):
             for a in term:
@@ -196,8 +203,14 @@ class TokenBestFirstSearch(Frontier):
         recording = self.recorder is not None and not self.recorder.full
         expanded, children = [], []
         by_length: dict[int, list[int]] = {}
-        for i, (_, r, _) in enumerate(popped):
-            by_length.setdefault(self.row_len[r], []).append(i)
+        stepped = 0
+        for i, (c, r, a) in enumerate(popped):
+            e = lat.edges(self.row_pos[r])
+            if e.term[a]:  # a complete path (merging regime): its filler is re-scored below
+                self.completed.add(c, self.row_filler[r] + e.chars[a])
+            else:
+                by_length.setdefault(self.row_len[r], []).append(i)
+                stepped += 1
         with torch.inference_mode():
             for length in sorted(by_length):
                 idx = by_length[length]
@@ -224,7 +237,7 @@ class TokenBestFirstSearch(Frontier):
                     expanded.extend(done)
                     children.extend(kids)
             self.finished.extend(self.completed.flush())
-        self.nodes_expanded += n
+        self.nodes_expanded += stepped
         self.iterations += 1
         if recording:
             children.sort(key=lambda d: d["cost"])
@@ -237,7 +250,10 @@ class TokenBestFirstSearch(Frontier):
 
 # --- beam ------------------------------------------------------------------------------------------
 def _candidates(lat: TokenLattice, log_probs: torch.Tensor, costs: torch.Tensor, pos: list[int]):
-    """Every (row, edge) extension of rows at positions ``pos``: parent, edge index, edge bits, cost (row order)."""
+    """Every (row, edge) extension of rows at positions ``pos``, in row then edge order.
+
+    Returns parent rows, edge indices, whether each completes a filler, edge bits and costs.
+    """
     pos_arr = np.asarray(pos, dtype=np.int64)
     parts = []
     for p in np.unique(pos_arr).tolist():
@@ -246,25 +262,27 @@ def _candidates(lat: TokenLattice, log_probs: torch.Tensor, costs: torch.Tensor,
         if not len(e):
             continue
         bits = lat.edge_bits(log_probs[torch.from_numpy(rows)], e)
-        parts.append((np.repeat(rows, len(e)), np.tile(np.arange(len(e)), len(rows)), bits.reshape(-1),
-                      (costs[torch.from_numpy(rows)][:, None] + bits).reshape(-1)))
+        parts.append((np.repeat(rows, len(e)), np.tile(np.arange(len(e)), len(rows)), np.tile(e.term, len(rows)),
+                      bits.reshape(-1), (costs[torch.from_numpy(rows)][:, None] + bits).reshape(-1)))
     if not parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), torch.zeros(0, dtype=torch.float64), \
-            torch.zeros(0, dtype=torch.float64)
-    par = np.concatenate([p[0] for p in parts])
-    arc = np.concatenate([p[1] for p in parts])
+        none = torch.zeros(0, dtype=torch.float64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), none, none
+    par, arc, term = (np.concatenate([p[i] for p in parts]) for i in range(3))
     order = np.lexsort((arc, par))  # beam order, then edge order
-    return (par[order], arc[order], torch.cat([p[2] for p in parts])[torch.from_numpy(order)],
-            torch.cat([p[3] for p in parts])[torch.from_numpy(order)])
+    t_order = torch.from_numpy(order)
+    return (par[order], arc[order], term[order], torch.cat([p[3] for p in parts])[t_order],
+            torch.cat([p[4] for p in parts])[t_order])
 
 
 def token_beam(counter: CountingModel, lat: TokenLattice, deadline, *, beam_width: int, top_k: int, recorder,
                progress=None) -> ExtractionResult:
     """Beam search over tokens: each step extends every beam row by one token and keeps the cheapest ``beam_width``.
 
-    Rows advance one token per step, so they always share one KV length; a
-    candidate that completes a filler leaves the beam and is kept. Heuristic:
-    a pruned prefix is lost for good, as with characters.
+    Rows advance one token per step, so they always share one KV length. The
+    cheapest ``beam_width`` extensions are kept; those that complete a filler
+    leave the beam as results (as the last character step's beam does for
+    characters), the others are the next beam. Heuristic: a pruned prefix is
+    lost for good, as with characters.
     """
     width = int(beam_width)
     rows_max = min(width, lat.template.space_size)
@@ -285,16 +303,15 @@ def token_beam(counter: CountingModel, lat: TokenLattice, deadline, *, beam_widt
             if why is not None:
                 why = f"{why} after {steps} token step(s)"
                 break
-            par, arc, bits, cand = _candidates(lat, log_probs, costs, pos)
+            par, arc, term, bits, cand = _candidates(lat, log_probs, costs, pos)
             order = torch.argsort(cand, stable=True).numpy()
-            term = np.array([bool(lat.edges(pos[p]).term[a]) for p, a in zip(par.tolist(), arc.tolist())],
-                            dtype=bool)
             cand_l = cand.tolist()
-            for i in np.flatnonzero(term).tolist():
+            best = order[:width]
+            for i in best[term[best]].tolist():
                 completed.add(cand_l[i], fillers[par[i]] + lat.edges(pos[par[i]]).chars[arc[i]])
-            keep = order[~term[order]][:width]
+            keep = best[~term[best]]
             kept = np.zeros(len(cand_l), dtype=bool)
-            kept[keep] = True
+            kept[best] = True
             new = completed.flush()
             ranked.extend(new)
             nodes += len(pos)
@@ -303,10 +320,9 @@ def token_beam(counter: CountingModel, lat: TokenLattice, deadline, *, beam_widt
                     recorder.step([], [], 0, [])
                 else:
                     edges = [lat.edges(pos[p]) for p in par.tolist()]
-                    kids = [token_child(lat.node_name(names[p], e.texts[a]), names[p], e.texts[a], e.ids[a], b, c,
-                                        bool(k or t))
-                            for p, a, e, b, c, k, t in zip(par.tolist(), arc.tolist(), edges, bits.tolist(), cand_l,
-                                                           kept.tolist(), term.tolist())]
+                    kids = [token_child(lat.node_name(names[p], e.texts[a]), names[p], e.texts[a], e.ids[a], b, c, k)
+                            for p, a, e, b, c, k in zip(par.tolist(), arc.tolist(), edges, bits.tolist(), cand_l,
+                                                        kept.tolist())]
                     kids.sort(key=lambda d: d["cost"])
                     recorder.step([node(n, c) for n, c in zip(names, costs.tolist())], kids, len(keep),
                                   [found_entry(f, c) for c, f in sorted(new)])
