@@ -512,6 +512,9 @@ def test_the_beam_vs_shortest_path_comparison_runs_as_a_job_with_stop(monkeypatc
     assert at.get("progress") and at.button(key="stop_ssviz_cmp_exact_job")
     job = _stop_the_running_job(at, "ssviz_cmp_exact_job")
     assert not job.result.complete  # the partial run is shown, never claimed as a miss
+    beam = at.session_state["ssviz_cmp_beam_job"]  # the beam half starts once shortest path has ended
+    beam.thread.join(timeout=60)
+    at.run()
     assert not any("missed" in w.value for w in at.warning)
     assert any(i.value.startswith("Inconclusive") for i in at.info)
     at.run()
