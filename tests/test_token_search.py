@@ -269,11 +269,11 @@ def test_a_model_with_non_finite_outputs_is_named_not_searched(digit_tokenizer, 
         model = HFLanguageModel.build(kind, tok, layers=1, heads=2, hidden=16, context=32)
         with torch.no_grad():
             model.model.get_output_embeddings().weight.fill_(3e38)  # finite weights, infinite logits
-        for run in (lambda: shortest_path(model, "PIN {d:2}"), lambda: beam_search(model, "PIN {d:2}"),
-                    lambda: sample(model, "PIN {d:2}", samples=5), lambda: search_exposure(model, "PIN {d:2}", "12"),
-                    lambda: brute_force(model, "PIN {d:2}")):
+        runs = [(shortest_path, {}), (beam_search, {}), (sample, {"samples": 5}), (brute_force, {}),
+                (search_exposure, {"secret": "12"})]
+        for run, options in runs:
             with pytest.raises(NonFiniteError, match="NaN or infinite"):
-                run()
+                run(model, "PIN {d:2}", **options)
 
 
 def test_beam_memory_check_counts_the_kv_cache(token_models, monkeypatch):
