@@ -175,8 +175,9 @@ class TokenBestFirstSearch(Frontier):
         self.row_name.extend(names)
         bits = lat.edge_bits(log_probs, e)
         child_costs = (costs[:, None] + bits).tolist()
-        # exact regime: a complete path's cost is final now; merging: it waits in the frontier and is re-scored
-        # only if popped (its path cost bounds its canonical path's, so the frontier test stays sound)
+        # exact regime: a complete path's cost is final now. Merging: it waits in the frontier and its filler is
+        # re-scored only if popped; every filler not yet found still has a frontier entry (on its canonical path)
+        # costing at most its canonical score, so the frontier test stays sound
         term = np.flatnonzero(e.term).tolist() if lat.exact else []
         open_ = np.flatnonzero(~e.term).tolist() if lat.exact else list(range(len(e)))
         push, heap = heapq.heappush, self.heap
