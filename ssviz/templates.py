@@ -271,3 +271,12 @@ class Template:
 def parse_template(text: str) -> Template:
     """Parse a template, or a preset name (``SSN``, ``PIN``...)."""
     return Template(PRESETS.get(text, text))
+
+
+def as_template(template) -> Template:
+    """A :class:`Template` as is, a text or preset name parsed; anything else refused."""
+    if isinstance(template, Template):
+        return template
+    if isinstance(template, str):
+        return parse_template(template)
+    raise TemplateError(f"expected a template, got {type(template).__name__}")

@@ -44,6 +44,7 @@ import torch
 from ssviz.errors import TemplateError
 from ssviz.models.base import LanguageModel
 from ssviz.scoring import LN2
+from ssviz.templates import as_template
 from ssviz.token_scoring import DEFAULT_MEMORY, TokenContext, _Scorer
 from ssviz.tokens import TokenTemplate, token_texts
 
@@ -79,7 +80,6 @@ class TokenLattice:
     """
 
     def __init__(self, model: LanguageModel, template):
-        from ssviz.extraction.space import as_template
         template = as_template(template)
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is None:

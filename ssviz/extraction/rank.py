@@ -29,8 +29,8 @@ from ssviz.errors import StoppedError
 from ssviz.exposure import ExposureResult
 from ssviz.extraction.result import Deadline, SearchBudgetError
 from ssviz.extraction.shortest_path import DEFAULT_MAX_MEMORY_MB, best_first
-from ssviz.extraction.space import as_template
 from ssviz.models.base import LanguageModel
+from ssviz.templates import as_template
 
 
 def search_exposure(model: LanguageModel, template, secret: str, *, max_nodes: int = 200_000,

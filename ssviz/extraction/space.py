@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ssviz.errors import TemplateError
 from ssviz.models.base import LanguageModel, State, check_finite
 from ssviz.scoring import LN2, PrefixContext, prefix_context, score_digits
-from ssviz.templates import Template
+from ssviz.templates import Template, as_template
 
 
 class CountingModel(LanguageModel):
@@ -60,15 +59,6 @@ class CountingModel(LanguageModel):
     @property
     def description(self) -> dict:
         return self.inner.description
-
-
-def as_template(template) -> Template:
-    if isinstance(template, Template):
-        return template
-    if isinstance(template, str):
-        from ssviz.templates import parse_template
-        return parse_template(template)
-    raise TemplateError(f"expected a template, got {type(template).__name__}")
 
 
 @dataclass

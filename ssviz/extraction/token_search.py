@@ -31,14 +31,14 @@ import heapq
 import numpy as np
 import torch
 
-from ssviz.extraction.lattice import TokenLattice, canonical_top
-from ssviz.extraction.result import ExtractionResult, check_positive, make_result
-from ssviz.extraction.shortest_path import (
+from ssviz.extraction.frontier import (
     DEFAULT_MAX_MEMORY_MB,
     FINISHED_ENTRY_BYTES,
     FRONTIER_ENTRY_BYTES,
     Frontier,
 )
+from ssviz.extraction.lattice import TokenLattice, canonical_top
+from ssviz.extraction.result import ExtractionResult, check_positive, make_result
 from ssviz.extraction.space import CountingModel
 from ssviz.extraction.states import make_pool
 from ssviz.extraction.trace import (
