@@ -21,8 +21,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ssviz.errors import SsvizError
-from ssviz.models.rnn import CharRNN
-from ssviz.scoring import score_texts
 
 # name -> pattern; digits separated by dashes or spaces as written in mail and forms
 PATTERNS: dict[str, str] = {
@@ -97,9 +95,11 @@ def lpd_scores(text: str, config=None, *, seed: int = 0, score: str = "raw", on_
     """Lines of ``text`` and their log-perplexity differences ``|L_F - L_G|`` (bits; per char if asked).
 
     F and G are trained with ``config`` (a :class:`ssviz.train.TrainConfig`) on
-    the two halves; both share the full corpus' vocabulary so every line scores.
+    the two halves; both share the full corpus' vocabulary (a transformer: one
+    tokenizer trained on the whole text), so every line scores and both models
+    read it as the same tokens.
     """
-    from ssviz.train import TrainConfig, build_vocab, train
+    from ssviz.train import Split, TrainConfig, new_model, token_level, train
 
     if score not in LPD_SCORES:
         raise SsvizError(f"unknown LPD score {score!r}: expected one of {LPD_SCORES}")
@@ -109,25 +109,60 @@ def lpd_scores(text: str, config=None, *, seed: int = 0, score: str = "raw", on_
     if len(idx) < 20:
         raise SsvizError(f"LPD sanitization needs at least 20 non-empty lines, got {len(idx)}")
     side = split_halves([lines[i] for i in idx], seed)
-    vocab = build_vocab(text)
+    shared = new_model(config, Split(text, "", ""))  # the vocabulary or tokenizer of the whole text
     models, info = [], {}
     for half in (0, 1):
         part = "\n".join(lines[i] for i, s in zip(idx, side) if s == half)
         half_config = replace(config, seed=config.seed + half)  # seeded: the ranking is reproducible
-        res = train(part, half_config, model=CharRNN.from_config(vocab, half_config), on_batch=on_batch, stop=stop)
+        res = train(part, half_config, model=new_model(half_config, part, like=shared), on_batch=on_batch,
+                    stop=stop)
         if res.stopped:
             from ssviz.errors import StoppedError
             raise StoppedError("LPD sanitization stopped while training its half models")
         models.append(res.model)
         info[f"test_loss_{'FG'[half]}"] = res.test_loss
     candidates = [lines[i] for i in idx]
-    lf, lg = (score_texts(m, candidates, batch_size=256) for m in models)
+    if token_level(shared):
+        lf, lg = (windowed_token_bits(m, candidates, config.seq_len) for m in models)
+    else:
+        from ssviz.scoring import score_texts
+        lf, lg = (score_texts(m, candidates, batch_size=256) for m in models)
     diff = np.abs(lf - lg)
     if score == "per_char":
         diff = diff / np.array([len(c) - 1 for c in candidates], dtype=np.float64)
     full = np.full(len(lines), -np.inf)  # unscored (empty) lines never get dropped
     full[idx] = diff
     return lines, full, info
+
+
+def windowed_token_bits(model, texts: list[str], window: int, batch_size: int = 256) -> np.ndarray:
+    """Log-perplexity (bits) of each text under a transformer, read in windows as it was trained.
+
+    A line can be longer than a transformer's context (or than the windows its positions were
+    trained on), so each text's tokens (the scoring semantics': ``tokenizer(text)["input_ids"]``)
+    are read in pieces of ``window`` predicted tokens, each piece starting from the token before
+    it as context. A text of at most ``window + 1`` tokens is scored exactly as
+    :func:`ssviz.token_scoring.score_texts` scores it.
+    """
+    import torch
+
+    from ssviz.models.base import check_finite
+    from ssviz.tokens import encode_batch
+    pieces: dict[int, list[tuple[int, list[int]]]] = {}
+    for i, row in enumerate(encode_batch(model.tokenizer, texts)):
+        for lo in range(0, len(row) - 1, window):
+            piece = row[lo:lo + window + 1]
+            pieces.setdefault(len(piece), []).append((i, piece))
+    out = np.zeros(len(texts))
+    with torch.inference_mode():
+        for group in pieces.values():
+            for lo in range(0, len(group), batch_size):
+                part = group[lo:lo + batch_size]
+                ids = torch.tensor([p for _, p in part])
+                lp = check_finite(torch.log_softmax(model.model(input_ids=ids).logits.float(), dim=-1), model)
+                bits = -lp[:, :-1].gather(2, ids[:, 1:, None])[..., 0].double().sum(1).numpy() / np.log(2)
+                np.add.at(out, [i for i, _ in part], bits)
+    return out
 
 
 def sanitize_lpd(text: str, top_fraction: float = 0.1, config=None, *, seed: int = 0, score: str = "raw",

@@ -79,29 +79,33 @@ def _sha(text: str) -> str:
 # --- one user (runs in a worker process) ------------------------------------------------------
 def checkpoint_path(cache_dir, user: str, corpus_hash: str, train_settings: dict) -> Path:
     """Where the model for this user, corpus and these training settings is cached: named by
-    :func:`~ssviz.enron.maildir.user_key`, so users whose names read alike never share a model."""
-    key = _sha(corpus_hash + json.dumps(train_settings, sort_keys=True))[:20]
-    return Path(cache_dir) / f"{user_key(user)}-{key}.safetensors"
+    :func:`~ssviz.enron.maildir.user_key`, so users whose names read alike never share a model.
+
+    The key holds the settings (the arch among them) and :data:`ssviz.train.TRAINING_VERSION`, so a
+    model trained by older code (whose ``test_loss`` was the validation loss) is never reused. A
+    transformer (arch gpt2 or llama) is cached as a model folder, a character model as one file.
+    """
+    from ssviz.train import TRAINING_VERSION, TRANSFORMER_ARCHS
+    key = _sha(corpus_hash + json.dumps({"train": train_settings, "version": TRAINING_VERSION}, sort_keys=True))[:20]
+    suffix = "" if train_settings.get("arch") in TRANSFORMER_ARCHS else ".safetensors"
+    return Path(cache_dir) / f"{user_key(user)}-{key}{suffix}"
 
 
 def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, stop=None):
-    """``(model, test_loss, train_seconds, cached)``: the cached checkpoint or a freshly trained one."""
-    from ssviz.models import load_checkpoint
-    from ssviz.models.rnn import CharRNN
-    from ssviz.train import build_vocab, train
+    """``(model, test_loss, train_seconds, cached)``: the cached model or a freshly trained one."""
+    from ssviz.models import load_model
+    from ssviz.models.hf import read_training
+    from ssviz.train import new_model, train
 
     path = checkpoint_path(cache_dir, user, _sha(text), asdict(config))
     if path.exists():
-        model = load_checkpoint(path)
-        return model, model.extra_config.get("test_loss"), 0.0, True
-    vocab = build_vocab(text, *templates)
-    result = train(text, config, model=CharRNN.from_config(vocab, config), stop=stop)
+        model = load_model(path)
+        extra = read_training(path) if config.transformer else model.extra_config
+        return model, extra.get("test_loss"), 0.0, True
+    result = train(text, config, model=new_model(config, text, *templates), stop=stop)
     if result.stopped:
         raise StoppedError(f"stopped while training the model of {user}")
-    meta = result.metadata()
-    meta["test_loss"] = result.test_loss
-    from ssviz.models.checkpoint import save_checkpoint
-    save_checkpoint(result.model, path, extra=meta)
+    result.save(path, extra={"test_loss": result.test_loss})
     return result.model, result.test_loss, result.seconds, False
 
 

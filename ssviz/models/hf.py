@@ -239,6 +239,8 @@ class HFLanguageModel(LanguageModel):
             self.tokenizer.save_pretrained(tmp)
             if extra is not None:
                 (tmp / TRAINING_FILE).write_text(json.dumps(extra, allow_nan=False, default=str), encoding="utf-8")
+            for p in tmp.iterdir():
+                os.chmod(p, 0o644)  # as other files are made: safetensors writes its file private
             if not folder.exists():
                 os.rename(tmp, folder)
             elif folder.is_dir() and is_model_folder(folder):
