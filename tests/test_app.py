@@ -526,6 +526,14 @@ def test_the_model_page_training_shows_the_one_panel_and_stops_on_click(monkeypa
     from ui import jobs, state
     monkeypatch.setattr(jobs, "QUICK_WAIT", 0.0)
     monkeypatch.setattr(state, "TRAINED_DIR", tmp_path)
+    import ssviz.train as train_module
+    real_train = train_module.train
+
+    def train_after_stop(text, config, canary, *, stop, **kw):  # Stop lands before the first epoch, always
+        assert stop.wait(60)
+        return real_train(text, config, canary, stop=stop, **kw)
+
+    monkeypatch.setattr(train_module, "train", train_after_stop)
     at = open_page("model")
     by_label(at.number_input, "Epochs").set_value(20)
     by_label(at.select_slider, "Corpus characters used").set_value(1_000_000)
@@ -533,7 +541,8 @@ def test_the_model_page_training_shows_the_one_panel_and_stops_on_click(monkeypa
     assert not at.exception and not at.error
     assert at.get("progress")
     job = _stop_the_running_job(at, "ssviz_training_job")
-    assert job.stopped and job.result is None and not list(tmp_path.iterdir())  # nothing half-saved
+    assert job.stopped, (job.error, job.result)
+    assert job.result is None and not list(tmp_path.iterdir())  # nothing half-saved
     assert any("nothing to save" in w.value for w in at.warning)
     assert not at.error
 
