@@ -72,6 +72,7 @@ def test_errors_are_one_line(capsys, ckpt, argv, msg):
     assert err.startswith("error: ") and msg in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_module_entry_point(ckpt):
     proc = subprocess.run([sys.executable, "-m", "ssviz", "score", "--checkpoint", ckpt, "--template", "PIN",
                            "--secret", "4821", "--json"], capture_output=True, text=True, timeout=120)

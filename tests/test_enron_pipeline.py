@@ -44,6 +44,7 @@ def mail(tmp_path_factory):
     return out, truth
 
 
+@pytest.mark.slow
 def test_study_rows_agree_with_the_library(mail, tmp_path):
     source, truth = mail
     db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
@@ -108,6 +109,7 @@ def test_a_user_that_cannot_be_studied_is_skipped_not_fatal(tmp_path):
     assert Store(tmp_path / "r.duckdb", read_only=True).table("runs").finished.isna().all()  # not complete
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_losing_finished_users(tmp_path):
     source = tmp_path / "mail"
     generate_maildir(source, users=3, messages=80, seed=4, times=(3, 9))

@@ -136,6 +136,7 @@ def test_split_digits_shortest_path_top_k_equals_brute_force(token_models, seed,
     assert res.nodes_expanded < template.space_size * 2  # one path per filler: no more nodes than the trie
 
 
+@pytest.mark.slow
 @settings(FAST, max_examples=8)  # merging: many paths per filler, the slowest property here
 @given(seed=st.sampled_from(SEEDS), text=st.sampled_from(TEMPLATES), k=st.integers(1, 6),
        batch=st.sampled_from([1, 16]))
@@ -149,6 +150,7 @@ def test_merging_shortest_path_reports_canonical_scores_and_is_certified(token_m
     np.testing.assert_allclose(costs_of(res), np.sort(score_space(model, template))[:k], atol=TOL)
 
 
+@pytest.mark.slow
 @FAST
 @given(kind=st.sampled_from(["llama", "gpt2"]), seed=st.sampled_from(SEEDS), text=st.sampled_from(TEMPLATES),
        pick=st.integers(0, 10 ** 6))
