@@ -1,7 +1,11 @@
 """Defenses against unintended memorization (the paper's section 8, appendices D and F).
 
-* :mod:`ssviz.defenses.dp` - DP-SGD with Opacus (its DPLSTM/DPGRU, RMSProp): the training
-  backend :func:`ssviz.train.train` picks when ``TrainConfig.dp_epsilon`` or ``dp_noise`` is set.
+* :mod:`ssviz.defenses.dp` - DP-SGD with Opacus (its DPLSTM/DPGRU and RMSProp; for transformers
+  its per-layer hooks, functorch where it has no rule, and AdamW): the training backend
+  :func:`ssviz.train.train` picks when ``TrainConfig.dp_epsilon`` or ``dp_noise`` is set.
+
+Every defense accepts the transformers ``train`` builds (``arch`` gpt2 or llama): dropout
+between blocks, AdamW's weight decay, quantization of every weight, both sanitizations.
 * :mod:`ssviz.defenses.quantize` - 8-bit weight quantization of a trained model.
 * :mod:`ssviz.defenses.sanitize` - regex and log-perplexity-difference sanitization.
 * :mod:`ssviz.defenses.results` - the bundled results records (``models/defenses/demo-results.json``).
