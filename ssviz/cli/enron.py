@@ -31,7 +31,10 @@ def register(sub, parent) -> None:
 
     d = StudySettings()
     p = sub.add_parser("enron", parents=[parent],
-                       help="per-user study of a maildir: train per user, measure and extract found secrets")
+                       help="per-user study of a maildir: train per user, measure and extract found secrets",
+                       description="Trains one model per user: a character RNN, or with --arch gpt2|llama a small "
+                                   "transformer with a tokenizer trained on that user's mail (cached as a model "
+                                   "folder).")
     p.add_argument("maildir", help="a maildir directory, .tar.gz or .zip (public Enron layout)")
     p.add_argument("--db", default=str(DEFAULT_DB), help=f"results store (default {DEFAULT_DB})")
     p.add_argument("--users", help="comma-separated user names (default: every user with secrets)")
