@@ -121,7 +121,8 @@ def run_sharded(model, executor, digits: int, shard_size: int | None = None) -> 
     res, wall, _ = timed(lambda: exposure.exact(model, t, secret, executor=executor, shard_size=shard_size))
     s = res.shards
     return {"fillers": t.space_size, "wall_s": wall, "scoring_wall_s": s["seconds"],
-            "fillers_per_s": t.space_size / s["seconds"], "shards": s["shards"], "task_cpu_s": s["task_seconds"],
+            "fillers_per_s": t.space_size / s["seconds"], "shards": s["shards"], "task_wall_s_sum": s["task_seconds"],
+            "task_cpu_s_sum": s["task_cpu_seconds"], "cpu_per_filler_us": s["task_cpu_seconds"] / t.space_size * 1e6,
             "workers": executor.cpus, "rank": res.rank, "exposure": res.exposure}
 
 
@@ -131,8 +132,18 @@ def bench_scaling_local(model, digits: int, shard: int) -> dict:
         with LocalExecutor(workers) as ex:
             run_sharded(model, ex, 5, shard)  # start the processes (spawn imports torch)
             out[f"workers_{workers}"] = run_sharded(model, ex, digits, shard)
-    out["speedup"] = out["workers_1"]["scoring_wall_s"] / out["workers_2"]["scoring_wall_s"]
+    _speedups(out)
     return out
+
+
+def _speedups(out: dict) -> None:
+    """Wall speed-up, and the speed-up the CPU work allows: 2 x (CPU per filler with one worker / with two).
+    On a machine shared with other work the first is capped by the free cores; the second shows whether
+    two workers slow each other down (memory, caches, scheduling of the driver)."""
+    one, two = out["workers_1"], out["workers_2"]
+    out["speedup"] = one["scoring_wall_s"] / two["scoring_wall_s"]
+    out["speedup_cpu_bound"] = 2 * one["cpu_per_filler_us"] / two["cpu_per_filler_us"]
+    out["free_cores_during_two"] = two["task_cpu_s_sum"] / two["scoring_wall_s"]
 
 
 def bench_scaling_ray(model, digits: int, shard: int) -> dict:
@@ -146,7 +157,7 @@ def bench_scaling_ray(model, digits: int, shard: int) -> dict:
             out["workers_1"] = run_sharded(model, ex1, digits, shard)
         run_sharded(model, ex2, 5, shard)
         out["workers_2"] = run_sharded(model, ex2, digits, shard)
-    out["speedup"] = out["workers_1"]["scoring_wall_s"] / out["workers_2"]["scoring_wall_s"]
+    _speedups(out)
     return out
 
 
