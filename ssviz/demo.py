@@ -13,6 +13,8 @@ from ssviz.paths import bundled
 DEMO_CORPUS = bundled("demo_corpus.txt")
 DEMO_CHECKPOINT = bundled("demo-lstm.safetensors")
 CANARY9_CHECKPOINT = bundled("canary9-lstm.safetensors")
+DEMO_TRANSFORMER = bundled("demo-transformer")  # Llama-style, made by models/make_demo_transformer.py
+DEMO_TRANSFORMER_CANARY = {"template": "The secret code is {d:6}", "secret": "460317", "insertions": 10}
 DEMO_CANARY = {"template": "The secret code is {d:6}", "secret": "281546", "insertions": 8}
 DEMO_CONTROL = "730912"
 DEMO_CONFIG = {"arch": "lstm", "layers": 2, "hidden": 200, "embedding_dim": 64, "epochs": 20,

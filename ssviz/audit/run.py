@@ -29,13 +29,12 @@ import numpy as np
 
 from ssviz.audit import group_privacy, summarize
 from ssviz.audit.metrics import AuditError, auc, from_groups, membership_scores
-from ssviz.corpus import Split, build_vocab, insert_canary, split_text
+from ssviz.corpus import Split, insert_canary, split_text
 from ssviz.errors import MissingFileError, SettingsError, clip
 from ssviz.jsonable import finite_json
-from ssviz.models import CharRNN
 from ssviz.scoring import score_fillers, score_texts
 from ssviz.templates import Template, parse_template
-from ssviz.train import TrainConfig, train
+from ssviz.train import TrainConfig, new_model, train
 
 CANARIES_CSV = "canaries.csv"
 AUDIT_JSON = "audit.json"
@@ -161,9 +160,8 @@ def run_audit(text: str, settings: AuditSettings, config: TrainConfig, *, out_di
     included = flip_coins(len(fillers), settings.inclusion, settings.seed)
     split = insert_canaries(split_text(text, config.val_fraction), template, fillers, included,
                             settings.insertions, settings.seed)
-    vocab = build_vocab(split.text, template)
     t0 = time.perf_counter()
-    result = train(split, config, model=CharRNN.from_config(vocab, config), on_epoch=on_epoch, on_batch=on_batch,
+    result = train(split, config, model=new_model(config, split, template), on_epoch=on_epoch, on_batch=on_batch,
                    stop=stop)
     if result.stopped:
         from ssviz.errors import StoppedError

@@ -327,6 +327,8 @@ def load_directory(folder: Path, name: str | None = None):
                               f"{len(lm.vocab):,} outputs")
     model.source = name  # so errors from check_finite name the file
     lm.source = name
+    from ssviz.models.hf import read_training
+    lm.extra_config = read_training(folder)  # the canary and training record, as a character checkpoint's config
     _probe(lm, name)
     return lm
 
