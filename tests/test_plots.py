@@ -12,7 +12,9 @@ from scipy import stats
 from ssviz.plots.exposure import exposure_bars, exposure_histogram, histogram_counts, plain_reading
 from ssviz.plots.search_tree import found_so_far, frontier, tree_figure, tree_nodes
 from ssviz.plots.study import exposure_by_secret, exposure_scatter
+from ssviz.plots.tokens import cost_strip, secret_units, unit_spans, visible
 from ssviz.plots.training import training_progress
+from ssviz.templates import Template
 
 
 def trace_by_name(fig, name):
@@ -149,3 +151,125 @@ def test_training_progress_marks_the_ceiling():
     fig = training_progress(epochs, math.log2(10 ** 6))
     assert list(trace_by_name(fig, "exposure").y) == [3.5, 10.2]
     assert any(s.y0 == pytest.approx(math.log2(10 ** 6)) for s in fig.layout.shapes)
+
+
+# --- token traces (transformers) and the cost strip ----------------------------------------------------
+
+
+def _kid(node: str, sep: str, cost: float, kept: bool = True) -> dict:
+    parent, _, token = node.rpartition(sep)
+    return {"node": node, "parent": parent, "char": token, "token": token, "token_id": 0, "edge": 1.0,
+            "cost": cost, "kept": kept}
+
+
+# A digit-splitting tokenizer (Llama-style): the root is "<s>PIN " and every digit is a token; secret "12".
+SPLIT = {
+    "algorithm": "dijkstra", "template": "PIN {d:2}", "prefix_bits": 2.0, "capped": False, "max_steps": 100,
+    "unit": "token", "separator": "|",
+    "steps": [
+        {"step": 0, "expanded": [{"node": "", "cost": 2.0}], "children": [_kid("0", "|", 5.0), _kid("1", "|", 3.0)],
+         "frontier_size": 2, "found": []},
+        {"step": 1, "expanded": [{"node": "1", "cost": 3.0}],
+         "children": [_kid("1|0", "|", 7.0), _kid("1|2", "|", 3.5)], "frontier_size": 3,
+         "found": [{"filler": "12", "log_perplexity": 3.5}]},
+    ],
+    "result": {"found": "12", "log_perplexity": 3.5, "top": [{"filler": "12", "log_perplexity": 3.5}]},
+}
+
+# A merging tokenizer (GPT-2-style): the root is "PIN" and " 1", " 12" are tokens; two paths spell " 12".
+MERGE = {
+    "algorithm": "dijkstra", "template": "PIN {d:2}", "prefix_bits": 0.0, "capped": True, "max_steps": 100,
+    "unit": "token", "separator": "/",
+    "steps": [
+        {"step": 0, "expanded": [{"node": "", "cost": 0.0}],
+         "children": [_kid(" 1", "/", 2.0), _kid(" 12", "/", 4.0), _kid(" 3/4", "/", 9.0)],
+         "frontier_size": 3, "found": []},
+        {"step": 1, "expanded": [{"node": " 1", "cost": 2.0}], "children": [_kid(" 1/2", "/", 3.0)],
+         "frontier_size": 3, "found": [{"filler": "12", "log_perplexity": 4.0}]},
+    ],
+    "result": {"found": "12", "log_perplexity": 4.0, "top": [{"filler": "12", "log_perplexity": 4.0}]},
+}
+
+
+def test_token_trace_nodes_are_tokens_one_level_each():
+    nodes = {n["node"]: n for n in tree_nodes(SPLIT, 1, "12")}
+    assert set(nodes) == {"", "0", "1", "1|0", "1|2"}
+    assert nodes["1|2"]["depth"] == 2 and nodes["1|2"]["parent"] == "1" and nodes["1|2"]["text"] == "2"
+    assert nodes["1|2"]["status"] == "found" and nodes["1"]["status"] == "current"
+    assert {k for k, n in nodes.items() if n["on_path"]} == {"", "1", "1|2"}
+    assert nodes["0"]["x"] < nodes["1|0"]["x"] < nodes["1|2"]["x"]
+    assert nodes["1"]["x"] == pytest.approx((nodes["1|0"]["x"] + nodes["1|2"]["x"]) / 2)
+    fig = tree_figure(SPLIT, 1, "12")
+    assert fig.layout.yaxis.title.text == "tokens chosen"
+    assert list(trace_by_name(fig, "path to 12").y) == [0, -1, -2]
+    assert "2 3.5" in trace_by_name(fig, "complete filler found").text
+    # a character trace keeps its axis
+    assert tree_figure(TRACE, 1, "12").layout.yaxis.title.text == "characters chosen"
+
+
+def test_merging_token_trace_places_found_fillers_and_one_path_to_the_secret():
+    nodes = {n["node"]: n for n in tree_nodes(MERGE, 1, "12")}
+    # a capped trace's missing ancestor (" 3") anchors its child; depth counts tokens, not characters
+    assert nodes[" 3"]["status"] == "expanded" and nodes[" 3/4"]["parent"] == " 3" and nodes[" 3/4"]["depth"] == 2
+    assert nodes[" 12"]["depth"] == 1 and nodes[" 1/2"]["depth"] == 2
+    # both token paths spelling " 12" are the found filler; the secret's path is the cheaper one
+    assert nodes[" 12"]["status"] == "found" and nodes[" 1/2"]["status"] == "found"
+    assert {k for k, n in nodes.items() if n["on_path"]} == {"", " 1", " 1/2"}
+    fig = tree_figure(MERGE, 1, "12")
+    found = trace_by_name(fig, "complete filler found")
+    assert sorted(found.text) == ["2 3.0", "␣12 4.0"]  # the token's own text, its space drawn
+    assert sorted(c[0] for c in found.customdata) == ["␣1 · 2", "␣12"]
+    # a secret no path spells yet: only the part of its text some path reaches
+    nodes = {n["node"]: n for n in tree_nodes(MERGE, 1, "10")}
+    assert {k for k, n in nodes.items() if n["on_path"]} == {"", " 1"}
+
+
+def test_a_found_filler_no_recorded_path_spells_marks_nothing():
+    trace = {**MERGE, "steps": [dict(MERGE["steps"][0], found=[{"filler": "99", "log_perplexity": 1.0}])]}
+    nodes = tree_nodes(trace, 0, "99")
+    assert not any(n["status"] == "found" for n in nodes)
+    assert [n["node"] for n in nodes if n["on_path"]] == [""]
+    assert found_so_far(trace, 0) == [{"filler": "99", "log_perplexity": 1.0}]
+
+
+def test_unit_spans_skip_special_tokens_and_pieces_of_characters():
+    assert unit_spans(["<s>", "PIN", " ", "1", "2"], "PIN 12") == [(0, 0), (0, 3), (3, 4), (4, 5), (5, 6)]
+    # a multi-byte character split into two byte-level pieces that spell nothing on their own
+    assert unit_spans(["caf", "Ã", "©", " 1"], "café 1") == [(0, 3), (3, 3), (3, 3), (4, 6)]
+    assert unit_spans(list("PIN 12"), "PIN 12") == [(i, i + 1) for i in range(6)]
+
+
+@pytest.mark.parametrize("units, want", [
+    (["<s>", "PIN", " ", "1", "2"], {3: math.log2(10), 4: math.log2(10)}),   # digits split (Llama)
+    (["PIN", " 12"], {1: 2 * math.log2(10)}),                                 # merged with the space (GPT-2)
+    (list("PIN 12"), {4: math.log2(10), 5: math.log2(10)}),                  # characters
+])
+def test_secret_units_are_the_units_spelling_slot_characters(units, want):
+    got = secret_units(units, "PIN 12", Template("PIN {d:2}"))
+    assert got.keys() == want.keys() and all(got[k] == pytest.approx(v) for k, v in want.items())
+
+
+def test_secret_units_of_a_template_with_literals_between_slots():
+    t = Template("ab {[xy]:1}-{d:1}.")
+    units = ["ab", " x", "-", "3", "."]
+    assert secret_units(units, t.format("x3"), t) == {1: pytest.approx(1.0), 3: pytest.approx(math.log2(10))}
+
+
+def test_cost_strip_one_bar_per_token_secret_in_red_with_chance_marks():
+    units = [("<s>", None), ("PIN", 4.0), (" ", 1.5), ("1", 0.3), ("2", 3.0)]
+    secret = secret_units([u for u, _ in units], "PIN 12", Template("PIN {d:2}"))
+    fig = cost_strip(units, secret, title="t")
+    red = trace_by_name(fig, "the secret's tokens")
+    assert list(red.x) == [3, 4] and list(red.y) == [0.3, 3.0] and list(red.customdata) == ["1", "2"]
+    other = trace_by_name(fig, "other tokens")
+    assert list(other.x) == [1, 2] and list(other.customdata) == ["PIN", "␣"]
+    chance = trace_by_name(fig, "a random guess")
+    assert list(chance.x) == [3, 4] and list(chance.y) == pytest.approx([math.log2(10)] * 2)
+    assert list(fig.layout.xaxis.ticktext) == ["<s><br>(context)", "PIN", "␣", "1", "2"]
+    chars = cost_strip([("P", None), ("I", 2.0)], {}, unit="character")
+    assert [t.name for t in chars.data] == ["other characters"]
+    assert fig.layout.yaxis.title.text == "bits (cost of the token)"
+
+
+def test_visible_draws_spaces_and_line_breaks():
+    assert visible(" 4") == "␣4" and visible("a\nb\t") == "a↵b→" and visible("") == "∅" and visible(None) == "∅"
