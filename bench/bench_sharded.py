@@ -179,7 +179,8 @@ def in_namespace(argv: list[str]) -> int:
     """Run this script again in a fresh network namespace with only loopback, then end what it left there."""
     ns_cmd = ["unshare", "-n" if os.geteuid() == 0 else "-rn", "--", "bash", "-c",
               "ip link set lo up && exec " + " ".join([sys.executable, *map(_quote, argv)])]
-    env = {**os.environ, "SSVIZ_BENCH_NETNS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "SSVIZ_BENCH_NETNS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "SSVIZ_HOST_NETNS": os.readlink("/proc/self/ns/net")}
     return subprocess.run(ns_cmd, env=env).returncode
 
 
@@ -188,9 +189,24 @@ def _quote(s: str) -> str:
     return shlex.quote(s)
 
 
+def private_namespace() -> bool:
+    """Whether this process runs in the namespace ``--ray`` made (never the one it was started from)."""
+    host = os.environ.get("SSVIZ_HOST_NETNS", "")
+    ns = os.readlink("/proc/self/ns/net")
+    try:
+        init = os.readlink("/proc/1/ns/net")
+    except OSError:
+        init = host
+    interfaces = {ln.split(":", 1)[0].strip() for ln in Path("/proc/self/net/dev").read_text().splitlines()[2:]}
+    return (os.environ.get("SSVIZ_BENCH_NETNS") == "1" and bool(host) and ns not in (host, init)
+            and interfaces == {"lo"})
+
+
 def end_namespace_processes() -> None:
     """Everything else in this (private) namespace was started by this script: end it by pid."""
     ns = os.readlink("/proc/self/ns/net")
+    if not private_namespace():
+        raise SystemExit("not in a private network namespace: refusing to end processes")
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit() and int(entry.name) not in (os.getpid(), os.getppid()):
@@ -209,6 +225,8 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=0, help="also exact exposure over 10^BIG fillers (8 or 9)")
     ap.add_argument("--only-ray", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.only_ray and not private_namespace():
+        raise SystemExit("--only-ray runs inside the private namespace that --ray makes")
     if args.ray and os.environ.get("SSVIZ_BENCH_NETNS") != "1":
         if not args.only_ray:
             local_argv = [a for a in sys.argv if a != "--ray"]

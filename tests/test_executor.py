@@ -262,12 +262,35 @@ def _unshare(argv: list[str]) -> list[str]:
     return ["unshare", "-n" if os.geteuid() == 0 else "-rn", "--", *argv]
 
 
-def _namespace() -> str:
-    return os.readlink("/proc/self/ns/net")
+def _host_namespaces() -> set[str]:
+    """Network namespaces that are not ours alone: the one the outer test ran in, and init's."""
+    hosts = {os.environ.get("SSVIZ_HOST_NETNS", "")}
+    try:
+        hosts.add(os.readlink("/proc/1/ns/net"))
+    except OSError:  # unreadable from inside a user namespace: the outer test's value stands
+        pass
+    return hosts - {""}
+
+
+def _loopback_only() -> bool:
+    """Whether this network namespace has no interface but loopback (a fresh ``unshare -n`` one)."""
+    lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
+    return {line.split(":", 1)[0].strip() for line in lines} == {"lo"}
+
+
+def _private_namespace() -> str:
+    """This process's network namespace, refusing any other: only a namespace made for these tests
+    (by ``unshare -n``) holds nothing but processes they started, which may all be ended."""
+    ns = os.readlink("/proc/self/ns/net")
+    if not INNER or not os.environ.get("SSVIZ_HOST_NETNS") or ns in _host_namespaces() or not _loopback_only():
+        raise RuntimeError("not in a private network namespace: refusing to start or end Ray processes")
+    return ns
 
 
 def _processes_in_namespace(ns: str) -> list[int]:
     """Pids of processes in network namespace ``ns`` other than this one and its ancestors."""
+    if ns != _private_namespace():
+        raise RuntimeError("refusing to list a network namespace other than this test's private one")
     mine = {os.getpid()}
     pid = os.getppid()
     while pid > 1:
@@ -295,7 +318,10 @@ def test_ray_in_a_loopback_namespace(tmp_path):
         if os.environ.get("SSVIZ_REQUIRE_RAY") == "1":
             pytest.fail("Ray tests must run here: need ray, unshare and ip (root or user namespaces)")
         pytest.skip("needs ray, unshare and ip (root or user namespaces) for a loopback-only namespace")
-    env = {**os.environ, "SSVIZ_RAY_INNER": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT),
+    # token auth off: the namespace is reachable from nowhere, and no token file is written to the home folder
+    env = {**os.environ, "SSVIZ_RAY_INNER": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "PYTHONPATH": str(ROOT),
+           "SSVIZ_HOST_NETNS": os.readlink("/proc/self/ns/net"),
            "SSVIZ_DATA_DIR": str(tmp_path / "data")}
     script = (f"ip link set lo up && cd {ROOT} && exec {sys.executable} -m pytest -q -p no:cacheprovider "
               f"-x tests/test_executor.py -k ray_inner -m slow")
@@ -308,7 +334,9 @@ def test_ray_in_a_loopback_namespace(tmp_path):
 @pytest.fixture(scope="module")
 def ray_head():
     """One Ray head on 127.0.0.1 for all inner tests: 2 CPUs, no dashboard, no usage stats."""
-    ns = _namespace()
+    if not INNER:  # before anything: outside the private namespace nothing may be started (or ended)
+        pytest.skip("runs inside test_ray_in_a_loopback_namespace")
+    ns = _private_namespace()
     temp = Path(tempfile.mkdtemp(prefix="ssray", dir="/tmp"))  # short: Ray's socket paths have a length limit
     port = 6390
     try:
