@@ -11,6 +11,7 @@ from ssviz import exposure
 from ssviz.errors import SsvizError
 from ssviz.extraction import search_exposure
 from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_reading
+from ssviz.plots.tokens import cost_strip, secret_units
 from ssviz.scoring import EXHAUSTIVE_LIMIT, score_fillers
 from ssviz.templates import Template
 from ui import state
@@ -73,6 +74,26 @@ def show_result(res: exposure.ExposureResult, template: Template, secret: str) -
                + f"; maximum possible exposure for this template: {math.log2(res.space_size):.2f} bits.")
 
 
+def secret_costs(current: state.CurrentModel, template: Template, secret: str) -> None:
+    """The cost strip: what the model pays for each token (or character) of the secret's text, so a presenter
+    can point at where it starts to 'know' the secret."""
+    from ssviz.report import char_costs
+    from ssviz.token_scoring import token_costs
+    text = template.format(secret)
+    if getattr(current.model, "token_level", False):
+        units, unit = [(t, b) for _, t, b in token_costs(current.model, text)], "token"
+    else:
+        units, unit = [(text[0], None), *char_costs(current.model, text)], "character"
+    marks = secret_units([u for u, _ in units], text, template)
+    paid = sum(units[i][1] for i in marks if units[i][1] is not None)
+    st.subheader(f"{unit.capitalize()} by {unit}")
+    st.caption(f"The model pays {paid:.1f} bits for the secret's {len(marks)} {unit}s (red); a random guess would "
+               f"pay {sum(marks.values()):.1f} (the dashes). A red bar far below its dash is where the model "
+               "knows the secret.")
+    chart(cost_strip(units, marks, unit=unit, title=f"Cost of each {unit} of “{text}”"), f"{unit}-costs",
+          key="exp_strip")
+
+
 def other_fillers(template: Template) -> list[str]:
     """The fillers typed for comparison (the control by default), normalized; bad ones get a warning."""
     typed = st.text_input("Other fillers to compare (comma separated)", ", ".join(state.get(state.EXTRA_SECRETS)),
@@ -126,6 +147,7 @@ def body() -> None:
                     f"(|R| = {template.space_size:,}).")
         return
     show_result(res, template, secret)
+    secret_costs(current, template, secret)
     others = other_fillers(template)
     rows = secret_rows(current, template, list(dict.fromkeys([secret, *others])), res)
     st.subheader("Where the secret falls")

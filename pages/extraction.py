@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from ssviz.extraction import beam_search, extract
-from ssviz.plots.search_tree import found_so_far, frontier, tree_figure, tree_nodes
+from ssviz.plots.search_tree import found_so_far, frontier, shown_node, tree_figure, tree_nodes
 from ssviz.templates import Template
 from ui import cache, state
 from ui.widgets import analysis_header, cached_job, chart, download_table, job_for, run_page
@@ -96,6 +96,10 @@ def _toggle_play(last: int) -> None:
 
 def replay(trace: dict, secret: str) -> None:
     st.subheader("Step through the search")
+    if trace.get("unit") == "token":
+        st.caption("The model reads tokens, so every level of the tree is one token: each node shows the text of "
+                   "its last token (␣ is a space) and the cost in bits of the path to it. The root is the text "
+                   "every filler starts with.")
     last = len(trace["steps"]) - 1
     if st.session_state.get(STEP, 0) > last:
         st.session_state[STEP] = last
@@ -124,7 +128,7 @@ def _replay_view(trace: dict, secret: str, last: int, ticking: bool) -> None:
     step = min(step, last)
     s = trace["steps"][step]
     current = [n["node"] for n in tree_nodes(trace, step, secret) if n["status"] == "current"]
-    shown = ", ".join(f"`{n}`" if n else "the root" for n in current[:8])
+    shown = ", ".join(f"`{shown_node(n, trace)}`" if n else "the root" for n in current[:8])
     action = f"expanded {shown}" if current else "scored the next chunk of fillers"
     st.markdown(f"**Step {step} of {last}** · {action}"
                 + (" …" if len(current) > 8 else "") + f" · frontier size {s['frontier_size']:,}"
@@ -135,8 +139,8 @@ def _replay_view(trace: dict, secret: str, last: int, ticking: bool) -> None:
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**Frontier** (cheapest waiting nodes)")
-        st.dataframe(pd.DataFrame(frontier(trace, step), columns=["node", "cost"]).round(2), hide_index=True,
-                     height=250)
+        waiting = [{**n, "node": shown_node(n["node"], trace)} for n in frontier(trace, step)]
+        st.dataframe(pd.DataFrame(waiting, columns=["node", "cost"]).round(2), hide_index=True, height=250)
     with c2:
         st.markdown("**Fillers found so far**")
         st.dataframe(pd.DataFrame(found_so_far(trace, step)[:50], columns=["filler", "log_perplexity"]).round(2),
@@ -207,9 +211,10 @@ def comparison_verdict(beam, exact, width: int) -> tuple[str, str]:
 
 def beam_vs_dijkstra(current, template: Template, secret: str) -> None:
     st.subheader("Why beam search can miss")
-    st.caption("Beam search keeps only the N cheapest prefixes at each character and never returns to the "
+    unit = "token" if getattr(current.model, "token_level", False) else "character"
+    st.caption(f"Beam search keeps only the N cheapest prefixes at each {unit} and never returns to the "
                "others; shortest path keeps every prefix in its frontier and always expands the cheapest, so "
-               "it cannot miss the most likely filler. A secret whose first characters look unlikely is pruned "
+               f"it cannot miss the most likely filler. A secret whose first {unit}s look unlikely is pruned "
                "by a narrow beam.")
     c1, c2 = st.columns([3, 2])
     st.session_state.setdefault(CMP_WIDTH, 2)

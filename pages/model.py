@@ -7,14 +7,26 @@ import math
 import pandas as pd
 import streamlit as st
 
+from ssviz.errors import SsvizError
 from ssviz.plots.study import found_secrets_chart
+from ssviz.plots.tokens import secret_units, visible
 from ssviz.plots.training import training_progress
 from ssviz.templates import MAX_TEMPLATE_CHARS, Template, parse_template
 from ssviz.train import Canary, TrainConfig
 from ui import state
 from ui.jobs import Job, Snapshot, train_and_save
-from ui.widgets import (cached_job, chart, download_table, job_panel, page_header, release_upload, run_page,
-                        start_job, uploader_key)
+from ui.widgets import (
+    cached_job,
+    chart,
+    download_table,
+    job_panel,
+    message,
+    page_header,
+    release_upload,
+    run_page,
+    start_job,
+    uploader_key,
+)
 
 JOB = "ssviz_training_job"
 SCAN_JOB = "ssviz_scan_job"
@@ -30,19 +42,68 @@ def model_section() -> state.CurrentModel:
                  key=state.widget(state.MODEL), on_change=_on_model)
     current = state.current_model()
     d = current.model.description
-    c = st.columns(5)
-    c[0].metric("Architecture", d["arch"])
-    c[1].metric("Layers x units", f"{d['layers']} x {d['hidden_size']}")
-    c[2].metric("Embedding", d["embedding_dim"])
-    c[3].metric("Parameters", f"{d['parameters']:,}")
-    c[4].metric("Vocabulary", f"{d['vocab_size']} chars")
+    if getattr(current.model, "token_level", False):
+        c = st.columns(5)
+        c[0].metric("Architecture", d["arch"])
+        c[1].metric("Blocks x width", f"{d['layers']} x {d['hidden_size']}")
+        c[2].metric("Attention heads", d["heads"])
+        c[3].metric("Parameters", f"{d['parameters']:,}")
+        c[4].metric("Vocabulary", f"{d['tokenizer_size']:,} tokens")
+    else:
+        c = st.columns(5)
+        c[0].metric("Architecture", d["arch"])
+        c[1].metric("Layers x units", f"{d['layers']} x {d['hidden_size']}")
+        c[2].metric("Embedding", d["embedding_dim"])
+        c[3].metric("Parameters", f"{d['parameters']:,}")
+        c[4].metric("Vocabulary", f"{d['vocab_size']} chars")
     canary = current.canary
     if canary:
         st.info(f"Trained with the canary `{Template(canary['template']).format(canary['secret'])}` inserted "
                 f"{canary.get('insertions', '?')} times: it is the secret under test by default.")
-    with st.expander("Vocabulary"):
-        st.code(" ".join(repr(ch)[1:-1] for ch in current.model.vocab.chars), language="text")
+    if getattr(current.model, "token_level", False):
+        tokenizer_section(current)
+    else:
+        with st.expander("Vocabulary"):
+            st.code(" ".join(repr(ch)[1:-1] for ch in current.model.vocab.chars), language="text")
     return current
+
+
+def tokenizer_section(current: state.CurrentModel) -> None:
+    """A transformer reads tokens: how its tokenizer splits the secret under test, token by token."""
+    from ssviz.tokens import TokenTemplate
+    model = current.model
+    d = model.description
+    st.markdown(f"**Tokenizer**: {d['tokenizer_size']:,} tokens ({d['vocab_size']:,} model outputs), "
+                f"a context of {d['context'] or '?'} tokens. The model scores a text token by token: "
+                "the first token is context, every other costs -log2 P(token | the tokens before it).")
+    try:
+        template, secret = state.secret_under_test(model)
+    except SsvizError as e:
+        st.warning(f"The secret under test cannot be tokenized: {message(e)}")
+        return
+    tt = TokenTemplate(template, model.tokenizer, len(model.vocab))
+    text = template.format(secret)
+    spelled = tt.spell(text)
+    marks = secret_units([t for _, t in spelled], text, template)
+    st.markdown(f"`{text}` is read as **{len(spelled)} tokens** (the secret's in bold):")
+    st.markdown(" ".join(f"**{_code(visible(t))}**" if i in marks else _code(visible(t))
+                         for i, (_, t) in enumerate(spelled)))
+    st.caption("Each slot character is its own token with this tokenizer, as with Llama's digits: token search "
+               "over the template is exact." if tt.exact_search else
+               "This tokenizer merges slot characters with each other or with the text around them (as GPT-2 "
+               "merges digit runs and the space before them): exposure scores every filler on the tokenizer's "
+               "own tokens, exactly; shortest-path search explores every token path that spells a filler and "
+               "re-scores what it finds, exact only as far as a sampled check of the tokenizer holds.")
+    with st.expander("Token by token"):
+        st.dataframe(pd.DataFrame({"#": range(len(spelled)), "token": [visible(t) for _, t in spelled],
+                                   "id": [i for i, _ in spelled],
+                                   "part of the secret": [i in marks for i in range(len(spelled))]}),
+                     hide_index=True)
+
+
+def _code(text: str) -> str:
+    """Inline code in markdown, also for a token that contains backticks."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def _on_model() -> None:
@@ -53,9 +114,12 @@ def upload_section() -> None:
     st.subheader("Upload")
     c1, c2 = st.columns(2)
     with c1:
-        st.file_uploader("Checkpoint (.safetensors or weights-only .pt)", type=["safetensors", "pt"],
+        st.file_uploader("Model: a checkpoint (.safetensors, weights-only .pt) or a zipped Hugging Face model "
+                         "folder (.zip)", type=["safetensors", "pt", "zip"],
                          key=uploader_key(CHECKPOINT_UPLOAD), on_change=_on_checkpoint)
-        st.caption("Files are validated before use; pickled Python objects are refused, never executed.")
+        st.caption("Files are validated before use; pickled Python objects are refused, never executed. A zip "
+                   "holds what save_pretrained writes (config.json, safetensors weights, tokenizer files); it "
+                   "is loaded from local files only, never with code shipped alongside.")
         if st.session_state.get(state.UPLOAD_ERROR):
             st.error(st.session_state[state.UPLOAD_ERROR])
     with c2:
@@ -208,8 +272,8 @@ def finished(job: Job) -> None:
 
 def body() -> None:
     page_header("Model & corpus", "Pick the model to examine. The bundled demo is loaded; upload your own "
-                "checkpoint or train a small one on a corpus with a canary inserted. The choice carries over "
-                "to every page.")
+                "checkpoint or zipped transformer, or train a small one on a corpus with a canary inserted. The "
+                "choice carries over to every page.")
     current = model_section()
     upload_section()
     corpus_section(current)

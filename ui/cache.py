@@ -1,10 +1,12 @@
 """Every cache the app keeps, in one place.
 
-* Checkpoints on disk (the bundled demo, models trained here): process-wide
+* Models on disk (the bundled demos, models trained here): a checkpoint file or a
+  Hugging Face model folder, read by :func:`ssviz.models.load_model`; process-wide
   ``st.cache_resource`` keyed by path and content hash, so every session shares
-  one read-only model and a rewritten file is reloaded.
-* Uploaded checkpoints: per session (``st.session_state``), never shared
-  between users; the last ``MAX_UPLOADS`` used (a model can be 200 MB).
+  one read-only model and a rewritten file or folder is reloaded.
+* Uploaded models (a checkpoint, or a ``.zip`` of a model folder): per session
+  (``st.session_state``), never shared between users; the last ``MAX_UPLOADS``
+  used (a model can be 200 MB, and a zip may unpack to at most ``MAX_UNZIPPED_UPLOAD``).
 * Results (exposure, extraction): per session, keyed by their inputs, so going
   back to a page shows the last result instead of recomputing it.
 * The per-user results store: one read-only :class:`ssviz.store.Store` per file
@@ -20,9 +22,10 @@ from pathlib import Path
 import streamlit as st
 
 from ssviz.demo import DEMO_CORPUS
-from ssviz.paths import confined, data_dir, models_dir
 from ssviz.errors import CheckpointError, SsvizError
-from ssviz.models import load_checkpoint
+from ssviz.models import load_model
+from ssviz.models.loading import is_transformer_source
+from ssviz.paths import confined, data_dir, models_dir
 from ssviz.store import Store
 from ssviz.tempfiles import private_file, session_dir
 from ssviz.train import read_corpus
@@ -31,37 +34,55 @@ UPLOADS = "ssviz_uploads"
 RESULTS = "ssviz_results"
 MAX_RESULTS = 16  # an exact exposure result holds |R| floats (8 MB for 10^6)
 MAX_UPLOADS = 2   # uploaded models kept per session, least recently used dropped first
+MAX_UNZIPPED_UPLOAD = 1 << 30  # bytes an uploaded zip may unpack to (the upload itself is at most 200 MB)
 
 
 def file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Content hash of a checkpoint file, or of a model folder's files (names and contents)."""
+    path = Path(path)
+    if not path.is_dir():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for p in sorted(p for p in path.iterdir() if p.is_file()):  # a model folder is flat
+        h.update(p.name.encode("utf-8", "surrogateescape") + b"\0")
+        with open(p, "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
 def _model_from_file(path: str, sha256: str):
     """Read-only model shared by all sessions (``sha256`` is only the cache key)."""
-    return load_checkpoint(path)
+    return load_model(path)
 
 
 def model_from_file(path) -> object:
-    """The model in a checkpoint file, loaded once per content."""
+    """The model in a checkpoint file or model folder, loaded once per content."""
     path = Path(path)
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):
         raise CheckpointError(f"checkpoint not found: {path}")
     return _model_from_file(str(path), file_hash(path))
 
 
 def model_from_upload(data: bytes) -> tuple[str, object]:
-    """Validate an uploaded checkpoint and keep it in this session; returns (hash, model).
+    """Validate an uploaded model and keep it in this session; returns (hash, model).
 
-    Only :func:`ssviz.models.load_checkpoint` reads the bytes (safetensors, or a
-    weights-only torch file): a pickle carrying code raises CheckpointError.
+    Only :mod:`ssviz.models` reads the bytes: a checkpoint through ``load_checkpoint``
+    (safetensors, or a weights-only torch file: a pickle carrying code raises
+    CheckpointError), a zip of a model folder through ``load_hf`` (checked member by
+    member, unpacked into a private temp folder removed after loading, at most
+    :data:`MAX_UNZIPPED_UPLOAD` bytes however small the zip).
     """
     sha = hashlib.sha256(data).hexdigest()
     uploads = st.session_state.setdefault(UPLOADS, {})
     model = _used(uploads, sha)
     if model is None:
-        model = load_checkpoint(bytes(data))
+        data = bytes(data)
+        if is_transformer_source(data):
+            from ssviz.models.hf_loading import load_hf
+            model = load_hf(data, max_bytes=MAX_UNZIPPED_UPLOAD)
+        else:
+            model = load_model(data)
         _keep_recent(uploads, sha, model, MAX_UPLOADS)
     return sha, model
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL
-from ssviz.paths import data_path
+from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL, DEMO_TRANSFORMER
 from ssviz.errors import SsvizError, clip
+from ssviz.paths import data_path
 from ui import cache
 
 MODEL = "ssviz_model"          # key of the current model in the registry
@@ -65,10 +65,22 @@ def _valid_canary(canary) -> dict | None:
             "insertions": insertions if isinstance(insertions, int) and not isinstance(insertions, bool) else "?"}
 
 
+DEMO_TRANSFORMER_KEY = "demo-transformer"
+
+
+def default_models() -> dict:
+    """The bundled models a new session offers: the LSTM demo, and the demo transformer when it is bundled."""
+    registry = {DEMO_KEY: {"name": "Bundled demo (2x200 LSTM)", "source": str(DEMO_CHECKPOINT)}}
+    if (DEMO_TRANSFORMER / "config.json").is_file():
+        registry[DEMO_TRANSFORMER_KEY] = {"name": "Bundled demo transformer (Llama-style)",
+                                          "source": str(DEMO_TRANSFORMER)}
+    return registry
+
+
 def init() -> None:
     """Defaults for a new session: the bundled demo, its canary template and secret."""
     ss = st.session_state
-    ss.setdefault(MODELS, {DEMO_KEY: {"name": "Bundled demo (2x200 LSTM)", "source": str(DEMO_CHECKPOINT)}})
+    ss.setdefault(MODELS, default_models())
     ss.setdefault(MODEL, DEMO_KEY)
     ss.setdefault(TEMPLATE, DEMO_CANARY["template"])
     ss.setdefault(SECRET, DEMO_CANARY["secret"])
@@ -228,8 +240,8 @@ CORPUS_ERROR = "ssviz_corpus_error"
 def accept_checkpoint(name: str, data: bytes) -> bool:
     """Handle an uploaded checkpoint: validate it, register and select it; on failure keep the message.
 
-    The bytes only ever reach :func:`ssviz.models.load_checkpoint`, which refuses
-    pickled code. The page shows ``st.session_state[UPLOAD_ERROR]`` as an error.
+    The bytes only ever reach :func:`ui.cache.model_from_upload` (a checkpoint, or a zip of a model
+    folder), which refuses pickled code. The page shows ``st.session_state[UPLOAD_ERROR]`` as an error.
     """
     st.session_state[UPLOAD_ERROR] = None
     name = clip(name, 80)

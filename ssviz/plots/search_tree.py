@@ -192,8 +192,8 @@ def tree_figure(trace: dict, step: int, secret: str | None = None, title: str | 
             mode="markers+text" if labelled else "markers",
             text=[_label(n, tokens) for n in group] if labelled else None, textposition="top center",
             textfont=dict(size=12),
-            customdata=[[_shown(n["node"], trace) or "(root)", n["cost"] if n["cost"] is not None else float("nan")]
-                        for n in group],
+            customdata=[[shown_node(n["node"], trace) or "(root)",
+                          n["cost"] if n["cost"] is not None else float("nan")] for n in group],
             hovertemplate="%{customdata[0]}<br>cost %{customdata[1]:.2f} bits<extra>" + name + "</extra>",
             marker=dict(color=color, symbol=symbol, size=size,
                         line=dict(width=2, color="#c0392b") if status == "current" else dict(width=1))))
@@ -218,8 +218,8 @@ def _label(n: dict, tokens: bool = False) -> str:
     return f"{text} {n['cost']:.1f}" if n["cost"] is not None else text
 
 
-def _shown(node: str, trace: dict) -> str:
-    """A node's name for a hover: a token path as its tokens' texts (spaces drawn) between dots."""
+def shown_node(node: str, trace: dict) -> str:
+    """A node's name for people (hover, tables): a token path as its tokens' texts (spaces drawn) between dots."""
     if trace.get("unit") != "token" or not node:
         return node
     return " · ".join(visible(t) for t in node.split(trace["separator"]))
