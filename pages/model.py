@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 import pandas as pd
@@ -85,9 +86,8 @@ def tokenizer_section(current: state.CurrentModel) -> None:
     text = template.format(secret)
     spelled = tt.spell(text)
     marks = secret_units([t for _, t in spelled], text, template)
-    st.markdown(f"`{text}` is read as **{len(spelled)} tokens** (the secret's in bold):")
-    st.markdown(" ".join(f"**{_code(visible(t))}**" if i in marks else _code(visible(t))
-                         for i, (_, t) in enumerate(spelled)))
+    st.markdown(f"{_code(text)} is read as **{len(spelled)} tokens** (the secret's in red):")
+    st.html(token_chips([t for _, t in spelled], marks))
     st.caption("Each slot character is its own token with this tokenizer, as with Llama's digits: token search "
                "over the template is exact." if tt.exact_search else
                "This tokenizer merges slot characters with each other or with the text around them (as GPT-2 "
@@ -99,6 +99,19 @@ def tokenizer_section(current: state.CurrentModel) -> None:
                                    "id": [i for i, _ in spelled],
                                    "part of the secret": [i in marks for i in range(len(spelled))]}),
                      hide_index=True)
+
+
+CHIP = ("font-family:monospace;font-size:1.15rem;padding:0.15rem 0.45rem;border-radius:0.3rem;"
+        "border:2px solid #8fa8c8;background:#eef2f7;color:#111;white-space:pre")
+SECRET_CHIP = CHIP.replace("#8fa8c8", "#c0392b").replace("#eef2f7", "#fdecea")
+
+
+def token_chips(tokens: list[str], secret: dict[int, float]) -> str:
+    """The tokens of a text side by side, large enough to point at; the secret's outlined in red."""
+    cells = [f'<span style="{SECRET_CHIP}" title="part of the secret">{html.escape(visible(t))}</span>'
+             if i in secret else f'<span style="{CHIP}">{html.escape(visible(t))}</span>'
+             for i, t in enumerate(tokens)]
+    return '<div style="display:flex;flex-wrap:wrap;gap:0.35rem;margin:0.2rem 0 0.8rem">' + "".join(cells) + "</div>"
 
 
 def _code(text: str) -> str:

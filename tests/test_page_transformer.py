@@ -135,9 +135,12 @@ def test_an_uploaded_zip_becomes_the_model_with_its_tokenizer_summary(kind, tiny
     text = Template(CANARY["template"]).format(CANARY["secret"])
     ids = model.tokenizer(text)["input_ids"]
     assert any(f"is read as **{len(ids)} tokens**" in m.value for m in at.markdown)
+    chips = next(h.proto.body for h in at.html if "part of the secret" in h.proto.body)
+    assert chips.count("<span") == len(ids)
     table = next(d.value for d in at.dataframe if "token" in d.value.columns)
     assert table["id"].tolist() == ids
     secret_tokens = table.loc[table["part of the secret"], "token"].tolist()
+    assert chips.count('title="part of the secret"') == len(secret_tokens)
     if kind == "llama":  # BOS first, and one token per digit
         assert table["token"].iloc[0] == "<s>" and secret_tokens == list(CANARY["secret"])
     else:  # digits merge with each other and with the space before them
