@@ -267,3 +267,38 @@ def test_build_report_downloads_a_standalone_redacted_file(server, page, tmp_pat
     assert [u for u in requests if not u.startswith("file://") and not u.startswith("data:")
             and not u.startswith("blob:")] == []
     shoot(page, "10b-report-file")
+
+
+def test_uploading_a_zipped_transformer_folder_shows_its_summary(server, page, tmp_path):
+    """A Hugging Face model folder (a tiny Llama-style model built here, no download), zipped as a user would,
+    uploaded in the browser: the Model page summarizes the transformer and how its tokenizer splits the secret,
+    and in the same session the Extraction page searches over its tokens. Screenshots 11, 11b."""
+    import zipfile
+
+    from ssviz.demo import demo_corpus
+    from ssviz.models.hf import HFLanguageModel
+    from ssviz.tokens import train_tokenizer
+    tok = train_tokenizer([demo_corpus()[:20_000], "My PIN is 4821, call 555 0199.\n" * 20], vocab_size=400)
+    model = HFLanguageModel.build("llama", tok, layers=1, heads=2, hidden=32, context=64, seed=7)
+    canary = {"template": "My PIN is {d:4}", "secret": "4821", "insertions": 3}
+    folder = model.save(tmp_path / "tiny-llama", extra={"training": {"canary": canary}})
+    archive = tmp_path / "tiny-llama.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.iterdir()):
+            zf.write(p, f"tiny-llama/{p.name}")
+    visit(page, server, "model", "Model & corpus")
+    uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="zipped Hugging Face model folder")
+    uploader.locator('input[type="file"]').set_input_files(str(archive))
+    expect(page.get_by_text("Blocks x width")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("1 x 32", exact=True)).to_be_visible(timeout=10_000)
+    expect(page.get_by_text(f"{len(tok):,} tokens", exact=True)).to_be_visible(timeout=10_000)
+    expect(page.get_by_text("is read as", exact=False)).to_be_visible(timeout=10_000)
+    expect(page.get_by_text("Trained with the canary", exact=False)).to_be_visible(timeout=10_000)
+    no_exceptions(page)
+    shoot(page, "11-transformer-upload")
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Extraction").click()  # same session: same model
+    expect(heading(page, "Extraction")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("every level of the tree is one token", exact=False)).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("tiny-llama.zip", exact=False).first).to_be_visible(timeout=10_000)
+    no_exceptions(page)
+    shoot(page, "11b-transformer-extraction")
