@@ -181,8 +181,23 @@ def score_tokens(model: LanguageModel, template: Template, tokens: np.ndarray, *
     return out
 
 
+def _token_route(model: LanguageModel):
+    """:mod:`ssviz.token_scoring` for a model that reads tokens of whole texts (a transformer), else None.
+
+    Every public scoring function below routes there, so exposure, the study, the scan and the audit
+    measure transformers with the same calls as character models.
+    """
+    if getattr(model, "token_level", False):
+        from ssviz import token_scoring
+        return token_scoring
+    return None
+
+
 def score_digits(model: LanguageModel, template: Template, digits: np.ndarray, **kw) -> np.ndarray:
     """Log-perplexity (bits) of the full text of each filler given as alphabet offsets ``[N, F]``."""
+    tokens = _token_route(model)
+    if tokens is not None:
+        return tokens.score_digits(model, template, digits, progress=kw.get("progress"), stop=kw.get("stop"))
     return score_tokens(model, template, digits_to_tokens(model, template, np.asarray(digits)), **kw)
 
 
@@ -244,6 +259,15 @@ def score_range(model: LanguageModel, template: Template, lo: int, hi: int, *, c
                 ctx: PrefixContext | None = None, stop: StopFlag | None = None) -> Iterable[tuple[int, np.ndarray]]:
     """Log-perplexities of fillers ``lo..hi-1`` as ``(first_index, bits)`` chunks, cut at multiples of
     ``chunk_size`` (so any range, a shard or the whole space, scores each filler in the same batch)."""
+    tokens = _token_route(model)
+    if tokens is not None:
+        start = lo
+        while start < hi:
+            end = min(hi, (start // chunk_size + 1) * chunk_size)
+            yield start, tokens.score_digits(model, template, template.digits_of_indices(np.arange(start, end)),
+                                             stop=stop)
+            start = end
+        return
     ctx = ctx or prefix_context(model, template)
     lut = position_tokens(model, template)
     with torch.inference_mode():
@@ -260,6 +284,9 @@ def score_space(model: LanguageModel, template: Template, *, limit: int = EXHAUS
                 chunk_size: int = SPACE_CHUNK, progress: Progress | None = None,
                 stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity of every filler, indexed by filler number (refuses spaces beyond ``limit``)."""
+    tokens = _token_route(model)
+    if tokens is not None:
+        return tokens.score_space(model, template, limit=limit, progress=progress, stop=stop)
     check_exhaustive(template, limit)
     total = template.space_size
     ctx = prefix_context(model, template)
@@ -276,6 +303,9 @@ def score_space(model: LanguageModel, template: Template, *, limit: int = EXHAUS
 
 def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
     """Naive reference: each text run in full from the initial state (batched by length)."""
+    tokens = _token_route(model)
+    if tokens is not None:
+        return tokens.score_texts(model, texts)
     out = np.empty(len(texts), dtype=np.float64)
     by_len: dict[int, list[int]] = {}
     for i, t in enumerate(texts):

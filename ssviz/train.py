@@ -382,40 +382,10 @@ BatchCallback = Callable[[int, int, float], None]
 
 
 def canary_exposure(model: LanguageModel, canary: Canary, config: TrainConfig) -> dict:
-    if token_level(model):
-        return token_exposure(model, canary.template, canary.secret, config)
     res = exposure_mod.measure(model, canary.template, canary.secret, method=config.exposure_method,
                                samples=config.exposure_samples, seed=config.seed, limit=config.exposure_limit)
     return {"exposure": res.exposure, "exposure_method": res.method, "rank": res.rank,
             "log_perplexity": res.log_perplexity}
-
-
-def token_exposure(model: LanguageModel, template: Template, secret: str, config: TrainConfig) -> dict:
-    """A transformer's canary exposure, as :func:`ssviz.exposure.measure` defines it, scored with
-    :mod:`ssviz.token_scoring` (the tokenizer's own tokens of every text).
-
-    Temporary: once ``exposure.measure`` routes token-level models to token scoring itself,
-    :func:`canary_exposure` calls it for every model and this function goes.
-    """
-    from ssviz import token_scoring
-    from ssviz.scoring import check_exhaustive
-    template.check_vocab(model.vocab)
-    secret = template.normalize(secret)
-    method = config.exposure_method
-    if method == "auto":
-        method = "exact" if template.space_size <= config.exposure_limit else "skewnorm"
-    if method == "exact":
-        check_exhaustive(template, config.exposure_limit)
-        lps = token_scoring.score_space(model, template, limit=config.exposure_limit)
-        lp = float(lps[template.index_of(secret)])
-        rank = int(np.count_nonzero(lps <= lp))
-        return {"exposure": math.log2(template.space_size) - math.log2(rank), "exposure_method": "exact",
-                "rank": rank, "log_perplexity": lp}
-    digits = template.random_digits(config.exposure_samples, np.random.default_rng(config.seed))
-    lps = token_scoring.score_digits(model, template, np.concatenate([template.fillers_to_digits([secret]), digits]))
-    estimate = exposure_mod.interpolation if method == "sampled" else exposure_mod.extrapolation
-    return {"exposure": float(estimate([lps[0]], lps[1:])[0]), "exposure_method": method, "rank": None,
-            "log_perplexity": float(lps[0])}
 
 
 def new_model(config: TrainConfig, text: str | Split, *templates: Template, like: LanguageModel | None = None

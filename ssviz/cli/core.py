@@ -13,7 +13,7 @@ from ssviz.cli import emit, nonnegative_int, positive_int, progress_printer
 from ssviz.errors import MissingFileError, SettingsError, SsvizError
 from ssviz.executor import EXECUTORS, make_executor
 from ssviz.memory import ensure_memory
-from ssviz.models import load_checkpoint
+from ssviz.models import load_model
 from ssviz.paths import data_path, ensure_writable
 from ssviz.scoring import human_seconds, score_fillers
 from ssviz.templates import parse_template
@@ -58,7 +58,7 @@ def _set_threads(args) -> None:
 
 def run_score(args) -> int:
     _set_threads(args)
-    model = load_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint)
     template = parse_template(args.template)
     template.check_vocab(model.vocab)
     if args.fillers:
@@ -113,7 +113,7 @@ def rate_printer(enabled: bool):
 
 def run_exposure(args) -> int:
     _set_threads(args)
-    model = load_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint)
     template = parse_template(args.template)
     progress = progress_printer("scoring", not args.json)
     if args.method == "search":
