@@ -34,7 +34,8 @@ UPLOADS = "ssviz_uploads"
 RESULTS = "ssviz_results"
 MAX_RESULTS = 16  # an exact exposure result holds |R| floats (8 MB for 10^6)
 MAX_UPLOADS = 2   # uploaded models kept per session, least recently used dropped first
-MAX_UNZIPPED_UPLOAD = 1 << 30  # bytes an uploaded zip may unpack to (the upload itself is at most 200 MB)
+# bytes an uploaded zip may unpack to: weights barely compress, so a 200 MB upload unpacks to about as much
+MAX_UNZIPPED_UPLOAD = 512 << 20
 
 
 def file_hash(path: Path) -> str:
