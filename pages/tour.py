@@ -55,14 +55,6 @@ def start_run(template: Template, secret: str, insertions: int) -> None:
     st.rerun()
 
 
-def run_view(insertions: int, records: list[dict], space: int, running: bool, key: str) -> None:
-    st.markdown(tour.live_caption(insertions, records, space, running))
-    if records:
-        label = "once" if insertions == 1 else f"{insertions} times"
-        chart(training_progress(records, math.log2(space), title=f"Canary inserted {label}"),
-              f"live-memorization-{insertions}x", key=key)
-
-
 def live_section() -> None:
     """Train on part of the demo corpus with the canary inserted many times, then once; exposure per epoch."""
     template = Template(tour.LIVE_TEMPLATE)
@@ -75,7 +67,6 @@ def live_section() -> None:
     collect_finished()
     job: Job | None = st.session_state.get(JOB)
     running = bool(job and job.running)
-    runs = st.session_state.get(RUNS, {})
     cols = st.columns(len(tour.LIVE_INSERTIONS))
     for col, insertions in zip(cols, tour.LIVE_INSERTIONS):
         label = f"Train: inserted {'once' if insertions == 1 else f'{insertions} times'}"
@@ -84,35 +75,43 @@ def live_section() -> None:
             start_run(template, secret, insertions)
     if running:
         live_insertions = job.meta["canary"].insertions
+        job_panel(JOB, live=lambda snap: runs_view({**finished_runs(secret),
+                                                    live_insertions: (snap.records, True, None)}, space),
+                  every=1.0)
+    else:
+        runs_view(finished_runs(secret), space, offer=True)
 
-        def live(snap) -> None:
-            for col, insertions in zip(st.columns(len(tour.LIVE_INSERTIONS)), tour.LIVE_INSERTIONS):
-                with col:
-                    if insertions == live_insertions:
-                        run_view(insertions, snap.records, space, True, f"tour_live_{len(snap.records)}")
-                    else:
-                        shown_run(insertions, runs, space, secret)
 
-        job_panel(JOB, live=live, every=1.0)
-        return
-    for col, insertions in zip(st.columns(len(tour.LIVE_INSERTIONS)), tour.LIVE_INSERTIONS):
+def runs_view(shown: dict, space: int, offer: bool = False) -> None:
+    """Both runs side by side, captions in one row and charts in the next, so that the two charts line up.
+
+    ``shown``: insertions -> (records, running, run), for the run in the progress panel or a finished one
+    (``run``: its record, with its error and saved model, which ``offer`` offers as the current model).
+    """
+    cols = st.columns(len(tour.LIVE_INSERTIONS))
+    for col, insertions in zip(cols, tour.LIVE_INSERTIONS):
+        records, running, run = shown.get(insertions, ([], False, None))
+        col.markdown(tour.live_caption(insertions, records, space, running))
+        if run and run["error"]:
+            col.warning(f"Training ended: {run['error']}")
+    cols = st.columns(len(tour.LIVE_INSERTIONS))
+    for col, insertions in zip(cols, tour.LIVE_INSERTIONS):
+        records, running, run = shown.get(insertions, ([], False, None))
         with col:
-            shown_run(insertions, runs, space, secret)
-            run = runs.get(insertions)
-            if run and run["path"] is not None and run["secret"] == secret:
+            if records:
+                label = "once" if insertions == 1 else f"{insertions} times"
+                chart(training_progress(records, math.log2(space), title=f"Canary inserted {label}"),
+                      f"live-memorization-{insertions}x",
+                      key=f"tour_live_{len(records)}" if running else f"tour_run_{insertions}")
+            if offer and run and run["path"] is not None:
                 st.button("Use this model on the other pages", key=f"tour_use_{insertions}", on_click=use_model,
                           args=(insertions, run["path"]))
 
 
-def shown_run(insertions: int, runs: dict, space: int, secret: str | None) -> None:
-    """A finished run of this session (for the current secret), or what to press."""
-    run = runs.get(insertions)
-    if run is None or run["secret"] != secret:
-        st.markdown(tour.live_caption(insertions, [], space, False))
-        return
-    if run["error"]:
-        st.warning(f"Training ended: {run['error']}")
-    run_view(insertions, run["records"], space, False, f"tour_run_{insertions}")
+def finished_runs(secret: str | None) -> dict:
+    """This session's finished live runs for the current secret: insertions -> (records, False, run)."""
+    return {n: (run["records"], False, run) for n, run in st.session_state.get(RUNS, {}).items()
+            if run["secret"] == secret}
 
 
 def use_model(insertions: int, path) -> None:
@@ -125,9 +124,8 @@ def use_model(insertions: int, path) -> None:
 
 
 def body() -> None:
-    page_header("Workshop tour", "A guided walk through the app for a 60-90 minute workshop: each step explains "
-                "one idea, gives a question to ask the room, and opens the page where it happens with the "
-                "right settings. The glossary is in the sidebar on every page.")
+    page_header("Workshop tour", "One idea per step, a question for the room, and its page opened with the right "
+                "settings.")
     st.session_state.setdefault(tour.STEP, 0)
     tour.navigation()
     tour.step_card(tour.current(), live=live_section)

@@ -269,6 +269,150 @@ def test_build_report_downloads_a_standalone_redacted_file(server, page, tmp_pat
     shoot(page, "10b-report-file")
 
 
+# --- workshop mode: the tour, the glossary and live training, offline, at a projector's 1280x720 ----------
+
+PROJECTOR = {"width": 1280, "height": 720}
+
+
+def offline_context(browser, server: str):
+    """A 1280x720 browser context in which every request that leaves the local server is refused and noted
+    (:func:`outside` lists them)."""
+    context = browser.new_context(viewport=PROJECTOR)
+    left: list[str] = []
+
+    def route(r):
+        url = r.request.url
+        if url.startswith(server) or url.startswith(server.replace("http", "ws")) or \
+                url.startswith(("data:", "blob:")):
+            r.continue_()
+        else:
+            left.append(url)
+            r.abort()
+
+    context.route("**/*", route)
+    return context, left
+
+
+def outside(left: list[str]) -> list[str]:
+    """Requests that tried to leave the machine, except the favicon: Streamlit's frontend fetches a
+    ``:material/...:`` page icon (app.py's) from fonts.gstatic.com; offline it is simply missing."""
+    return [u for u in left if not u.startswith("https://fonts.gstatic.com/s/i/short-term/release/materialsymbols")]
+
+
+def shoot_view(pg, name: str) -> None:
+    """What the room sees: the 1280x720 viewport, not the whole page."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    pg.wait_for_timeout(800)  # let plotly finish drawing
+    pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def presenter_on(pg) -> None:
+    pg.get_by_text("Presenter mode", exact=True).click()
+    expect(pg.locator("html")).to_have_css("font-size", "21px", timeout=30_000)
+
+
+def tour_step(pg, number: int) -> None:
+    expect(pg.get_by_role("heading", name=re.compile(rf"^Step {number} of \d+"))).to_be_visible(timeout=60_000)
+
+
+# step -> (button to press on its page, text of the chart the step is about): that chart is centred in view
+TOUR_PAGE_ACTIONS = {
+    4: ("Measure exposure", "fillers of"), 5: ("Measure exposure", "fillers of"),
+    6: ("Measure exposure", "fillers of"), 7: (None, "best first"), 8: (None, "pruned by the beam"),
+    10: (None, None), 11: (None, None), 12: (None, None),
+}
+
+
+def centre(locator) -> None:
+    locator.evaluate("e => e.scrollIntoView({block: 'center'})")
+
+
+def test_tour_every_step_and_its_page_at_1280x720_offline(server, browser):
+    context, left = offline_context(browser, server)
+    pg = context.new_page()
+    visit(pg, server, "tour", "Workshop tour")
+    presenter_on(pg)
+    steps = int(re.search(r"Step 1 of (\d+)", pg.inner_text("body")).group(1))
+    for number in range(1, steps + 1):
+        tour_step(pg, number)
+        no_exceptions(pg)
+        shoot_view(pg, f"tour-{number:02d}")
+        opener = pg.get_by_role("button", name=re.compile(r"^Open "))
+        if opener.count():
+            opener.click()
+            back = pg.get_by_role("link", name=re.compile(rf"Workshop step {number} of \d+: back to the tour"))
+            expect(back).to_be_visible(timeout=60_000)
+            if number in TOUR_PAGE_ACTIONS:
+                button, text = TOUR_PAGE_ACTIONS[number]
+                if button:
+                    pg.get_by_role("button", name=button).click()
+                charts = pg.locator('[data-testid="stPlotlyChart"]')
+                figure = (charts.filter(has_text=text) if text else charts).first
+                expect(figure).to_be_visible(timeout=240_000)
+                centre(figure)
+            if number == 8:
+                expect(pg.get_by_text("missed the most likely filler", exact=False)).to_be_visible(timeout=120_000)
+            no_exceptions(pg)
+            shoot_view(pg, f"tour-{number:02d}-page")
+            back.scroll_into_view_if_needed()
+            back.click()
+            tour_step(pg, number)
+        if number < steps:
+            pg.get_by_role("button", name="Next").click()
+    assert outside(left) == []  # nothing but the favicon was asked of another machine
+    context.close()
+
+
+def test_workshop_glossary_on_every_page_offline(server, browser):
+    context, left = offline_context(browser, server)
+    pg = context.new_page()
+    for path, title in (("", "ssviz: does your model remember secrets?"), ("exposure", "Exposure"),
+                        ("comparison", "Per-user comparison"), ("tour", "Workshop tour")):
+        visit(pg, server, path, title)
+        pg.get_by_role("button", name="Glossary").click()
+        expect(pg.get_by_text("Shortest-path search", exact=False).first).to_be_visible(timeout=30_000)
+        expect(pg.get_by_text("DP-SGD", exact=False).first).to_be_visible()
+        no_exceptions(pg)
+        shoot_view(pg, f"glossary-{path or 'home'}")
+        pg.keyboard.press("Escape")
+    assert outside(left) == []
+    context.close()
+
+
+def test_workshop_live_training_offline_reaches_the_maximum_exposure(server, browser):
+    """The live demo with its real settings: the canary inserted 8 times ranks first of 10^6; inserted once it
+    does not. The seconds from the click to rank 1 go to tests/screenshots/workshop-live-timing.txt."""
+    context, left = offline_context(browser, server)
+    pg = context.new_page()
+    visit(pg, server, "tour", "Workshop tour")
+    presenter_on(pg)
+    while "Live: watch a model memorize" not in pg.get_by_role("heading", name=re.compile(r"^Step ")).inner_text():
+        pg.get_by_role("button", name="Next").click()
+        pg.wait_for_timeout(500)
+    started = time.monotonic()
+    pg.get_by_role("button", name="Train: inserted 8 times").click()
+    expect(pg.get_by_text("Canary inserted 8 times").first).to_be_visible(timeout=300_000)  # the live chart
+    centre(pg.locator('[data-testid="stPlotlyChart"]').filter(has_text="Canary inserted 8 times").first)
+    shoot_view(pg, "tour-live-1-running")
+    expect(pg.get_by_text("ranked first of 1,000,000", exact=False).first).to_be_visible(timeout=600_000)
+    to_rank_one = time.monotonic() - started
+    expect(pg.get_by_role("button", name="Train: inserted once")).to_be_enabled(timeout=600_000)
+    whole = time.monotonic() - started
+    pg.get_by_role("button", name="Train: inserted once").click()
+    expect(pg.get_by_text("after epoch 8", exact=False).first).to_be_visible(timeout=600_000)
+    expect(pg.get_by_role("button", name="Use this model on the other pages")).to_have_count(2, timeout=60_000)
+    no_exceptions(pg)
+    once = pg.inner_text("body")
+    assert "Inserted once" in once and once.count("ranked first of 1,000,000") == 1  # only the 8x run
+    centre(pg.locator('[data-testid="stPlotlyChart"]').filter(has_text="Canary inserted once").first)
+    shoot_view(pg, "tour-live-2-both-runs")
+    (SCREENSHOTS / "workshop-live-timing.txt").write_text(
+        f"click to rank 1 of 10^6 (8 insertions): {to_rank_one:.1f} s; the whole 8-epoch run: {whole:.1f} s\n")
+    print(f"live demo: click to rank 1 in {to_rank_one:.1f} s, whole run {whole:.1f} s")
+    assert outside(left) == []
+    context.close()
+
+
 def test_uploading_a_zipped_transformer_folder_shows_its_summary(server, page, tmp_path):
     """A Hugging Face model folder (a tiny Llama-style model built here, no download), zipped as a user would,
     uploaded in the browser: the Model page summarizes the transformer and how its tokenizer splits the secret,

@@ -7,7 +7,6 @@ import json
 import math
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -48,8 +47,18 @@ def step_heading(at: AppTest) -> str:
     return next(s.value for s in at.subheader if s.value.startswith("Step "))
 
 
-def sidebar_texts(at: AppTest) -> str:
-    return "\n".join(m.value for m in at.sidebar.markdown) + "\n".join(c.value for c in at.sidebar.caption)
+def popover(at: AppTest, label: str):
+    """The popover ``label`` in the row every page draws above its title (None if absent)."""
+    found = [b for b in at.main.get("popover") if b.proto.popover.label == label]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def reminder(at: AppTest) -> str:
+    """The workshop reminder of this page: its link's label and its question ("" when not shown)."""
+    links = [link.proto.label for link in at.get("page_link") if "back to the tour" in link.proto.label]
+    question = popover(at, "Ask the room")
+    return " ".join(links) + (" " + " ".join(m.value for m in question.markdown) if question else "")
 
 
 # --- the tour ------------------------------------------------------------------------------------------
@@ -65,7 +74,8 @@ def test_next_and_back_walk_through_every_step_and_each_renders():
         assert step_heading(at) == f"Step {i + 1} of {len(steps)}: {step.title}"
         assert any(x.value.startswith("**Ask the room:**") for x in at.info)
         shown = " ".join(m.value for m in at.main.markdown)
-        assert not re.search(r"\{(%s)\b" % "|".join(tour().facts()), shown)  # every {fact} was filled in
+        unfilled = re.compile(r"\{(" + "|".join(tour().facts()) + r")\b")
+        assert not unfilled.search(shown)  # every {fact} was filled in
     assert at.button(key="tour_next").disabled
     for i in reversed(range(len(steps) - 1)):
         at.button(key="tour_back").click().run()
@@ -122,9 +132,9 @@ def test_each_step_opens_its_page_with_its_settings():
         for name, value in step.settings.items():  # the page's widgets show the step's settings
             for key in {"w_" + name.removeprefix("ssviz_"), "w_" + name, name} & set(widgets):
                 assert widgets[key] == value, (index, key)
-        # the sidebar keeps the step's question, with the way back to the tour
-        assert f"step {index + 1} of {len(t.STEPS)}" in sidebar_texts(at), index
-        assert any("tour" in link.proto.page for link in at.get("page_link")), index
+        # the page keeps the step's question, with the way back to the tour
+        assert f"Workshop step {index + 1} of {len(t.STEPS)}" in reminder(at), index
+        assert t.fill(step.question) in reminder(at), index
 
 
 def test_the_beam_step_shows_the_miss_and_the_dp_step_preselects_dp():
@@ -145,12 +155,12 @@ def test_the_beam_step_shows_the_miss_and_the_dp_step_preselects_dp():
 
 def test_the_reminder_appears_on_other_pages_only_once_the_tour_was_opened():
     at = open_page("exposure")
-    assert "Workshop" not in sidebar_texts(at)
+    assert reminder(at) == ""
     at.switch_page("pages/tour.py").run()
-    assert "Workshop ·" not in sidebar_texts(at)  # not on the tour page itself
+    assert reminder(at) == ""  # not on the tour page itself
     at.button(key="tour_next").click().run()
     at.switch_page("pages/exposure.py").run()
-    assert "step 2 of" in sidebar_texts(at)
+    assert "Workshop step 2 of" in reminder(at)
 
 
 # --- the glossary on every page ------------------------------------------------------------------------
@@ -162,9 +172,9 @@ REQUIRED_TERMS = ["Canary", "Filler", "Template", "Log-perplexity", "Rank", "Exp
 @pytest.mark.parametrize("page", PAGE_FILES)
 def test_the_glossary_is_reachable_from_every_page(page):
     at = open_page(page)
-    popovers = [b for b in at.sidebar.children.values() if getattr(b, "type", None) == "popover"]
-    assert len(popovers) == 1 and popovers[0].proto.popover.label == "Glossary"
-    text = "\n".join(m.value for m in popovers[0].markdown)
+    glossary = popover(at, "Glossary")
+    assert glossary is not None
+    text = "\n".join(m.value for m in glossary.markdown)
     for term in REQUIRED_TERMS:
         assert f"**{term}" in text, term
 
@@ -281,7 +291,8 @@ def test_a_secret_that_does_not_fit_is_one_message_and_nothing_trains(tiny_live,
 
 
 def test_a_live_run_shows_the_one_progress_panel_and_stops_on_click(tiny_live, monkeypatch):
-    from ui import jobs, tour as t
+    from ui import jobs
+    from ui import tour as t
     monkeypatch.setattr(jobs, "QUICK_WAIT", 0.0)
     monkeypatch.setattr(t, "LIVE_CONFIG", replace(t.LIVE_CONFIG, epochs=50))
     monkeypatch.setattr(t, "LIVE_CHARS", 200_000)

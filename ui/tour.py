@@ -143,8 +143,9 @@ STEPS: tuple[Step, ...] = (
 )
 
 # The live demo (step "Live: watch a model memorize"), calibrated on a 2-core CPU (README.md, Workshop mode):
-# the canary inserted 8 times climbs 7, 15, 18 bits and ranks first of 10^6 at epoch 4 (1-2 s per epoch on an
-# idle machine); inserted once it stays at chance (0.4-2.4 bits over 8 epochs).
+# with the default secret, the canary inserted 8 times climbs 8.7, 12.2, 17.9, 18.9 bits and ranks first of
+# 10^6 at epoch 5, 7.4 s from a fresh process on an idle machine (about 0.8 s per epoch). Inserted once it
+# stays far below the maximum: 11.0 bits (rank 503) after 8 epochs for that secret, 1.9 bits for another.
 LIVE_TEMPLATE = DEMO_CANARY["template"]
 LIVE_CHARS = 100_000
 LIVE_INSERTIONS = (8, 1)
@@ -193,7 +194,6 @@ def step_card(index: int, live=None) -> None:
     (``live()`` draws the live demo when the step happens on the tour page itself)."""
     step = STEPS[index]
     st.subheader(f"Step {index + 1} of {len(STEPS)}: {step.title}")
-    st.caption(f"About {step.minutes} minutes · happens on the **{step.page_label}** page")
     st.markdown(fill(step.text))
     st.info(f"**Ask the room:** {fill(step.question)}", icon=":material/forum:")
     if step.action:
@@ -214,7 +214,9 @@ def navigation() -> None:
                 disabled=index == 0, width="stretch")
     c[1].button("Next", icon=":material/arrow_forward:", key="tour_next", on_click=move, args=(1,),
                 disabled=index == len(STEPS) - 1, width="stretch", type="primary")
-    c[2].caption(f"Step {index + 1} of {len(STEPS)} · the whole tour takes about {minutes_total()} minutes")
+    step = STEPS[index]
+    c[2].caption(f"Step {index + 1} of {len(STEPS)}: about {step.minutes} minutes, on the **{step.page_label}** "
+                 f"page · the whole tour about {minutes_total()} minutes")
 
 
 def agenda() -> None:
@@ -230,15 +232,16 @@ def _jump(index: int) -> None:
 
 
 def reminder() -> None:
-    """On the other pages, once the tour was opened: the current step's question and the way back."""
+    """On the other pages, once the tour was opened: the way back to the current step, and its question."""
     if STEP not in st.session_state:
         return
     index = current()
     step = STEPS[index]
-    with st.container(border=True):
-        st.markdown(f"**Workshop · step {index + 1} of {len(STEPS)}**  \n{step.title}")
-        st.caption(f"Ask the room: {fill(step.question)}")
-        st.page_link(TOUR_PAGE, label="Back to the tour", icon=":material/school:")
+    c = st.columns([3, 1.4], vertical_alignment="center")
+    c[0].page_link(TOUR_PAGE, label=f"Workshop step {index + 1} of {len(STEPS)}: back to the tour",
+                   icon=":material/school:", help=step.title)
+    with c[1].popover("Ask the room", icon=":material/forum:", width="stretch"):
+        st.markdown(f"**Step {index + 1}: {step.title}**\n\n{fill(step.question)}")
 
 
 def live_caption(insertions: int, records: list[dict], space: int, running: bool) -> str:

@@ -13,10 +13,9 @@ import streamlit as st
 from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from ssviz.paths import SOURCE_ROOT
 from ssviz.errors import SsvizError, clip
+from ssviz.paths import SOURCE_ROOT
 from ui import cache, jobs, state
-
 
 NAVIGATED = "ssviz_navigated"
 
@@ -79,6 +78,7 @@ def message(error) -> str:
 # root size scales the whole page; grey captions and thin borders become black and thick.
 PRESENTER_CSS = """<style>
 html { font-size: 21px; }
+[data-testid="stMainBlockContainer"] { padding: 4rem 1.5rem 2rem 1.5rem; max-width: none; }
 [data-testid="stAppViewContainer"], [data-testid="stSidebar"], [data-testid="stHeader"] { color: #000; }
 [data-testid="stAppViewContainer"] { background: #fff; }
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p, [data-testid="stWidgetLabel"] p,
@@ -94,36 +94,53 @@ PRESENTER_FONT = 20  # plotly font size in presenter mode (the default figures u
 
 
 def presentable(fig):
-    """``fig`` as the page shows it: unchanged, or in presenter mode a copy with large black type, black axes
-    and thicker lines (what the figure shows is untouched)."""
+    """``fig`` as the page shows it: unchanged, or in presenter mode a copy with large black type, black axes,
+    thicker data lines (thin guide lines such as a search tree's edges stay thin) and a horizontal legend
+    moved under the plot (what the figure shows is untouched)."""
     if not state.presenter():
         return fig
     fig = go.Figure(fig)
-    fig.update_layout(font=dict(size=PRESENTER_FONT, color="#000000"), title_font_size=PRESENTER_FONT + 4,
-                      legend_font_size=PRESENTER_FONT - 2, hoverlabel_font_size=PRESENTER_FONT - 2)
-    axes = dict(tickfont_size=PRESENTER_FONT - 2, title_font_size=PRESENTER_FONT, linecolor="#000000",
-                linewidth=2, gridcolor="#c8c8c8", tickcolor="#000000")
+    black = "#000000"
+    fig.update_layout(font=dict(size=PRESENTER_FONT, color=black), title_font=dict(size=PRESENTER_FONT + 4,
+                      color=black), legend_font=dict(size=PRESENTER_FONT - 2, color=black),
+                      hoverlabel_font_size=PRESENTER_FONT - 2)
+    axes = dict(tickfont=dict(size=PRESENTER_FONT - 2, color=black), title_font=dict(size=PRESENTER_FONT,
+                color=black), linecolor=black, linewidth=2, gridcolor="#c8c8c8", tickcolor=black)
     fig.update_xaxes(**axes)
     fig.update_yaxes(**axes)
-    fig.for_each_trace(lambda t: t.update(line_width=max(4, t.line.width or 0))
-                       if t.type == "scatter" and "lines" in (t.mode or "lines") else None)
+    fig.update_annotations(font_color=black)
+
+    def thicker(trace) -> None:
+        if trace.type == "scatter" and "lines" in (trace.mode or "lines"):
+            width = trace.line.width
+            if width is None or width >= 2:
+                trace.update(line_width=3 if width is None else max(4, width))
+
+    fig.for_each_trace(thicker)
+    legend = fig.layout.legend
+    if legend.orientation == "h":  # under the x axis's larger title, not over the title or the axis
+        extra = 70
+        fig.update_layout(legend=dict(yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+                          margin_b=(fig.layout.margin.b or 40) + extra, height=(fig.layout.height or 450) + extra)
+    fig.update_layout(margin_t=(fig.layout.margin.t if fig.layout.margin.t is not None else 40) + 20)
     return fig
 
 
 def chrome(tour_reminder: bool = True) -> None:
-    """What every page shares around its body, drawn once per run by :func:`run_page`: in the sidebar the
-    presenter switch, the glossary and (once the tour was opened) the workshop's current step; the
-    presenter style."""
+    """What every page shares, drawn once per run by :func:`run_page` as one row above the page's title (the
+    sidebar's navigation fills a 720-pixel screen): the workshop's current step once the tour was opened
+    (``tour_reminder``), the glossary and the presenter switch; and the presenter style."""
     from ui import glossary, tour
     switch = state.setting("w_presenter", False)
     # the switch's widget id includes the page's, so every page draws a new widget: seed it each run
     st.session_state["w_presenter"] = state.presenter()
-    with st.sidebar:
-        st.toggle("Presenter mode", help="Large type and high contrast for a projector (charts too)", **switch)
-        with st.popover("Glossary", icon=":material/menu_book:", width="stretch"):
-            glossary.glossary()
+    c = st.columns([4.5, 1.6, 2.2], vertical_alignment="center")
+    with c[0]:
         if tour_reminder:
             tour.reminder()
+    with c[1].popover("Glossary", icon=":material/menu_book:", width="stretch"):
+        glossary.glossary()
+    c[2].toggle("Presenter mode", help="Large type and high contrast for a projector (charts too)", **switch)
     # always one style element, empty when off: it replaces the previous run's (Streamlit keeps style-only
     # HTML in its event container, which a run that draws none would not clear)
     st.html(PRESENTER_CSS if state.presenter() else "<style></style>")
@@ -180,7 +197,8 @@ def download_figure(fig, name: str, key: str | None = None) -> None:
 def chart(fig, name: str, key: str | None = None) -> None:
     """A plotly figure with its HTML download under it (in presenter mode: large type, high contrast)."""
     fig = presentable(fig)
-    st.plotly_chart(fig, width="stretch", key=key and f"chart_{key}")
+    st.plotly_chart(fig, width="stretch", key=key and f"chart_{key}",
+                    config={"displayModeBar": False} if state.presenter() else None)
     download_figure(fig, name, key=key and f"html_{key}")
 
 
