@@ -157,6 +157,23 @@ def test_the_character_model_summary_is_unchanged_after_a_transformer():
     assert not any("tokens" in m.value for m in at.markdown if "is read as" in m.value)
 
 
+def test_a_character_model_gets_the_same_strip_per_character():
+    from ssviz.demo import load_demo_model
+    from ssviz.report import char_costs
+    at = open_page("exposure")
+    at.selectbox(key="w_exp_method").select("sampled").run()
+    at.select_slider(key="w_exp_samples").set_value(100).run()
+    at.button(key="exp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    template = Template(DEMO_CANARY["template"])
+    text = template.format(DEMO_CANARY["secret"])
+    bits = char_costs(load_demo_model(), text)  # every character after the first
+    red = trace_named(at, "the secret's characters")
+    slots = [len(template.prefix) + p for p in template.slot_positions]
+    assert _values(red["x"]) == slots and _values(red["y"]) == pytest.approx([bits[i - 1][1] for i in slots])
+    assert _values(trace_named(at, "a random guess")["y"]) == pytest.approx([math.log2(10)] * len(slots))
+
+
 # --- every page on the uploaded transformer ----------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
@@ -206,6 +223,36 @@ def test_every_page_renders_on_an_uploaded_transformer(kind, tiny_zips, tiny_mod
         assert sorted(first) == list("0123456789")
     else:  # a token may span the space before the slot and several digits
         assert all(n.startswith(" ") for n in first) and any(len(n) > 2 for n in first)
+
+    # Report: built from what this session measured, on the transformer
+    at.switch_page("pages/report.py").run()
+    at.button(key="rep_build").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(s.value.startswith("Report ready") for s in at.success)
+
+
+def _plotly_texts(html: str) -> list[str]:
+    """Every figure's text labels in a report, each figure's joined in order."""
+    import re
+    out = []
+    for m in re.finditer(r'"text":(\[[^\]]*\])', html):
+        try:
+            out.append("".join(t for t in json.loads(m.group(1)) if isinstance(t, str)))
+        except ValueError:
+            pass
+    return out
+
+
+@pytest.mark.xfail(strict=True, reason="ssviz/report/html.py masks a secret's characters by their position in the "
+                                      "text, but a transformer's cost strip lists tokens: its digits stay readable")
+def test_a_redacted_report_of_a_transformer_does_not_spell_the_secret(tiny_zips):
+    at = uploaded("llama", tiny_zips)
+    at.switch_page("pages/report.py").run()
+    at.button(key="rep_build").click().run()
+    assert any(s.value.endswith("secrets are redacted.") for s in at.success)
+    html = at.session_state["ssviz_report_html"]["html"]
+    shown = [t for t in _plotly_texts(html) if t.startswith("My PIN is")]  # the cost strip's labels
+    assert shown and not any(c.isdigit() for t in shown for c in t)  # a 4-digit secret is masked whole
 
 
 def test_the_search_trees_mark_the_secrets_token_path(tiny_zips, tiny_models):
