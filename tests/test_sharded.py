@@ -25,7 +25,7 @@ from ssviz.models import save_checkpoint
 from ssviz.scoring import _score_sorted_chunk, prefix_context, range_rows, score_range, score_space, score_texts
 from ssviz.templates import Template
 
-TEMPLATES = ["My PIN is {d:3}", "My SSN is {d:2}-{d:2}.", "a {[xyz]:2} b {d:2}", "PIN {[01]:3}{d:1} ok"]
+TEMPLATES = ["My PIN is {d:3}", "My SSN is {d:2}-{d:1}.", "a {[xyz]:2} b {d:2}", "PIN {[01]:3}{d:1} ok"]
 
 
 def naive_new(tokens: np.ndarray) -> np.ndarray:
