@@ -224,6 +224,16 @@ def test_merging_token_trace_places_found_fillers_and_one_path_to_the_secret():
     assert {k for k, n in nodes.items() if n["on_path"]} == {"", " 1"}
 
 
+def test_tree_labels_escape_what_plotly_reads_as_html():
+    trace = {**SPLIT, "template": "PIN {[<s>]:2}", "steps": [
+        {"step": 0, "expanded": [{"node": "", "cost": 2.0}], "children": [_kid("<", "|", 1.0), _kid("<|s", "|", 2.0)],
+         "frontier_size": 2, "found": []}]}
+    fig = tree_figure(trace, 0)
+    waiting = trace_by_name(fig, "waiting in the frontier")
+    assert sorted(waiting.text) == ["&lt; 1.0", "s 2.0"]
+    assert sorted(c[0] for c in waiting.customdata) == ["&lt;", "&lt; · s"]
+
+
 def test_a_found_filler_no_recorded_path_spells_marks_nothing():
     trace = {**MERGE, "steps": [dict(MERGE["steps"][0], found=[{"filler": "99", "log_perplexity": 1.0}])]}
     nodes = tree_nodes(trace, 0, "99")
@@ -265,7 +275,9 @@ def test_cost_strip_one_bar_per_token_secret_in_red_with_chance_marks():
     assert list(other.x) == [1, 2] and list(other.customdata) == ["PIN", "␣"]
     chance = trace_by_name(fig, "a random guess")
     assert list(chance.x) == [3, 4] and list(chance.y) == pytest.approx([math.log2(10)] * 2)
-    assert list(fig.layout.xaxis.ticktext) == ["<s><br>(context)", "PIN", "␣", "1", "2"]
+    # "<s>" escaped: plotly reads <s> in a label as strike-through
+    assert list(fig.layout.xaxis.ticktext) == ["&lt;s&gt;<br>(context)", "PIN", "␣", "1", "2"]
+    assert list(cost_strip([("<s>", None), ("<", 1.0)]).data[0].customdata) == ["&lt;"]
     chars = cost_strip([("P", None), ("I", 2.0)], {}, unit="character")
     assert [t.name for t in chars.data] == ["other characters"]
     assert fig.layout.yaxis.title.text == "bits (cost of the token)"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from ssviz.plots.tokens import visible
+from ssviz.plots.tokens import plotly_text, visible
 
 STATUS_STYLE = {  # status: (legend name, colour, symbol, size)
     "expanded": ("expanded earlier", "#5d6d7e", "circle", 9),
@@ -192,7 +192,7 @@ def tree_figure(trace: dict, step: int, secret: str | None = None, title: str | 
             mode="markers+text" if labelled else "markers",
             text=[_label(n, tokens) for n in group] if labelled else None, textposition="top center",
             textfont=dict(size=12),
-            customdata=[[shown_node(n["node"], trace) or "(root)",
+            customdata=[[plotly_text(shown_node(n["node"], trace)) or "(root)",
                           n["cost"] if n["cost"] is not None else float("nan")] for n in group],
             hovertemplate="%{customdata[0]}<br>cost %{customdata[1]:.2f} bits<extra>" + name + "</extra>",
             marker=dict(color=color, symbol=symbol, size=size,
@@ -214,7 +214,7 @@ def tree_figure(trace: dict, step: int, secret: str | None = None, title: str | 
 
 def _label(n: dict, tokens: bool = False) -> str:
     """The node's last character, or its last token's text with spaces drawn, and its cost."""
-    text = (visible(n["text"]) if tokens else n["text"]) if n["node"] else "root"
+    text = plotly_text(visible(n["text"]) if tokens else n["text"]) if n["node"] else "root"
     return f"{text} {n['cost']:.1f}" if n["cost"] is not None else text
 
 

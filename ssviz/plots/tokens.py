@@ -24,6 +24,12 @@ def visible(text: str | None) -> str:
     return text.translate(_SHOWN) if text else "∅"
 
 
+def plotly_text(text: str) -> str:
+    """``text`` for a figure's labels and hovers, which read a few HTML tags: ``<s>`` (Llama's BOS) would strike
+    the label through instead of showing."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def unit_spans(units: Sequence[str], text: str) -> list[tuple[int, int]]:
     """The character span ``[start, end)`` of each unit (token text or character) in ``text``, left to right.
 
@@ -74,15 +80,16 @@ def cost_strip(units: Sequence[tuple[str, float | None]], secret: dict[int, floa
             continue
         fig.add_trace(go.Bar(x=idx, y=[units[i][1] for i in idx], name=name, marker_color=color,
                              text=[f"{units[i][1]:.1f}" for i in idx], textposition="outside",
-                             customdata=[visible(units[i][0]) for i in idx],
+                             customdata=[plotly_text(visible(units[i][0])) for i in idx],
                              hovertemplate="%{customdata}: %{y:.2f} bits<extra>" + name + "</extra>"))
     marks = sorted(secret)
     if marks:
         fig.add_trace(go.Scatter(x=marks, y=[secret[i] for i in marks], mode="markers", name="a random guess",
-                                 marker=dict(symbol="line-ew-open", size=34, line=dict(width=3, color=CHANCE_COLOR)),
+                                 marker=dict(symbol="line-ew", size=34, color=CHANCE_COLOR,
+                                             line=dict(width=3, color=CHANCE_COLOR)),
                                  hovertemplate="a random guess: %{y:.2f} bits<extra></extra>"))
     context = [i for i in xs if units[i][1] is None]
-    ticks = [visible(t) + ("<br>(context)" if i in context else "") for i, (t, _) in enumerate(units)]
+    ticks = [plotly_text(visible(t)) + ("<br>(context)" if i in context else "") for i, (t, _) in enumerate(units)]
     top = max([b for _, b in units if b is not None] + list(secret.values()) + [1.0])
     fig.update_xaxes(tickvals=xs, ticktext=ticks, range=[-0.6, len(units) - 0.4], tickfont=dict(family="monospace"))
     fig.update_layout(title=title, yaxis_title=f"bits (cost of the {unit})", yaxis_range=[0, top * 1.2],
