@@ -446,3 +446,10 @@ def test_uploading_a_zipped_transformer_folder_shows_its_summary(server, page, t
     expect(page.get_by_text("tiny-llama.zip", exact=False).first).to_be_visible(timeout=10_000)
     no_exceptions(page)
     shoot(page, "11b-transformer-extraction")
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Exposure").click()
+    expect(heading(page, "Exposure")).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Measure exposure").click()
+    expect(heading(page, "Token by token")).to_be_visible(timeout=120_000)  # the per-token cost strip
+    expect(page.get_by_text("Cost of each token", exact=False).first).to_be_visible(timeout=30_000)
+    no_exceptions(page)
+    shoot(page, "11c-transformer-exposure")
