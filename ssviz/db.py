@@ -68,7 +68,8 @@ class Schema:
     what: str              # how messages call the file, e.g. "results store"
 
 
-KNOWN = {"ssviz-study": "a study results store", "ssviz-sweeps": "a sweeps database"}
+KNOWN = {"ssviz-study": "a study results store", "ssviz-sweeps": "a sweeps database",
+         "ssviz-shards": "an exact-enumeration shards file"}
 
 
 # --- opening ---------------------------------------------------------------------------------
