@@ -78,12 +78,9 @@ def secret_costs(current: state.CurrentModel, template: Template, secret: str) -
     """The cost strip: what the model pays for each token (or character) of the secret's text, so a presenter
     can point at where it starts to 'know' the secret."""
     from ssviz.report import char_costs
-    from ssviz.token_scoring import token_costs
     text = template.format(secret)
-    if getattr(current.model, "token_level", False):
-        units, unit = [(t, b) for _, t, b in token_costs(current.model, text)], "token"
-    else:
-        units, unit = [(text[0], None), *char_costs(current.model, text)], "character"
+    units = char_costs(current.model, text)  # every character, or every token of a transformer
+    unit = "token" if getattr(current.model, "token_level", False) else "character"
     marks = secret_units([u for u, _ in units], text, template)
     paid = sum(units[i][1] for i in marks if units[i][1] is not None)
     st.subheader(f"{unit.capitalize()} by {unit}")

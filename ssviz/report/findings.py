@@ -41,7 +41,8 @@ class Finding:
     template: str
     exposure: ExposureResult
     extraction: ExtractionResult | None = None
-    char_bits: list[tuple[str, float]] = field(default_factory=list)  # text after the first character
+    char_bits: list[tuple[str, float | None]] = field(default_factory=list)  # every unit; the first is context
+    unit: str = "character"          # what char_bits lists: "character", or "token" for a transformer
 
     @property
     def extracted(self) -> bool:
@@ -76,17 +77,17 @@ def model_summary(model: LanguageModel, path=None, name: str | None = None) -> M
                         training=extra.get("training"))
 
 
-def char_costs(model: LanguageModel, text: str) -> list[tuple[str, float]]:
-    """``(character, bits)`` for every character after the first (a transformer: ``(token, bits)`` for every
-    token after the first): where along the text the model 'knows' it."""
+def char_costs(model: LanguageModel, text: str) -> list[tuple[str, float | None]]:
+    """``(unit, bits)`` for every character of ``text`` (a transformer: every token), the first with bits
+    None (it is context): where along the text the model 'knows' it."""
     if getattr(model, "token_level", False):
         from ssviz.token_scoring import token_costs
-        return [(t, b) for _, t, b in token_costs(model, text) if b is not None]
+        return [(t, b) for _, t, b in token_costs(model, text)]
     ids = torch.tensor([model.vocab.encode(text)])
     with torch.inference_mode():
         lp, _ = model.run(ids[:, :-1], model.initial_state(1))
         bits = (-lp[0].gather(1, ids[0, 1:, None])[:, 0].double() / LN2).tolist()
-    return list(zip(text[1:], bits))
+    return list(zip(text, [None, *bits]))
 
 
 def measure(model: LanguageModel, template: Template, secrets: list[str], *, method: str = "auto",
@@ -110,5 +111,6 @@ def measure(model: LanguageModel, template: Template, secrets: list[str], *, met
     for secret in secrets:
         res = exposures.get(secret) or exposure.measure(model, template, secret, method, samples=samples, seed=seed,
                                                          progress=progress, stop=stop)
-        findings.append(Finding(secret, template.text, res, extraction, char_costs(model, template.format(secret))))
+        findings.append(Finding(secret, template.text, res, extraction, char_costs(model, template.format(secret)),
+                                "token" if getattr(model, "token_level", False) else "character"))
     return findings

@@ -191,28 +191,26 @@ def _exposure(r: Report) -> str:
     return '<section id="exposure"><h2>Exposure</h2>' + "".join(parts) + "</section>"
 
 
-def cost_strip(chars: list[tuple[str, float]], secret_positions: set[int], title: str) -> go.Figure:
-    """Bits per character of the secret's text: the presenter points at where the model 'knows' it."""
-    labels = [f"{i}:{c}" for i, (c, _) in enumerate(chars)]
-    colors = ["#c0392b" if i in secret_positions else "#8fa8c8" for i in range(len(chars))]
-    fig = go.Figure(go.Bar(x=labels, y=[b for _, b in chars], marker_color=colors,
-                           text=[c for c, _ in chars], textposition="outside",
-                           hovertemplate="%{text}: %{y:.2f} bits<extra></extra>"))
-    fig.update_layout(title=title, xaxis=dict(type="category", showticklabels=False),
-                      yaxis_title="bits (cost of this character)", height=340, margin=dict(t=50, b=30),
-                      showlegend=False, font=dict(size=14))
-    return fig
+def masked_units(f: Finding, reveal: bool) -> tuple[list[tuple[str, float | None]], dict[int, float]]:
+    """The cost strip's units with every unit that spells a secret character masked, except units that
+    spell only the secret's last 4 characters (the redaction rule), and which units hold the secret.
 
-
-def _masked_chars(f: Finding, reveal: bool) -> tuple[list[tuple[str, float]], set[int]]:
-    """The per-character costs with the secret's characters masked except its last 4."""
+    Units are characters or tokens: a token can spell several slot characters (GPT-2 merges digit
+    runs), so masking goes by the characters each unit spells, never by a unit's position.
+    """
+    from ssviz.plots.tokens import secret_units, unit_spans
     from ssviz.templates import Template
     t = Template(f.template)
-    slot = {p + len(t.prefix) - 1 for p in t.slot_positions}  # char_bits starts after the first character
-    ordered = sorted(slot)
-    keep = set(ordered[-4:]) if (not reveal and len(ordered) > 4) else (set(ordered) if reveal else set())
-    chars = [(c if (i not in slot or i in keep) else "•", b) for i, (c, b) in enumerate(f.char_bits)]
-    return chars, slot
+    text = t.format(f.secret)
+    units = [u for u, _ in f.char_bits]
+    marks = secret_units(units, text, t)
+    slot = sorted(len(t.prefix) + p for p in t.slot_positions)
+    shown = set(slot) if reveal else set(slot[-4:]) if len(slot) > 4 else set()
+    hidden = set(slot) - shown
+    out = []
+    for (u, b), (a, z) in zip(f.char_bits, unit_spans(units, text)):
+        out.append(("•" * max(len(u), 1) if hidden.intersection(range(a, z)) else u, b))
+    return out, marks
 
 
 def _extraction(r: Report) -> str:
@@ -229,8 +227,10 @@ def _extraction(r: Report) -> str:
              f"first: {x.nodes_expanded:,} nodes expanded, {x.model_steps:,} model steps, {x.seconds:.2f} s "
              f"({_e(status)}).</p>", _table(["rank", "filler", "log-perplexity (bits)"], top)]
     if f.char_bits:
-        chars, slot = _masked_chars(f, r.reveal)
-        parts.append(_figure(cost_strip(chars, slot, "Cost of each character of the secret's text"), "cost-strip"))
+        from ssviz.plots.tokens import cost_strip
+        units, marks = masked_units(f, r.reveal)
+        parts.append(_figure(cost_strip(units, marks, unit=f.unit, title=f"Cost of each {f.unit} of the secret's text"),
+                             "cost-strip"))
     return '<section id="extraction"><h2>Extraction</h2>' + "".join(parts) + "</section>"
 
 
