@@ -1,7 +1,8 @@
 """The workshop glossary: every term the pages and the tour use, defined once and shown from every page.
 
-Definitions are data (term -> markdown); :func:`glossary` draws them wherever it is called (the sidebar's
-popover, the tour page). The formulas are the library's (``ssviz.exposure``, ``ssviz.scoring``).
+Definitions are data (term -> markdown); :func:`glossary` draws them in the popover that
+:func:`ui.widgets.chrome` puts above every page's title. The formulas are the library's
+(``ssviz.exposure``, ``ssviz.scoring``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,6 @@ GLOSSARY: dict[str, str] = {
 
 
 def glossary() -> None:
-    """The glossary in the current container (the sidebar's popover, the tour page)."""
+    """The glossary in the current container."""
     for term, definition in GLOSSARY.items():
         st.markdown(f"**{term}**: {definition}")
