@@ -31,7 +31,7 @@ def pages() -> dict[str, list]:
     }
 
 
-st.set_page_config(page_title="ssviz: The Secret Sharer", page_icon=":material/key:", layout="wide")
+st.set_page_config(page_title="ssviz: The Secret Sharer", page_icon="🔑", layout="wide")
 page = st.navigation(pages())
 mark_navigation()
 page.run()

@@ -55,7 +55,7 @@ def choose_audit() -> Path | None:
             st.info("Type the folder of a finished audit.")
             return None
         try:
-            return demo.audit_folder(typed, cache.RESULTS_DIRS)
+            return demo.audit_folder(typed, cache.results_dirs())
         except SsvizError as e:
             st.error(message(e))
             return None

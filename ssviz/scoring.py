@@ -12,20 +12,27 @@ once. Memory is bounded by the chunk size, not by the number of fillers.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from ssviz.errors import SpaceTooLargeError, StoppedError, clip, stop_requested
+from ssviz.enumeration import (  # noqa: F401 (re-exported: callers import them from scoring)
+    DEFAULT_CHUNK,
+    EXHAUSTIVE_LIMIT,
+    LN2,
+    Progress,
+    StopFlag,
+    _check_stop,
+    check_exhaustive,
+    human_seconds,
+    iter_space_chunks,
+)
 from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel, State, check_finite, state_nbytes
 from ssviz.templates import Template
 
-LN2 = math.log(2.0)
-DEFAULT_CHUNK = 1 << 15
 # fillers per chunk when a whole space (or a shard of it) is enumerated: bigger chunks share more of
 # the trie's upper levels; every enumeration cuts the space at multiples of it, so a filler is always
 # scored in the same batch (sharded and plain enumeration agree value for value)
@@ -33,15 +40,9 @@ SPACE_CHUNK = 1 << 16
 # rows per model step: a 2x200 LSTM runs ~1.3x faster per row at 1,024 rows than at 4,096 (its gate
 # tensors stay in cache), and below ~256 per-call overhead dominates
 STEP_ROWS = 1024
-EXHAUSTIVE_LIMIT = 10 ** 7
-
-Progress = Callable[[int, int], None]
-StopFlag = Callable[[], bool]
 
 
-def _check_stop(stop) -> None:
-    if stop_requested(stop):
-        raise StoppedError("stopped by the user")
+
 
 
 @dataclass
@@ -204,29 +205,6 @@ def score_digits(model: LanguageModel, template: Template, digits: np.ndarray, *
 def score_fillers(model: LanguageModel, template: Template, fillers: Sequence[str], **kw) -> np.ndarray:
     """Log-perplexity (bits) of the full text of each filler (bare or formatted)."""
     return score_digits(model, template, template.fillers_to_digits(list(fillers)), **kw)
-
-
-def iter_space_chunks(template: Template, chunk_size: int = DEFAULT_CHUNK) -> Iterable[tuple[int, np.ndarray]]:
-    """The whole space in lexicographic order, as ``(first_index, digits)`` chunks."""
-    for lo in range(0, template.space_size, chunk_size):
-        hi = min(lo + chunk_size, template.space_size)
-        yield lo, template.digits_of_indices(np.arange(lo, hi, dtype=np.int64))
-
-
-def check_exhaustive(template: Template, limit: int = EXHAUSTIVE_LIMIT, rate: float = 1e6,
-                     hint: str = "use sampling / skew-normal or search instead") -> None:
-    if template.space_size > limit:
-        seconds = template.space_size / rate
-        raise SpaceTooLargeError(
-            f"the space of {clip(template.text, 80)!r} has {template.space_size:.3g} fillers, more than the "
-            f"limit of {limit:.3g} for exhaustive enumeration (about {human_seconds(seconds)} on this CPU); {hint}")
-
-
-def human_seconds(s: float) -> str:
-    for unit, size in (("years", 3.15e7), ("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if s >= size:
-            return f"{s / size:.3g} {unit}"
-    return f"{s:.2g} seconds"
 
 
 def range_rows(model: LanguageModel, template: Template, lo: int, hi: int,

@@ -23,7 +23,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from itertools import product
-from pathlib import Path
 
 import pandas as pd
 

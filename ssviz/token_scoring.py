@@ -32,7 +32,7 @@ import torch
 from ssviz.errors import StoppedError, TemplateError, stop_requested
 from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel, State, check_finite
-from ssviz.scoring import DEFAULT_CHUNK, EXHAUSTIVE_LIMIT, LN2, Progress, StopFlag, check_exhaustive, iter_space_chunks
+from ssviz.enumeration import DEFAULT_CHUNK, EXHAUSTIVE_LIMIT, LN2, Progress, StopFlag, check_exhaustive, iter_space_chunks
 from ssviz.templates import Template
 from ssviz.tokens import TokenTemplate, encode, encode_batch
 

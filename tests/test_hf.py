@@ -548,13 +548,15 @@ def test_built_model_saves_a_directory_transformers_and_ssviz_load(tmp_path):
         HFLanguageModel.build("rwkv", tok)
 
 
-def test_char_code_paths_refuse_a_transformer_instead_of_scoring_wrong_tokens(llama):
+def test_character_scoring_never_scores_a_transformers_wrong_tokens(llama):
+    """The public scoring calls route a transformer to token scoring; its vocabulary refuses per-character encoding."""
     from ssviz import scoring
     from ssviz.errors import VocabularyError
+    t = Template("PIN {d:2}")
+    assert np.allclose(scoring.score_space(llama, t), token_scoring.score_space(llama, t))
+    assert scoring.log_perplexity(llama, "PIN 42") == pytest.approx(token_scoring.log_perplexity(llama, "PIN 42"))
     with pytest.raises(VocabularyError, match="tokens, not characters"):
-        scoring.score_space(llama, Template("PIN {d:2}"))
-    with pytest.raises(VocabularyError):
-        scoring.log_perplexity(llama, "PIN 42")
+        llama.vocab.encode("PIN 42")
 
 
 def test_backend_tokenization_is_checked_against_the_wrapper(gpt2):

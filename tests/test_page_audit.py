@@ -130,7 +130,7 @@ def roots(monkeypatch, tmp_path):
     from ui import cache
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
-    monkeypatch.setattr(cache, "RESULTS_DIRS", (data, demo.BUNDLED_DIR.parent))
+    monkeypatch.setattr(cache, "results_dirs", lambda: (data, demo.BUNDLED_DIR.parent))
     return data
 
 

@@ -129,7 +129,10 @@ def demo_corpus_text() -> str:
     return read_corpus(DEMO_CORPUS)
 
 
-RESULTS_DIRS = (data_dir(), models_dir())  # the only server folders the app reads results files from
+def results_dirs() -> tuple:
+    """The only server folders the app reads typed results paths from (read when asked: the data folder
+    follows SSVIZ_DATA_DIR and the working directory)."""
+    return data_dir(), models_dir()
 MAX_STORES = 16
 
 
@@ -144,7 +147,7 @@ def results_file(typed: str) -> Path:
 
     Resolving first means ``..`` and symlinks cannot lead outside those folders.
     """
-    path = confined(typed, RESULTS_DIRS, "results files", "upload the file instead")
+    path = confined(typed, results_dirs(), "results files", "upload the file instead")
     if path.suffix != ".duckdb":
         raise SsvizError(f"{typed}: choose a .duckdb results file")
     return path

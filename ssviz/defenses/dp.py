@@ -46,7 +46,6 @@ from ssviz.corpus import make_optimizer, token_level, training_forward, windows
 from ssviz.errors import SsvizError
 from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel
-from ssviz.models.rnn import CharRNN
 
 # Opacus hooks the embedding, whose integer inputs never need gradients: harmless, silence it.
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
