@@ -157,7 +157,8 @@ def test_extraction_page_draws_the_tree(server, page):
     no_exceptions(page)
     shoot(page, "5-extraction")
     page.get_by_role("button", name="Play").click()  # replays on a timer, one step per tick
-    expect(page.get_by_text("Step 3 of", exact=False)).to_be_visible(timeout=30_000)
+    # any step past 2: on a busy machine a tick can land between two polls of this check
+    expect(page.get_by_text(re.compile(r"Step ([3-9]|\d{2,}) of")).first).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Pause").click()
     no_exceptions(page)
     page.get_by_role("button", name="Show a case where beam search misses").click()
