@@ -28,6 +28,7 @@ from ssviz.paths import SOURCE_ROOT  # noqa: E402
 from ssviz.plots.tokens import visible  # noqa: E402
 from ssviz.templates import Template  # noqa: E402
 from ssviz.token_scoring import token_costs  # noqa: E402
+from tests.test_app import metric, plotly_specs  # noqa: E402
 
 APP = str(SOURCE_ROOT / "app.py")
 CANARY = {"template": "My PIN is {d:4}", "secret": "4821", "insertions": 3}
@@ -89,16 +90,10 @@ def upload(at: AppTest, name: str, data: bytes) -> AppTest:
     return at
 
 
-def metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
-
-
-def specs(at: AppTest) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
 def trace_named(at: AppTest, name: str) -> dict:
-    return next(t for s in specs(at) for t in s["data"] if t.get("name") == name)
+    return next(t for s in plotly_specs(at) for t in s["data"] if t.get("name") == name)
 
 
 def _values(v) -> list:
@@ -213,7 +208,7 @@ def test_every_page_renders_on_an_uploaded_transformer(kind, tiny_zips, tiny_mod
     # Extraction: the search ran by itself (10^4 fillers); the tree's levels are tokens, labelled with their text
     at.switch_page("pages/extraction.py").run()
     assert not at.exception and not at.error
-    tree = next(s for s in specs(at) if "step" in (s["layout"].get("title", {}).get("text") or ""))
+    tree = next(s for s in plotly_specs(at) if "step" in (s["layout"].get("title", {}).get("text") or ""))
     assert tree["layout"]["yaxis"]["title"]["text"] == "tokens chosen"
     trace = at.session_state["ssviz_extraction_job"].result.trace
     assert trace["unit"] == "token"
