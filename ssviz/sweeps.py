@@ -146,12 +146,14 @@ class SweepSummary:
 
 
 def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list], seeds: int = 2, *,
-              db=DEFAULT_SWEEP_DB, sweep: str | None = None, progress=None, on_result=None, stop=None
-              ) -> SweepSummary:
+              db=DEFAULT_SWEEP_DB, sweep: str | None = None, progress=None, on_result=None, stop=None,
+              executor=None) -> SweepSummary:
     """Train every (cell, seed) not yet stored under ``sweep`` and store its final exposure and losses.
 
     ``progress(done, total)`` counts runs; ``on_result(run)`` sees each stored :class:`SweepRun`;
-    ``stop`` ends the sweep between (or inside) runs: finished runs stay stored.
+    ``stop`` ends the sweep between (or inside) runs: finished runs stay stored. With an ``executor``
+    (:mod:`ssviz.executor`: local processes or Ray) the runs are tasks, one CPU each, and this
+    process stores each as it arrives; the first failed run stops the sweep and is raised.
     """
     if seeds < 1:
         raise SsvizError("seeds must be >= 1")
@@ -161,32 +163,58 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
         _cell_canary(canary, c)
     sweep = sweep or sweep_name(text, canary, base, grid)
     t0 = time.perf_counter()
-    computed = skipped = 0
-    stopped = False
-
     done = _stored_runs(db, sweep)
-    # one short transaction per stored run (see _save_run): no connection is held while training
-    for i, (c, seed) in enumerate(todo):
-        key = cell_key(c)
-        if (key, seed) in done:
-            skipped += 1
-        elif stop_requested(stop):
-            stopped = True
-            break
-        else:
-            config = replace(_cell_config(base, c), seed=seed)
-            res = train(text, config, _cell_canary(canary, c), stop=stop)
-            if res.stopped or res.final is None:
-                stopped = True
-                break
-            run = _run_record(sweep, c, seed, config, res)
-            _save_run(db, run)
-            computed += 1
-            if on_result:
-                on_result(run)
+    runs = [(c, seed) for c, seed in todo if (cell_key(c), seed) not in done]
+    tally = {"computed": 0, "skipped": len(todo) - len(runs)}
+
+    def store(run: SweepRun) -> None:  # one short transaction per run (see _save_run): no connection held while training
+        _save_run(db, run)
+        tally["computed"] += 1
+        if on_result:
+            on_result(run)
         if progress:
-            progress(i + 1, len(todo))
-    return SweepSummary(sweep, len(todo), computed, skipped, stopped, time.perf_counter() - t0)
+            progress(tally["computed"] + tally["skipped"], len(todo))
+
+    if progress:
+        progress(tally["skipped"], len(todo))
+    if executor is None:
+        stopped = _run_here(text, canary, base, sweep, runs, store, stop)
+    else:
+        blob = executor.share(text.encode("utf-8"))
+        tasks = [{"text": blob, "canary": _cell_canary(canary, c).to_json(), "sweep": sweep, "cell": c,
+                  "config": asdict(replace(_cell_config(base, c), seed=seed))} for c, seed in runs]
+        report = executor.map(sweep_task, tasks, on_result=lambda i, run: store(run), stop=stop, fail_fast=True)
+        if report.failed:
+            raise report.failed[0].exception()
+        stopped = report.stopped
+    return SweepSummary(sweep, len(todo), tally["computed"], tally["skipped"], stopped, time.perf_counter() - t0)
+
+
+def _run_here(text, canary, base, sweep, runs, store, stop) -> bool:
+    """The runs one after another in this process; True when stopped."""
+    for c, seed in runs:
+        if stop_requested(stop):
+            return True
+        config = replace(_cell_config(base, c), seed=seed)
+        res = train(text, config, _cell_canary(canary, c), stop=stop)
+        if res.stopped or res.final is None:
+            return True
+        store(_run_record(sweep, c, seed, config, res))
+    return False
+
+
+def sweep_task(task: dict) -> SweepRun:
+    """One (cell, seed) on an executor's worker: the corpus comes by content hash, settings as plain data."""
+    from ssviz.errors import StoppedError
+    from ssviz.executor import fetch, stop_flag
+    from ssviz.templates import Template
+    config = TrainConfig.from_dict(task["config"]).validate()
+    c = task["canary"]
+    canary = Canary(Template(c["template"]), c["secret"], c["insertions"])
+    res = train(fetch(task["text"]).decode("utf-8"), config, canary, stop=stop_flag())
+    if res.stopped or res.final is None:
+        raise StoppedError("the sweep was stopped")
+    return _run_record(task["sweep"], task["cell"], config.seed, config, res)
 
 
 def _cell_config(base: TrainConfig, cell: dict) -> TrainConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
@@ -60,6 +62,46 @@ def test_a_stopped_sweep_keeps_finished_runs_and_resumes(small_corpus, tmp_path)
     assert (rest.computed, rest.skipped) == (2, 1)
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM sweep_runs").fetchone()[0] == 3
+
+
+SAME = ["cell", "seed", "exposure", "exposure_method", "rank", "test_loss", "train_loss", "epochs_run", "epsilon",
+        "history", "config"]
+
+
+@pytest.mark.slow
+def test_a_sweep_on_an_executor_equals_the_sweep_here_value_for_value(small_corpus, tmp_path):
+    from ssviz.executor import LocalExecutor
+    text, canary = small_corpus[:3000], Canary(Template("PIN {d:2}"), "42", 2)
+    grid = {"hidden": [8, 16], "insertions": [1, 4]}
+    here = run_sweep(text, canary, BASE, grid, seeds=1, db=tmp_path / "here.duckdb")
+    seen = []
+    with LocalExecutor(2) as ex:
+        first = run_sweep(text, canary, BASE, grid, seeds=1, db=tmp_path / "ex.duckdb", executor=ex,
+                          progress=lambda d, n: seen.append((d, n)))
+        again = run_sweep(text, canary, BASE, grid, seeds=1, db=tmp_path / "ex.duckdb", executor=ex)
+    assert (first.computed, first.skipped, again.computed, again.skipped) == (4, 0, 0, 4)
+    assert seen[0] == (0, 4) and seen[-1] == (4, 4) and first.sweep == here.sweep
+    a, b = (_timeless(load_runs(tmp_path / name)) for name in ("here.duckdb", "ex.duckdb"))
+    assert len(a) == 4 and a.equals(b)
+
+
+def _timeless(runs):
+    """A sweep's runs without wall-clock times (the only thing two runs of the same seeds may differ in)."""
+    runs = runs[SAME].sort_values(["cell", "seed"]).reset_index(drop=True)
+    runs["history"] = [json.dumps([{k: v for k, v in e.items() if k != "seconds"} for e in json.loads(h)])
+                       for h in runs["history"]]
+    return runs
+
+
+@pytest.mark.slow
+def test_a_failed_run_on_an_executor_stops_the_sweep_with_its_message_and_keeps_the_rest(small_corpus, tmp_path):
+    from ssviz.executor import LocalExecutor
+    text, canary = small_corpus[:3000], Canary(Template("PIN {d:2}"), "42", 2)
+    db = tmp_path / "s.duckdb"
+    with LocalExecutor(1) as ex:  # one slot: the good run is stored before the bad one starts
+        with pytest.raises(SsvizError, match="too short for the sequence length"):
+            run_sweep(text, canary, BASE, {"seq_len": [20, 9_000]}, seeds=1, db=db, executor=ex)
+    assert len(load_runs(db)) == 1
 
 
 def test_missing_database_gives_empty_frames(tmp_path):

@@ -10,8 +10,8 @@ import torch
 
 from ssviz import exposure as exposure_mod
 from ssviz.cli import emit, nonnegative_int, positive_int, progress_printer
+from ssviz.cli.cluster import add_executor_options, executor_from_args
 from ssviz.errors import MissingFileError, SettingsError, SsvizError
-from ssviz.executor import EXECUTORS, make_executor
 from ssviz.memory import ensure_memory
 from ssviz.models import load_model
 from ssviz.paths import data_path, ensure_writable
@@ -36,12 +36,7 @@ def register(sub, parent) -> None:
     p.add_argument("--samples", type=positive_int, default=10_000)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--max-nodes", type=positive_int, default=200_000, help="node budget for --method search")
-    g = p.add_argument_group("sharded exact enumeration (--method exact over spaces up to 10^10)")
-    g.add_argument("--executor", choices=EXECUTORS, default=None,
-                   help="run shards on this machine's processes (local) or on Ray; any option here shards")
-    g.add_argument("--address", metavar="HOST:PORT", default=None,
-                   help="Ray cluster to join (HOST:PORT or auto); without it --executor ray starts Ray here")
-    g.add_argument("--workers", type=positive_int, default=None, help="CPUs to use (default: all)")
+    g = add_executor_options(p, "sharded exact enumeration (--method exact over spaces up to 10^10)")
     g.add_argument("--shard-size", type=positive_int, default=None, help="fillers per task (default: about 4M)")
     g.add_argument("--shards-db", metavar="FILE", default=None,
                    help="finished shards, to resume a stopped run (default: exact-shards.duckdb in the data folder)")
@@ -123,7 +118,7 @@ def run_exposure(args) -> int:
         template.check_vocab(model.vocab)
         secret = template.normalize(args.secret)
         store = ensure_writable(args.shards_db or data_path("exact-shards.duckdb"), "shards file")
-        with make_executor(args.executor or "local", address=args.address, workers=args.workers) as executor:
+        with executor_from_args(args) as executor:
             res = exposure_mod.exact(model, template, secret, executor=executor, shard_size=args.shard_size,
                                      store=store, progress=rate_printer(not args.json))
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from ssviz.cli import emit, progress_printer
+from ssviz.cli.cluster import add_executor_options, executor_from_args, executor_given
 from ssviz.cli.train import add_training_options, config_from_args
 from ssviz.errors import SsvizError
 
@@ -39,7 +40,8 @@ def register(sub, parent) -> None:
     p.add_argument("--db", default=str(DEFAULT_DB), help=f"results store (default {DEFAULT_DB})")
     p.add_argument("--users", help="comma-separated user names (default: every user with secrets)")
     p.add_argument("--min-secrets", type=int, default=1, help="study users with at least this many secrets")
-    p.add_argument("--workers", type=int, default=1, help="users trained in parallel processes")
+    add_executor_options(p, "parallel users (one CPU each; the store is written by this process only)",
+                         "users at once (default: 1 here; all CPUs with --executor)")
     p.add_argument("--cache-dir", help="where trained checkpoints are cached (default data/enron-cache)")
     p.add_argument("--exposure-samples", type=int, default=d.exposure_samples,
                    help="random fillers for the skew-normal estimate")
@@ -75,16 +77,18 @@ def register(sub, parent) -> None:
 def run_enron(args) -> int:
     from ssviz.enron.pipeline import StudySettings, result_rows, run_study
 
-    if args.workers < 1:
-        raise SsvizError("--workers must be >= 1")
     settings = StudySettings(train=config_from_args(args), exposure_samples=args.exposure_samples,
                              exact_limit=args.exact_limit, search_nodes=args.search_nodes,
                              extraction_nodes=args.extraction_nodes)
     users = [u.strip() for u in args.users.split(",") if u.strip()] if args.users else None
-    rows = run_study(args.maildir, args.db, settings=settings, users=users, min_secrets=args.min_secrets,
-                     workers=args.workers, cache_dir=args.cache_dir,
-                     log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                     progress=progress_printer("users", not args.json))
+    study = dict(settings=settings, users=users, min_secrets=args.min_secrets, cache_dir=args.cache_dir,
+                 log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                 progress=progress_printer("users", not args.json))
+    if executor_given(args):
+        with executor_from_args(args) as executor:
+            rows = run_study(args.maildir, args.db, executor=executor, **study)
+    else:
+        rows = run_study(args.maildir, args.db, workers=args.workers or 1, **study)
     rows = result_rows(rows)
     emit(args, {"secrets": rows}, _table(rows))
     return 0

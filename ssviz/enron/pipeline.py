@@ -17,17 +17,16 @@ mail (the paper trains one model per such user):
 
 Re-running with the same settings on the same mail (see :func:`source_fingerprint`)
 resumes the same run and skips users whose rows are committed for the same
-corpus; a killed run loses at most the users in progress. With ``workers > 1`` users run in parallel processes (one torch
-thread each) and the parent process is the only writer.
+corpus; a killed run loses at most the users in progress. With ``workers > 1`` or an executor (local
+processes or Ray, :mod:`ssviz.executor`), users are tasks run in parallel (one torch thread each) and
+this process is the only writer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,6 +34,7 @@ from typing import Callable
 from ssviz.enron.maildir import build_corpora, shown, user_key
 from ssviz.scan import redact, scan
 from ssviz.errors import SsvizError, StoppedError, stop_requested, summarize
+from ssviz.executor import make_executor
 from ssviz.paths import data_path
 from ssviz.records import ComparisonRow, Extraction, Measurement, SecretResult, UserResult
 from ssviz.store import Store
@@ -118,18 +118,20 @@ def measure_secret(model, template, secret: str, settings: StudySettings, seed: 
                    batch_size=settings.batch_size, seed=seed, stop=stop)
 
 
-def measure_user(job: dict, stop=None) -> UserResult:
+def measure_user(job: dict, stop=None, text: str | None = None) -> UserResult:
     """Train (or reuse) one user's model and measure every secret; the result goes to ``Store.save_user``.
 
     ``job``: ``user``, ``corpus_path``, ``messages``, ``secrets`` (``type``, ``value``,
     ``template``, ``times_present``), ``settings`` (:meth:`StudySettings.to_json`), ``cache_dir``.
+    ``text`` is the corpus when it did not come by path (a worker on another machine).
     """
     from ssviz.templates import Template
     from ssviz.train import split_corpus
 
     t0 = time.perf_counter()
     settings = StudySettings.from_json(job["settings"])
-    text = Path(job["corpus_path"]).read_text(encoding="utf-8")
+    if text is None:
+        text = Path(job["corpus_path"]).read_text(encoding="utf-8")
     templates = [Template(s["template"]) for s in job["secrets"]]
     model, test_loss, train_seconds, cached = user_model(text, templates, settings.train, job["cache_dir"],
                                                          job["user"], stop)
@@ -153,13 +155,10 @@ def measure_user(job: dict, stop=None) -> UserResult:
                       seconds=time.perf_counter() - t0, cached_model=cached, notes=tuple(notes))
 
 
-def _init_worker() -> None:
-    import torch
-    torch.set_num_threads(1)
-
-
-def _measure_in_worker(job: dict) -> UserResult:
-    return measure_user(job)
+def user_task(task: dict) -> UserResult:
+    """One user on an executor's worker: the corpus comes by content hash (it may be another machine)."""
+    from ssviz.executor import fetch, stop_flag
+    return measure_user(task["job"], stop=stop_flag(), text=fetch(task["corpus"]).decode("utf-8"))
 
 
 # --- the study (parent process: the only writer) -----------------------------------------------
@@ -199,14 +198,17 @@ def user_jobs(corpora: dict, settings: StudySettings, cache_dir, min_secrets: in
 
 
 def run_study(source, db, *, settings: StudySettings | None = None, users=None, min_secrets: int = 1,
-              workers: int = 1, cache_dir=None, source_label: str | None = None, log: Callable[[str], None] | None = None,
+              workers: int = 1, executor=None, cache_dir=None, source_label: str | None = None, log: Callable[[str], None] | None = None,
               progress: Callable[[int, int], None] | None = None, stop=None) -> list[dict]:
     """Run (or resume) the study of ``source`` into the store at ``db``; returns the result rows
     (the :meth:`Store.rows` of the users studied, as dicts; a missing number is None). ``source_label``
     names the source in the store when its path means nothing later (e.g. a temporary folder).
 
     A run is resumed only for the same settings *and* the same mail (:func:`source_fingerprint`): a
-    different maildir whose users have the same names starts its own run instead of mixing in."""
+    different maildir whose users have the same names starts its own run instead of mixing in.
+
+    Users run in this process (``workers`` 1), in ``workers`` local processes, or as tasks on
+    ``executor`` (:mod:`ssviz.executor`: local or Ray); this process is the only writer of the store."""
     settings = (settings or StudySettings()).validate()
     if workers < 1:
         raise SsvizError("workers must be >= 1")
@@ -247,7 +249,7 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
         def skip(user: str, error: SsvizError) -> None:
             log(f"{shown(user)}: skipped: {redact(str(error), values.get(user, ()))}")
 
-        if workers == 1 or len(todo) <= 1:
+        if executor is None and (workers == 1 or len(todo) <= 1):
             for job in todo:
                 if stop_requested(stop):
                     raise StoppedError("stopped between users")
@@ -259,38 +261,24 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
                     skip(job["user"], e)
                     continue
                 save(result)
+        elif executor is None:
+            with make_executor("local", workers=workers) as local:
+                _run_on(local, todo, save, skip, stop)
         else:
-            _run_parallel(todo, workers, save, skip, stop)
+            _run_on(executor, todo, save, skip, stop)
         if {j["user"] for j in jobs} <= store.done_users(run_id):
             store.finish_run(run_id)
         studied = {j["user"] for j in jobs}
     return [asdict(r) for r in store.rows(run_id) if r.user in studied]
 
 
-def _run_parallel(jobs: list[dict], workers: int, save, skip, stop) -> None:
-    ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        user_of = {pool.submit(_measure_in_worker, job): job["user"] for job in jobs}
-        pending = set(user_of)
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    try:
-                        result = fut.result()
-                    except StoppedError:
-                        raise
-                    except SsvizError as e:
-                        skip(user_of[fut], e)
-                        continue
-                    save(result)
-                if stop_requested(stop):
-                    raise StoppedError("stopped: users in progress are lost, finished users are stored")
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+def _run_on(executor, jobs: list[dict], save, skip, stop) -> None:
+    """Every user as a task on ``executor``, one CPU each; results are stored here, as each arrives."""
+    tasks = [{"job": job, "corpus": executor.share_file(job["corpus_path"])} for job in jobs]
+    report = executor.map(user_task, tasks, on_result=lambda i, result: save(result),
+                          on_error=lambda failure: skip(jobs[failure.index]["user"], failure.exception()), stop=stop)
+    if report.stopped:
+        raise StoppedError("stopped: users in progress are lost, finished users are stored")
 
 
 def result_rows(rows: list[dict]) -> list[dict]:
