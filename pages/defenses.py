@@ -20,11 +20,12 @@ from ssviz.demo import DEMO_CANARY, DEMO_CORPUS
 from ssviz.errors import SsvizError
 from ssviz.paths import bundled
 from ssviz.plots.defenses import defense_comparison, sweep_heatmap, training_dynamics
+from ssviz.records import DefenseResult
 from ssviz.sweeps import DEFAULT_SWEEP_DB, list_sweeps, load_runs, summarize
 from ssviz.templates import Template
 from ssviz.train import Canary, TrainConfig
 from ui.jobs import Job, Snapshot, training_job
-from ui.widgets import job_panel, message, page_header, run_page, shown, start_job
+from ui.widgets import chart, job_panel, message, page_header, run_page, shown, start_job
 
 BUNDLED_RESULTS = bundled("defenses/demo-results.json")
 BUNDLED_SWEEP = bundled("defenses/demo-sweep.duckdb")
@@ -36,17 +37,18 @@ LIVE_CHARS = 40_000
 LIVE_CONFIG = TrainConfig(layers=1, hidden=64, embedding_dim=32, epochs=4, batch_size=64, lr=0.005, seed=0,
                           patience=None, exposure_method="exact")
 JOB = "def_job"
-RESULTS = "def_results"
+RESULTS = "def_results"  # this session's runs as the results file's JSON records (the Report page reads them so)
+BUNDLED, TRAINED = "bundled", "trained here"
+Shown = tuple[DefenseResult, str]  # a record and where it comes from (the table's "source")
 
 
 def start_training(defense: str, strength: str) -> Job:
     """Train one defense on the spot as a background training job (its epochs feed the live chart)."""
-    def run(on_epoch, on_batch, stop) -> dict:
+    def run(on_epoch, on_batch, stop) -> DefenseResult:
         text = DEMO_CORPUS.read_text(encoding="utf-8")[:LIVE_CHARS]
         canary = Canary(Template(DEMO_CANARY["template"]), DEMO_CANARY["secret"], DEMO_CANARY["insertions"])
-        result = run_defense(text, canary, LIVE_CONFIG, defense, strength, lpd_config=LIVE_CONFIG,
-                             on_epoch=on_epoch, on_batch=on_batch, stop=stop)
-        return {**result, "source": "trained here"}
+        return run_defense(text, canary, LIVE_CONFIG, defense, strength, lpd_config=LIVE_CONFIG,
+                           on_epoch=on_epoch, on_batch=on_batch, stop=stop)
 
     epochs = LIVE_CONFIG.epochs * (2 if defense == "lpd" else 1)  # LPD trains half models first
     return training_job((defense, strength), f"{DEFENSE_LABELS[defense]} {strength}", run, epochs)
@@ -56,36 +58,44 @@ def collect_finished() -> None:
     """Add a finished on-the-spot run to this session's results, once (before the table is drawn)."""
     job: Job | None = st.session_state.get(JOB)
     if job is not None and not job.running and job.result is not None and not job.meta.get("collected"):
-        st.session_state.setdefault(RESULTS, []).append(job.result)
+        st.session_state.setdefault(RESULTS, []).append(job.result.to_json())
         job.meta["collected"] = True
 
 
-def bundled_records() -> list[dict]:
+def bundled_records() -> list[Shown]:
     try:
         records = load_results(BUNDLED_RESULTS)
     except SsvizError as e:
         st.info(f"No bundled results ({message(e)}). Rebuild them with `python models/make_defense_results.py`.")
         return []
-    return [{**r, "source": "bundled"} for r in records]
+    return [(r, BUNDLED) for r in records]
 
 
-def audited(record: dict) -> str:
+def session_records() -> list[Shown]:
+    """The runs trained here in this session."""
+    return [(DefenseResult.from_json(r), TRAINED) for r in st.session_state.get(RESULTS, [])]
+
+
+def label(record: DefenseResult) -> str:
+    return f"{DEFENSE_LABELS.get(record.defense, record.defense)} {record.strength}"
+
+
+def audited(record: DefenseResult) -> str:
     """The bundled audit's epsilon lower bound for this row's training options, "—" when none matches."""
-    match = audited_epsilon(record["defense"], record["strength"])
+    match = audited_epsilon(record.defense, record.strength)
     if match is None or match["epsilon_lower"] is None:
         return "—"
     return f"≥ {match['epsilon_lower']:.2f}"
 
 
-def records_table(records: list[dict]) -> pd.DataFrame:
-    rows = [{"defense": DEFENSE_LABELS.get(r["defense"], r["defense"]), "strength": r["strength"],
-             "epsilon": r.get("epsilon"), "audited epsilon": audited(r), "exposure (bits)": round(r["exposure"], 2),
-             "test loss": round(r["test_loss"], 3), "seconds": round(r["seconds"], 1), "source": r.get("source", "")}
-            for r in records]
+def records_table(records: list[Shown]) -> pd.DataFrame:
+    rows = [{"defense": DEFENSE_LABELS.get(r.defense, r.defense), "strength": r.strength, "epsilon": r.epsilon,
+             "audited epsilon": audited(r), "exposure (bits)": round(r.exposure, 2), "test loss": round(r.test_loss, 3),
+             "seconds": round(r.seconds, 1), "source": source} for r, source in records]
     return pd.DataFrame(rows)
 
 
-def compare_section(records: list[dict]) -> None:
+def compare_section(records: list[Shown]) -> None:
     st.subheader("Exposure vs test loss")
     st.caption("Each point is one model trained on the same data with the demo canary "
                f"“{DEMO_CANARY['template']}” = {DEMO_CANARY['secret']} inserted {DEMO_CANARY['insertions']} times. "
@@ -94,9 +104,10 @@ def compare_section(records: list[dict]) -> None:
         st.info("No results yet: train one below.")
         return
     space = Template(DEMO_CANARY["template"]).space_size
-    st.plotly_chart(defense_comparison(records, max_exposure=math.log2(space)), width="stretch")
+    chart(defense_comparison([r for r, _ in records], max_exposure=math.log2(space)), "defenses-exposure-vs-loss",
+          key="def_compare")
     st.dataframe(records_table(records), hide_index=True, width="stretch")
-    matches = [m for m in (audited_epsilon(r["defense"], r["strength"]) for r in records) if m]
+    matches = [m for m in (audited_epsilon(r.defense, r.strength) for r, _ in records) if m]
     k = matches[0]["insertions"] if matches and matches[0].get("insertions") else "K"
     st.caption("**epsilon**: the DP accountant's guarantee per training line. **audited epsilon**: the lower bound "
                "measured by the bundled audit with the same training options (Privacy audit page); its canaries "
@@ -128,26 +139,27 @@ def train_section() -> None:
     elif job.error:
         (st.warning if job.stopped else st.error)(f"{job.label}: {'stopped: ' if job.stopped else ''}{job.error}")
     else:
-        st.success(f"{job.label}: exposure {job.result['exposure']:.2f} bits, test loss "
-                   f"{job.result['test_loss']:.3f} ({job.result['seconds']:.0f} s)")
+        st.success(f"{job.label}: exposure {job.result.exposure:.2f} bits, test loss "
+                   f"{job.result.test_loss:.3f} ({job.result.seconds:.0f} s)")
 
 
-def live_dynamics(label: str, snap: Snapshot) -> None:
+def live_dynamics(title: str, snap: Snapshot) -> None:
     """The running job's epochs so far, under its progress bar."""
     if snap.records:
-        st.plotly_chart(training_dynamics(snap.records, title=label), width="stretch", key=f"live_{len(snap.records)}")
+        chart(training_dynamics(snap.records, title=title), "defense-training-live",
+              key=f"def_live_{len(snap.records)}_{snap.running}")
 
 
-def dynamics_section(records: list[dict]) -> None:
+def dynamics_section(records: list[Shown]) -> None:
     st.subheader("Training dynamics (the paper's Figure 4)")
-    with_history = [r for r in records if r.get("epochs")]
+    with_history = [(r, source) for r, source in records if r.epochs]
     if not with_history:
         st.info("No per-epoch history in these results.")
         return
-    names = [f"{DEFENSE_LABELS.get(r['defense'], r['defense'])} {r['strength']} ({r.get('source', '')})"
-             for r in with_history]
+    names = [f"{label(r)} ({source})" for r, source in with_history]
     pick = st.selectbox("Run", range(len(names)), format_func=lambda i: names[i], key="def_dyn")
-    st.plotly_chart(training_dynamics(with_history[pick]["epochs"]), width="stretch")
+    run = with_history[pick][0]
+    chart(training_dynamics(run.epochs), f"defense-training-{label(run)}", key="def_dynamics")
     st.caption("Exposure rises in the first epochs, while validation loss is still falling: "
                "memorization is not overfitting.")
 
@@ -173,7 +185,7 @@ def sweep_section() -> None:
         st.error(message(e))
         return
     metric = st.radio("Colour by", ["exposure", "test_loss"], horizontal=True, key="def_metric")
-    st.plotly_chart(sweep_heatmap(table, metric), width="stretch")
+    chart(sweep_heatmap(table, metric), f"sweep-{name}-{metric}", key="def_sweep_map")
     st.dataframe(table.round(3), hide_index=True, width="stretch")
 
 
@@ -181,7 +193,7 @@ def body() -> None:
     page_header("Defenses", "Does regularization stop memorization? Does sanitization? Differential privacy does. "
                 "Compare each defense's canary exposure and test loss against the undefended model.")
     collect_finished()
-    records = bundled_records() + st.session_state.get(RESULTS, [])
+    records = bundled_records() + session_records()
     compare_section(records)
     train_section()
     dynamics_section(records)

@@ -121,3 +121,103 @@ class SweepRun:
 def names(record_type) -> list[str]:
     """A record's field names, in order (the columns it is stored in)."""
     return [f.name for f in fields(record_type)]
+
+
+_NUMBER = (int, float)
+# the results file's keys: (JSON types, nullable); required: the "Defense results" contract's keys
+EPOCH_JSON = {"epoch": (int, False), "train_loss": (_NUMBER, True), "val_loss": (_NUMBER, True),
+              "exposure": (_NUMBER, True), "seconds": (_NUMBER, True), "epsilon": (_NUMBER, True),
+              "exposure_method": (str, True), "rank": (int, True), "log_perplexity": (_NUMBER, True)}
+DEFENSE_JSON = {"defense": (str, False), "strength": (str, False), "epsilon": (_NUMBER, True),
+                "exposure": (_NUMBER, False), "exposure_method": (str, False), "test_loss": (_NUMBER, False),
+                "seconds": (_NUMBER, False), "stopped": (bool, False), "epochs": (list, False),
+                "details": (dict, False), "setting": (dict, True)}
+DEFENSE_REQUIRED = ("defense", "strength", "epsilon", "exposure", "exposure_method", "test_loss", "seconds")
+
+
+def _checked_json(d, required: tuple[str, ...], kinds: dict) -> dict:
+    """``d`` if it is a JSON object with the ``required`` keys, no other key than ``kinds`` names, and each
+    value of its kind (``kinds[key] = (types, nullable)``); else one error naming the key, never a traceback."""
+    from ssviz.errors import InvalidValueError
+    if not isinstance(d, dict):
+        raise InvalidValueError(f"expected a JSON object, got {type(d).__name__}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise InvalidValueError(f"lacks {', '.join(missing)}")
+    unknown = [k for k in d if k not in kinds]
+    if unknown:
+        raise InvalidValueError(f"has unknown key(s) {', '.join(map(repr, unknown))} (expected {', '.join(kinds)})")
+    for key, value in d.items():
+        types, nullable = kinds[key]
+        types = types if isinstance(types, tuple) else (types,)
+        if value is None and nullable:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):  # JSON true is no number
+            kind = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
+            raise InvalidValueError(f"{key!r} must be {kind}, got {value!r:.60}")
+    return d
+
+
+@dataclass(frozen=True)
+class DefenseEpoch:
+    """One epoch of a defense run's training, as :func:`ssviz.train.train` records it (the paper's Figure 4)."""
+
+    epoch: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    exposure: float | None = None
+    seconds: float | None = None           # since training started
+    epsilon: float | None = None           # DP spent so far (inf when DP promises nothing); None without DP
+    exposure_method: str | None = None
+    rank: int | None = None
+    log_perplexity: float | None = None
+
+    def to_json(self) -> dict:
+        """The results file's epoch object: these keys, in this order (``epsilon`` only with DP)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.epsilon is None:
+            del out["epsilon"]
+        return out
+
+    @classmethod
+    def from_json(cls, d) -> DefenseEpoch:
+        return cls(**_checked_json(d, ("epoch",), EPOCH_JSON))
+
+
+@dataclass(frozen=True)
+class DefenseResult:
+    """One defense at one strength, trained and measured on one canary: a record of the "Defense results"
+    contract (``models/defenses/demo-results.json``, :func:`ssviz.defenses.compare.run_defense`)."""
+
+    defense: str                           # one of ssviz.defenses.compare.DEFENSES
+    strength: str                          # "-", "0.3", "1e-4", "8", "ssn+ccn", "eps=8", "noise=0", ...
+    epsilon: float | None                  # DP guarantee spent; None without DP or when it promised nothing
+    exposure: float                        # of the canary on the final model
+    exposure_method: str
+    test_loss: float
+    seconds: float
+    stopped: bool = False
+    epochs: tuple[DefenseEpoch, ...] = ()
+    details: dict = field(default_factory=dict)  # free-form JSON: quantization, DP noise, sanitization report
+    setting: dict | None = None            # free-form JSON: what the bundled set was trained on (written if given)
+
+    def to_json(self) -> dict:
+        """The results file's record: these keys, in this order (``setting`` only when there is one)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["epochs"] = [e.to_json() for e in self.epochs]
+        if self.setting is None:
+            del out["setting"]
+        return out
+
+    @classmethod
+    def from_json(cls, d) -> DefenseResult:
+        """A record from the results file's JSON (:class:`ssviz.errors.InvalidValueError` naming the bad key)."""
+        from ssviz.errors import InvalidValueError
+        d = dict(_checked_json(d, DEFENSE_REQUIRED, DEFENSE_JSON))
+        epochs = []
+        for i, e in enumerate(d.get("epochs", ())):
+            try:
+                epochs.append(DefenseEpoch.from_json(e))
+            except InvalidValueError as err:
+                raise InvalidValueError(f"epoch {i}: {err}") from None
+        return cls(**{**d, "epochs": tuple(epochs)})

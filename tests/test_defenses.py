@@ -13,18 +13,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 
 from ssviz import exposure
-from ssviz.defenses.compare import defense_config, load_results, run_defense
+from ssviz.defenses.compare import defense_config, load_results, run_defense, save_results
 from ssviz.defenses.dp import copy_weights, dp_module
 from ssviz.defenses.quantize import distinct_values, quantize_model, quantize_tensor
 from ssviz.defenses.sanitize import MISSED_EXAMPLES, sanitize, sanitize_lpd, sanitize_regex
-from ssviz.paths import bundled
-from ssviz.errors import SsvizError
+from ssviz.errors import MissingFileError, SsvizError
 from ssviz.models import CharRNN, load_checkpoint
+from ssviz.paths import bundled
+from ssviz.records import DEFENSE_JSON, EPOCH_JSON, DefenseEpoch, DefenseResult, names
 from ssviz.templates import Template
 from ssviz.train import Canary, TrainConfig, evaluate_loss, train
 from tests.conftest import CANARY_SECRET, CANARY_TEMPLATE, TINY_VOCAB
 
-TINY = dict(layers=1, hidden=12, embedding_dim=8, epochs=1, batch_size=32, patience=None)
+TINY = {"layers": 1, "hidden": 12, "embedding_dim": 8, "epochs": 1, "batch_size": 32, "patience": None}
 
 
 
@@ -171,18 +172,89 @@ def test_defense_config_maps_strengths():
 def test_regex_defense_misses_the_demo_format_so_the_canary_is_still_trained_on(small_corpus):
     canary = Canary(Template("The secret code is {d:2}"), "42", 20)
     rec = run_defense(small_corpus[:8000], canary, TrainConfig(**TINY), "regex")
-    assert rec["defense"] == "regex" and rec["details"]["canary_removed"] is False
-    assert set(json.loads(json.dumps(rec))) >= {"defense", "strength", "epsilon", "exposure", "exposure_method",
-                                                "test_loss", "seconds"}
+    assert isinstance(rec, DefenseResult) and rec.defense == "regex" and rec.details["canary_removed"] is False
+    doc = json.loads(json.dumps(rec.to_json(), allow_nan=False))
+    assert list(doc) == ["defense", "strength", "epsilon", "exposure", "exposure_method", "test_loss", "seconds",
+                         "stopped", "epochs", "details"]
+    assert list(doc["epochs"][0]) == ["epoch", "train_loss", "val_loss", "exposure", "seconds", "exposure_method",
+                                      "rank", "log_perplexity"]
+    assert DefenseResult.from_json(doc) == rec  # what a results file holds is the whole record
 
 
 def test_bundled_results_follow_the_contract():
     records = load_results(bundled("defenses/demo-results.json"))
-    by = {r["defense"] for r in records}
+    by = {r.defense for r in records}
     assert {"none", "dp"} <= by
-    none = next(r for r in records if r["defense"] == "none")
-    dp = [r for r in records if r["defense"] == "dp" and r["epsilon"] is not None]
-    assert dp and all(r["exposure"] < none["exposure"] for r in dp)
+    none = next(r for r in records if r.defense == "none")
+    dp = [r for r in records if r.defense == "dp" and r.epsilon is not None]
+    assert dp and all(r.exposure < none.exposure for r in dp)
+    assert all(isinstance(e, DefenseEpoch) for r in records for e in r.epochs)
+
+
+def test_the_bundled_results_round_trip_unchanged(tmp_path):
+    """load -> to_json is the file's content, key for key and byte for byte: the records lose no field and the
+    format on disk does not change."""
+    path = bundled("defenses/demo-results.json")
+    text = path.read_text(encoding="utf-8")
+    records = load_results(path)
+    assert [r.to_json() for r in records] == json.loads(text)
+    assert json.dumps([r.to_json() for r in records], indent=1) == text
+    save_results(records, tmp_path / "copy.json")
+    assert (tmp_path / "copy.json").read_text(encoding="utf-8") == text
+    assert load_results(tmp_path / "copy.json") == records
+    dp0 = next(r for r in records if r.strength == "noise=0")  # noise 0 promises nothing: null, inf per epoch
+    assert dp0.epsilon is None and all(e.epsilon == math.inf for e in dp0.epochs)
+
+
+def test_the_records_fields_are_the_contracts_keys():
+    """A field lost or renamed fails here, and the JSON checks list exactly the fields."""
+    assert names(DefenseResult) == ["defense", "strength", "epsilon", "exposure", "exposure_method", "test_loss",
+                                    "seconds", "stopped", "epochs", "details", "setting"]
+    assert names(DefenseEpoch) == ["epoch", "train_loss", "val_loss", "exposure", "seconds", "epsilon",
+                                   "exposure_method", "rank", "log_perplexity"]
+    assert list(DEFENSE_JSON) == names(DefenseResult) and list(EPOCH_JSON) == names(DefenseEpoch)
+
+
+def test_a_missing_number_is_none_never_nan():
+    rec = DefenseResult.from_json({"defense": "dp", "strength": "noise=0", "epsilon": None, "exposure": 3,
+                                   "exposure_method": "exact", "test_loss": 2.5, "seconds": 1,
+                                   "epochs": [{"epoch": 1}, {"epoch": 2, "epsilon": math.inf}]})
+    assert rec.stopped is False and rec.details == {} and rec.setting is None
+    first, second = rec.epochs
+    assert first == DefenseEpoch(epoch=1) and first.val_loss is None and first.rank is None
+    assert "epsilon" not in first.to_json() and second.to_json()["epsilon"] == math.inf  # epsilon only with DP
+    assert "setting" not in rec.to_json()
+    values = [v for e in rec.to_json()["epochs"] for v in e.values()]
+    assert not any(isinstance(v, float) and math.isnan(v) for v in values)
+
+
+GOOD = {"defense": "none", "strength": "-", "epsilon": None, "exposure": 1.5, "exposure_method": "exact",
+        "test_loss": 2.0, "seconds": 1.0}
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{not json", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    (json.dumps({"records": []}), "JSON list of records"),
+    (json.dumps([GOOD, "none"]), "record 1: expected a JSON object"),
+    (json.dumps([{k: v for k, v in GOOD.items() if k != "exposure"}]), "record 0: lacks exposure"),
+    (json.dumps([{**GOOD, "exposre": 1.0}]), "record 0: has unknown key.*'exposre'"),
+    (json.dumps([{**GOOD, "exposure": "high"}]), "record 0: 'exposure' must be int or float, got 'high'"),
+    (json.dumps([{**GOOD, "exposure": None}]), "'exposure' must be int or float,"),
+    (json.dumps([{**GOOD, "test_loss": True}]), "'test_loss' must be"),
+    (json.dumps([{**GOOD, "epochs": {"epoch": 1}}]), "'epochs' must be list"),
+    (json.dumps([{**GOOD, "epochs": [{"epoch": 1}, {"epoch": 2, "rank": 1.5}]}]), "record 0: epoch 1: 'rank'"),
+    (json.dumps([{**GOOD, "epochs": [{"val_loss": 2.0}]}]), "epoch 0: lacks epoch"),
+    (json.dumps([{**GOOD, "x" * 10_000: 1}]), "unknown key"),
+])
+def test_a_malformed_results_file_is_one_clear_error(tmp_path, content, match):
+    path = tmp_path / "results.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(SsvizError, match=match) as e:
+        load_results(path)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 500
+    with pytest.raises(MissingFileError):
+        load_results(tmp_path / "none.json")
 
 
 # --- CLI ---------------------------------------------------------------------------------
@@ -228,16 +300,16 @@ def test_a_sanitization_that_removes_nothing_trains_exactly_like_no_defense(smal
     for text in (small_corpus[:8000], "\n".join(synthetic_corpus(400))):  # long lines, and short ones
         none = run_defense(text, canary, cfg, "none")
         regex = run_defense(text, canary, cfg, "regex")
-        assert regex["details"]["canary_removed"] is False
-        assert regex["test_loss"] == none["test_loss"] and regex["exposure"] == none["exposure"]
-        assert [r["val_loss"] for r in regex["epochs"]] == [r["val_loss"] for r in none["epochs"]]
+        assert regex.details["canary_removed"] is False
+        assert regex.test_loss == none.test_loss and regex.exposure == none.exposure
+        assert [e.val_loss for e in regex.epochs] == [e.val_loss for e in none.epochs]
     assert canary.secret == "42" and canary.insertions == 20  # the caller's canary is untouched
 
 
 @pytest.mark.parametrize("defense", ["regex", "lpd"])
 def test_sanitization_defenses_keep_the_one_validation_and_test_split(small_corpus, monkeypatch, defense):
-    import ssviz.defenses.compare as compare
     from ssviz.corpus import Split, split_text
+    from ssviz.defenses import compare
     seen = []
     real = compare.train
     monkeypatch.setattr(compare, "train", lambda text, *a, **k: seen.append(text) or real(text, *a, **k))
@@ -256,6 +328,7 @@ def test_sanitization_defenses_keep_the_one_validation_and_test_split(small_corp
 def test_dp_noise_for_a_target_epsilon_is_opacus_accounting(small_corpus):
     """The noise multiplier and epsilon are Opacus' own for this sample rate, epochs and delta."""
     from opacus.accountants.utils import get_noise_multiplier
+
     from ssviz.corpus import split_text, windows
     cfg = TrainConfig(**{**TINY, "epochs": 2}, dp_epsilon=3.0)
     text = small_corpus[:6000]
@@ -272,6 +345,7 @@ def test_dp_noise_for_a_target_epsilon_is_opacus_accounting(small_corpus):
 @pytest.mark.parametrize("arch,layers", [("lstm", 1), ("lstm", 2), ("gru", 2)])
 def test_vectorized_per_example_gradients_equal_opacus_hooks(arch, layers):
     from opacus import GradSampleModule
+
     from ssviz.defenses.dp import PerSampleGradients
     from ssviz.models.rnn import TrainingForward
     cfg = TrainConfig(arch=arch, layers=layers, hidden=12, embedding_dim=8, seed=3)
@@ -297,8 +371,8 @@ def test_vectorized_per_example_gradients_equal_opacus_hooks(arch, layers):
         assert fast[name].shape == g.shape and torch.allclose(fast[name], g, atol=1e-6), name
 
 
-@pytest.mark.parametrize("privacy", [dict(dp_noise=1.0),
-                                     pytest.param(dict(dp_epsilon=4.0, dropout=0.2, layers=2), marks=pytest.mark.slow)])
+@pytest.mark.parametrize("privacy", [{"dp_noise": 1.0},
+                                     pytest.param({"dp_epsilon": 4.0, "dropout": 0.2, "layers": 2}, marks=pytest.mark.slow)])
 def test_the_fast_dp_path_trains_and_accounts_exactly_like_opacus_hooks(small_corpus, monkeypatch, privacy):
     from ssviz.defenses import dp
     cfg = TrainConfig(**{**TINY, "epochs": 2, **privacy})

@@ -8,18 +8,19 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import ssviz.defenses.compare as compare
-import ssviz.sweeps as sweeps
-from ssviz.paths import SOURCE_ROOT as ROOT
+from ssviz import sweeps
+from ssviz.defenses import compare
 from ssviz.errors import SsvizError
+from ssviz.paths import SOURCE_ROOT as ROOT
+from ssviz.records import DefenseEpoch, DefenseResult
 
 PAGE = str(ROOT / "pages" / "defenses.py")
 
 
 def fake_record(defense="dropout", strength="0.3", **_):
-    return {"defense": defense, "strength": strength, "epsilon": None, "exposure": 7.25, "exposure_method": "exact",
-            "test_loss": 2.5, "seconds": 0.1, "epochs": [{"epoch": 1, "train_loss": 3.0, "val_loss": 3.1,
-                                                           "exposure": 7.25}], "details": {}}
+    return DefenseResult(defense=defense, strength=strength, epsilon=None, exposure=7.25, exposure_method="exact",
+                         test_loss=2.5, seconds=0.1, epochs=(DefenseEpoch(1, train_loss=3.0, val_loss=3.1,
+                                                                          exposure=7.25),))
 
 
 def run_page(timeout=60) -> AppTest:
@@ -47,6 +48,30 @@ def test_page_shows_bundled_results_and_paper_table(monkeypatch, tmp_path):
     assert "No defense" in set(table["defense"]) and "DP-SGD (Opacus)" in set(table["defense"])
 
 
+def test_every_chart_goes_through_the_apps_chart_helper(monkeypatch, tmp_path):
+    """The helper applies presenter styling and puts a figure download under each chart."""
+    from ui import widgets
+    monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
+    drawn = []
+    real = widgets.chart
+    monkeypatch.setattr(widgets, "chart", lambda fig, name, key=None: drawn.append(name) or real(fig, name, key))
+    at = run_page()
+    assert len(drawn) == len(at.get("plotly_chart")) >= 3  # comparison, dynamics, the bundled sweep
+    assert sum(b.label == "Download figure (HTML)" for b in at.get("download_button")) == len(drawn)
+    assert "st.plotly_chart" not in (ROOT / "pages" / "defenses.py").read_text(encoding="utf-8")
+
+
+def test_a_malformed_results_file_is_a_message_not_a_traceback(monkeypatch, tmp_path):
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps([{"defense": "none", "strength": "-"}]))
+    real = compare.load_results
+    monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
+    monkeypatch.setattr(compare, "load_results", lambda path: real(bad))
+    at = run_page()
+    assert not at.error
+    assert any("No bundled results" in i.value and "record 0: lacks epsilon" in i.value for i in at.info)
+
+
 def test_training_on_the_spot_adds_a_point(monkeypatch, tmp_path):
     monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
     monkeypatch.setattr(compare, "run_defense", lambda *a, **k: fake_record(a[3], a[4]))
@@ -57,6 +82,12 @@ def test_training_on_the_spot_adds_a_point(monkeypatch, tmp_path):
     table = at.dataframe[0].value
     mine = table[table["source"] == "trained here"]
     assert list(mine["exposure (bits)"]) == [7.25] and list(mine["defense"]) == ["Dropout"]
+    # kept as the results file's records: the Report page adds them to its defenses section as such
+    assert at.session_state["def_results"] == [fake_record("dropout", "0.1").to_json()]
+    runs = at.selectbox(key="def_dyn")
+    assert runs.options[-1] == "Dropout 0.1 (trained here)"
+    runs.select_index(len(runs.options) - 1).run()
+    assert not at.exception and "No per-epoch history" not in [i.value for i in at.info]
 
 
 def test_a_failing_run_shows_a_message_not_a_traceback(monkeypatch, tmp_path):

@@ -23,7 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 def embedded(html: str) -> dict:
-    m = re.search(r'<script type="application/json" id="ssviz-data">(.*?)</script>', html, re.S)
+    m = re.search(r'<script type="application/json" id="ssviz-data">(.*?)</script>', html, re.DOTALL)
     return json.loads(m.group(1).replace("<\\/", "</"))
 
 
@@ -82,6 +82,27 @@ def test_sections_come_in_the_promised_order(built):
     assert re.fullmatch(r"[0-9a-f]{64}", sha) and sha in html
 
 
+def test_the_defenses_section_shows_the_bundled_records(built):
+    from ssviz.defenses.compare import load_results
+    html = built.read_text(encoding="utf-8")
+    section = html[html.index('<section id="defenses"'):html.index('<section id="methods"')]
+    records = load_results(bundled("defenses/demo-results.json"))
+    assert embedded(html)["defenses"] == len(records) and 'id="fig-defenses"' in section
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", section)
+    assert rows == [(r.defense, r.strength, f"{r.exposure:,.2f}", f"{r.test_loss:,.4f}",
+                     "n/a" if r.epsilon is None else f"{r.epsilon:,.2f}") for r in records]
+
+
+def test_the_defenses_section_takes_records_or_their_json(canary_model):
+    """The Report page adds the Defenses page's runs as the results file's JSON: the same section either way."""
+    from ssviz.defenses.compare import load_results
+    records = load_results(bundled("defenses/demo-results.json"))[:3]
+    model, findings = model_summary(canary_model), measure(canary_model, Template(CANARY_TEMPLATE), [CONTROL])
+    as_records = render(Report(model, findings, defenses=records, created="t"))
+    as_json = render(Report(model, findings, defenses=[r.to_json() for r in records], created="t"))
+    assert as_records == as_json and as_records.count("<td>quantize8</td>") == 1
+
+
 def test_nothing_in_the_file_can_reach_the_network(built):
     html = built.read_text(encoding="utf-8")
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
@@ -114,13 +135,16 @@ def test_verdict_words_follow_the_numbers(canary_model):
 
 
 def test_bad_inputs_fail_before_measuring(tmp_path, ckpt, capsys, monkeypatch):
-    import ssviz.report as report
+    from ssviz import report
     monkeypatch.setattr(report, "measure", lambda *a, **k: pytest.fail("measured before checking inputs"))
     blocker = tmp_path / "f"
     blocker.write_text("x")
+    malformed = tmp_path / "bad.json"
+    malformed.write_text(json.dumps([{"defense": "none", "strength": "-", "epsilon": None, "exposure": "high"}]))
     cases = [["--out", str(blocker / "r.html"), "--secret", CANARY_SECRET],
              ["--out", str(tmp_path / "r.html"), "--secret", "12x4"],
-             ["--out", str(tmp_path / "r.html"), "--secret", CANARY_SECRET, "--defenses", str(tmp_path / "none.json")]]
+             ["--out", str(tmp_path / "r.html"), "--secret", CANARY_SECRET, "--defenses", str(tmp_path / "none.json")],
+             ["--out", str(tmp_path / "r.html"), "--secret", CANARY_SECRET, "--defenses", str(malformed)]]
     for extra in cases:
         code = main(["report", "--checkpoint", str(ckpt), "--template", CANARY_TEMPLATE, *extra])
         err = capsys.readouterr().err

@@ -8,5 +8,6 @@ Every defense accepts the transformers ``train`` builds (``arch`` gpt2 or llama)
 between blocks, AdamW's weight decay, quantization of every weight, both sanitizations.
 * :mod:`ssviz.defenses.quantize` - 8-bit weight quantization of a trained model.
 * :mod:`ssviz.defenses.sanitize` - regex and log-perplexity-difference sanitization.
-* :mod:`ssviz.defenses.results` - the bundled results records (``models/defenses/demo-results.json``).
+* :mod:`ssviz.defenses.compare` - one defense trained and measured, as a
+  :class:`ssviz.records.DefenseResult`; the results file (``models/defenses/demo-results.json``).
 """

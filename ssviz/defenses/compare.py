@@ -1,12 +1,14 @@
 """One defense, one strength, one canary: train and measure, as a results record.
 
 :func:`run_defense` produces the records of the "Defense results" contract
-(``models/defenses/demo-results.json``)::
+(``models/defenses/demo-results.json``), :class:`ssviz.records.DefenseResult`, whose JSON is::
 
     {"defense": "none"|"dropout"|"weight_decay"|"quantize8"|"regex"|"lpd"|"dp", "strength": str,
      "epsilon": float|null, "exposure": float, "exposure_method": str, "test_loss": float, "seconds": float}
 
-plus ``epochs`` (the per-epoch history) and ``details``. Strengths are strings:
+plus ``stopped``, ``epochs`` (the per-epoch history, :class:`ssviz.records.DefenseEpoch`), ``details`` and,
+in the bundled file, ``setting``. :func:`load_results` and :func:`save_results` read and write such a file.
+Strengths are strings:
 a probability for dropout, a coefficient for weight decay, a bit count for
 quantization, the pattern names for regex, the dropped fraction for LPD, and
 ``eps=E`` or ``noise=S`` for DP.
@@ -20,7 +22,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ssviz.errors import SsvizError
+from ssviz.errors import InvalidValueError, MissingFileError, SsvizError, clip
+from ssviz.records import DEFENSE_REQUIRED, DefenseEpoch, DefenseResult
 from ssviz.train import Canary, TrainConfig, insert_canary, split_text, train
 
 DEFENSES = ("none", "dropout", "weight_decay", "quantize8", "regex", "lpd", "dp")
@@ -29,7 +32,7 @@ DEFENSE_LABELS = {"none": "No defense", "dropout": "Dropout", "weight_decay": "W
                   "lpd": "LPD sanitization", "dp": "DP-SGD (Opacus)"}
 DEFAULT_STRENGTHS = {"none": "-", "dropout": "0.3", "weight_decay": "1e-4", "quantize8": "8",
                      "regex": "ssn+ccn", "lpd": "0.1", "dp": "eps=8"}
-RECORD_KEYS = ("defense", "strength", "epsilon", "exposure", "exposure_method", "test_loss", "seconds")
+RECORD_KEYS = DEFENSE_REQUIRED  # every record has these
 
 
 def _number(defense: str, strength: str) -> float:
@@ -60,7 +63,8 @@ def defense_config(defense: str, strength: str, base: TrainConfig) -> TrainConfi
 
 
 def run_defense(text: str, canary: Canary, base: TrainConfig, defense: str, strength: str | None = None, *,
-                lpd_config: TrainConfig | None = None, lpd_score: str = "raw", on_epoch=None, on_batch=None, stop=None) -> dict:
+                lpd_config: TrainConfig | None = None, lpd_score: str = "raw", on_epoch=None, on_batch=None,
+                stop=None) -> DefenseResult:
     """Train with one defense and return its results record (exposure of ``canary`` on the final model).
 
     Sanitization runs on the corpus after the canary was inserted into its
@@ -92,26 +96,35 @@ def run_defense(text: str, canary: Canary, base: TrainConfig, defense: str, stre
     if config.uses_dp:
         details["dp"] = {"noise_multiplier": result.dp_noise, "clip": config.dp_clip, "delta": config.dp_delta}
     eps = result.epsilon
-    return {"defense": defense, "strength": strength,
-            "epsilon": eps if eps is not None and math.isfinite(eps) else None,
-            "exposure": float(result.final["exposure"]), "exposure_method": result.final["exposure_method"],
-            "test_loss": float(result.test_loss), "seconds": time.perf_counter() - t0,
-            "stopped": result.stopped, "epochs": result.epochs, "details": details}
+    if eps is not None and not math.isfinite(eps):
+        eps = None  # DP with noise 0 promises nothing (inf): the results contract writes null, JSON has no inf
+    return DefenseResult(defense=defense, strength=strength, epsilon=eps, exposure=float(result.final["exposure"]),
+                         exposure_method=result.final["exposure_method"], test_loss=float(result.test_loss),
+                         seconds=time.perf_counter() - t0, stopped=result.stopped,
+                         epochs=tuple(DefenseEpoch.from_json(e) for e in result.epochs), details=details)
 
 
-def load_results(path) -> list[dict]:
-    """Records from a results JSON file, checked against the contract's keys."""
+def load_results(path) -> list[DefenseResult]:
+    """The records of a results JSON file; a file that does not fit the contract is one clear error naming the
+    record and key (an :class:`~ssviz.errors.SsvizError`), never a traceback further on."""
     path = Path(path)
     if not path.is_file():
-        raise SsvizError(f"defense results not found: {path}")
+        raise MissingFileError(f"defense results not found: {path}")
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SsvizError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise SsvizError(f"{path} must hold a JSON list of records")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise InvalidValueError(f"{path} is not valid JSON ({clip(str(e) or 'nested too deeply', 100)})") from None
+    if not isinstance(records, list):
+        raise InvalidValueError(f"{path} must hold a JSON list of records")
+    out = []
     for i, r in enumerate(records):
-        missing = [k for k in RECORD_KEYS if k not in r]
-        if missing:
-            raise SsvizError(f"{path}: record {i} lacks {', '.join(missing)}")
-    return records
+        try:
+            out.append(DefenseResult.from_json(r))
+        except InvalidValueError as e:
+            raise InvalidValueError(f"{path}: record {i}: {clip(str(e), 300)}") from None
+    return out
+
+
+def save_results(records, path) -> None:
+    """Write ``records`` as a results file, in the bundled file's layout (what :func:`load_results` reads)."""
+    Path(path).write_text(json.dumps([r.to_json() for r in records], indent=1), encoding="utf-8")

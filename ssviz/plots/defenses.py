@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from ssviz.records import DefenseEpoch, DefenseResult
 
 LABELS = {"none": "No defense", "dropout": "Dropout", "weight_decay": "Weight decay",
           "quantize8": "8-bit quantization", "regex": "Regex sanitization", "lpd": "LPD sanitization",
@@ -15,16 +17,12 @@ COLORS = {"none": "#d62728", "dropout": "#ff7f0e", "weight_decay": "#bcbd22", "q
           "regex": "#9467bd", "lpd": "#17becf", "dp": "#2ca02c"}
 
 
-def _label(r: dict) -> str:
-    s = str(r.get("strength", ""))
-    eps = r.get("epsilon")
-    text = LABELS.get(r["defense"], r["defense"]) + ("" if s in ("", "-") else f" {s}")
-    if eps is not None and math.isfinite(eps):
-        text += f" (ε={eps:.2g})"
-    return text
+def _label(r: DefenseResult) -> str:
+    text = LABELS.get(r.defense, r.defense) + ("" if r.strength in ("", "-") else f" {r.strength}")
+    return text if r.epsilon is None else text + f" (ε={r.epsilon:.2g})"
 
 
-def defense_comparison(records: list[dict], max_exposure: float | None = None) -> go.Figure:
+def defense_comparison(records: Sequence[DefenseResult], max_exposure: float | None = None) -> go.Figure:
     """Exposure (y) against test loss (x), one point per defense run; the undefended run is a red star.
 
     A good defense moves a point down (less memorized) without moving it far
@@ -32,47 +30,50 @@ def defense_comparison(records: list[dict], max_exposure: float | None = None) -
     draws the ceiling: exposure there means the canary ranks first.
     """
     fig = go.Figure()
-    defenses = list(dict.fromkeys(r["defense"] for r in records))
+    defenses = list(dict.fromkeys(r.defense for r in records))
     defenses.sort(key=lambda d: d == "none")  # the undefended star is drawn last, on top
     for defense in defenses:
-        rs = [r for r in records if r["defense"] == defense]
+        rs = [r for r in records if r.defense == defense]
         fig.add_trace(go.Scatter(
-            x=[r["test_loss"] for r in rs], y=[r["exposure"] for r in rs], mode="markers+text",
-            name=LABELS.get(defense, defense),
-            text=["" if r.get("strength") in (None, "-") else str(r["strength"]) for r in rs],
+            x=[r.test_loss for r in rs], y=[r.exposure for r in rs], mode="markers+text",
+            name=LABELS.get(defense, defense), text=["" if r.strength == "-" else r.strength for r in rs],
             textposition="top center", hovertext=[_label(r) for r in rs],
             hovertemplate="%{hovertext}<br>test loss %{x:.3f}<br>exposure %{y:.1f} bits<extra></extra>",
-            marker=dict(size=16 if defense == "none" else 11, symbol="star" if defense == "none" else "circle",
-                        color=COLORS.get(defense))))
+            marker={"size": 16 if defense == "none" else 11, "symbol": "star" if defense == "none" else "circle",
+                        "color": COLORS.get(defense)}))
     if max_exposure:
         fig.add_hline(y=max_exposure, line_dash="dot", line_color="gray",
                       annotation_text=f"canary ranked first ({max_exposure:.1f} bits)")
     fig.add_hline(y=0, line_color="lightgray")
     fig.update_layout(xaxis_title="test loss (nats per character, lower is better)",
                       yaxis_title="canary exposure (bits, lower is safer)", legend_title="defense",
-                      margin=dict(t=30, b=40), height=460)
+                      margin={"t": 30, "b": 40}, height=460)
     return fig
 
 
-def training_dynamics(epochs: list[dict], title: str | None = None) -> go.Figure:
-    """Exposure per epoch (left axis) beside train and validation loss (right axis): the paper's Figure 4."""
+def training_dynamics(epochs: Sequence[DefenseEpoch | dict], title: str | None = None) -> go.Figure:
+    """Exposure per epoch (left axis) beside train and validation loss (right axis): the paper's Figure 4.
+
+    ``epochs``: a defense run's records, or the epoch dicts :func:`ssviz.train.train` reports while it runs
+    (the Model page's live chart).
+    """
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    df = pd.DataFrame(epochs)
+    df = pd.DataFrame([e.to_json() if isinstance(e, DefenseEpoch) else e for e in epochs])
     if df.empty:
         fig.update_layout(title=title or "no epochs yet")
         return fig
     if "exposure" in df and df["exposure"].notna().any():
         fig.add_trace(go.Scatter(x=df["epoch"], y=df["exposure"], name="exposure", mode="lines+markers",
-                                 line=dict(color="#d62728", width=3)), secondary_y=False)
+                                 line={"color": "#d62728", "width": 3}), secondary_y=False)
     for col, color in (("train_loss", "#1f77b4"), ("val_loss", "#ff7f0e")):
         if col in df:
             fig.add_trace(go.Scatter(x=df["epoch"], y=df[col], name=col.replace("_", " "), mode="lines+markers",
-                                     line=dict(color=color, dash="dash")), secondary_y=True)
+                                     line={"color": color, "dash": "dash"}), secondary_y=True)
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(title_text="exposure (bits)", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="loss (nats per character)", secondary_y=True)
-    fig.update_layout(title=title, margin=dict(t=40 if title else 20, b=40), height=400,
-                      legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(title=title, margin={"t": 40 if title else 20, "b": 40}, height=400,
+                      legend={"orientation": "h", "y": -0.2})
     return fig
 
 
@@ -103,7 +104,7 @@ def sweep_heatmap(summary: pd.DataFrame, metric: str = "exposure") -> go.Figure:
         text.append(tr)
     fig = go.Figure(go.Heatmap(z=z, x=[str(c) for c in cols], y=[str(r) for r in rows], text=text,
                                texttemplate="%{text}", colorscale="Reds" if metric == "exposure" else "Blues",
-                               colorbar=dict(title="bits" if metric == "exposure" else "nats")))
+                               colorbar={"title": "bits" if metric == "exposure" else "nats"}))
     fig.update_layout(xaxis_title=p1, yaxis_title=p2 or None, xaxis_type="category", yaxis_type="category",
-                      title=f"mean {metric.replace('_', ' ')} over seeds", margin=dict(t=40, b=40), height=420)
+                      title=f"mean {metric.replace('_', ' ')} over seeds", margin={"t": 40, "b": 40}, height=420)
     return fig

@@ -44,7 +44,7 @@ class Report:
     scan: list | None = None                   # ssviz.measure.ScanRow: the secrets found in the training data
     study: pd.DataFrame | None = None          # Store.comparison() rows
     audit: dict | None = None                  # audit metrics (and optionally scores / included arrays)
-    defenses: list[dict] | None = None         # ssviz.defenses.compare records
+    defenses: list | None = None               # ssviz.records.DefenseResult (or its JSON): defense runs
     settings: dict = field(default_factory=dict)  # estimator settings, seeds, budgets, command line
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
@@ -278,12 +278,13 @@ def _audit(r: Report) -> str:
 
 
 def _defenses(r: Report) -> str:
-    recs = r.defenses
-    if not recs:
+    if not r.defenses:
         return ""
     from ssviz.plots.defenses import defense_comparison
-    rows = [[d.get("defense"), d.get("strength", ""), _num(d.get("exposure")), _num(d.get("test_loss"), 4),
-             _num(d.get("epsilon"))] for d in recs]
+    from ssviz.records import DefenseResult
+    # the Report page adds this session's runs as the results file's JSON records
+    recs = [d if isinstance(d, DefenseResult) else DefenseResult.from_json(d) for d in r.defenses]
+    rows = [[d.defense, d.strength, _num(d.exposure), _num(d.test_loss, 4), _num(d.epsilon)] for d in recs]
     parts = [_table(["defense", "strength", "exposure (bits)", "test loss", "epsilon"], rows),
              _figure(defense_comparison(recs), "defenses")]
     return '<section id="defenses"><h2>Defenses compared</h2>' + "".join(parts) + "</section>"
