@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssviz.cli import emit, positive_int
+from ssviz.cli import emit, positive_int, progress_printer
+from ssviz.cli.cluster import add_executor_options, executor_from_args, executor_given
 from ssviz.cli.train import add_training_options, check_output, config_from_args
 from ssviz.errors import SsvizError
 
@@ -39,6 +40,11 @@ def register(sub, parent) -> None:
     p.add_argument("--confidence", type=_probability, default=0.95, help="confidence of the lower bound")
     p.add_argument("--out", help="folder to write canaries.csv, audit.json and the checkpoint")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
+    p.add_argument("--seeds", type=positive_int, default=1,
+                   help="repeat the audit over seeds --seed, --seed+1, ... into --out/seed-N (resumes: seeds "
+                        "already there are kept) and report the spread")
+    add_executor_options(p, "repeated audits (--seeds: one CPU per seed; --out is written by this process only)",
+                         "seeds at once (default: 1 here, one after another; all CPUs with --executor)")
     add_training_options(p)
     p.set_defaults(run=run_audit)
 
@@ -59,9 +65,13 @@ def run_audit(args) -> int:
                              args.delta if args.delta is not None else config.dp_delta, args.confidence,
                              args.seed).validate()
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
+    repeated = args.seeds > 1 or executor_given(args) or args.workers is not None
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force
+                                              and not (repeated and _repeated_audit(out)))):
         raise SsvizError(f"--out {out} exists and is not an empty folder (choose another, or --force)")
     text = read_corpus(args.corpus)
+    if repeated:
+        return _run_seeds(args, text, settings, config, out)
     check_output(out / "model.safetensors", inputs=[args.corpus], what="--out")
     on_epoch = None if args.json else (lambda r: print(
         f"epoch {r['epoch']}: train {r['train_loss']:.4f} val {r['val_loss']:.4f}"
@@ -69,6 +79,33 @@ def run_audit(args) -> int:
     result = audit(text, settings, config, out_dir=out, on_epoch=on_epoch)
     payload = result.to_json()
     emit(args, payload, _summary(payload) + f"\nwrote {out}")
+    return 0
+
+
+def _repeated_audit(out: Path) -> bool:
+    """A folder a repeated audit wrote (its seeds are resumed, not overwritten)."""
+    from ssviz.audit.seeds import SUMMARY_JSON
+    return (out / SUMMARY_JSON).is_file() or any(p.name.startswith("seed-") for p in out.iterdir())
+
+
+def _run_seeds(args, text: str, settings, config, out: Path) -> int:
+    from ssviz.audit.seeds import run_audits
+    check_output(out / "audits.json", inputs=[args.corpus], what="--out")
+    run = {"executor": None, "progress": progress_printer("seeds", not args.json)}
+    if executor_given(args) or (args.workers or 1) > 1:
+        with executor_from_args(args) as executor:
+            summary = run_audits(text, settings, config, args.seeds, out, **{**run, "executor": executor})
+    else:
+        summary = run_audits(text, settings, config, args.seeds, out, **run)
+    payload = summary.to_json()
+    lines = [f"seed {r['seed']}: " + _summary(r) for r in payload["results"]]
+    eps = payload["spread"]["epsilon_lower"]
+    if eps.get("n"):
+        lines.append(f"epsilon lower bound over {eps['n']} seed(s): median {eps['median']:.2f}, "
+                     f"min {eps['min']:.2f}, max {eps['max']:.2f} (each at its own confidence)")
+    lines.append(f"{summary.computed} seed(s) run, {summary.reused} reused ({summary.seconds:.1f}s)"
+                 f"{' - stopped' if summary.stopped else ''}; wrote {out}")
+    emit(args, payload, "\n".join(lines))
     return 0
 
 
