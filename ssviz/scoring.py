@@ -86,7 +86,7 @@ class _Block:
 
     lo: int
     hi: int
-    state: State
+    state: object
     log_probs: torch.Tensor
 
 
@@ -97,8 +97,131 @@ def _splits(lo: int, hi: int, rows: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
+class _Stepper:
+    """Steps trie nodes with any :class:`LanguageModel`: a child's state is its parent's, selected, then stepped."""
+
+    def __init__(self, model: LanguageModel):
+        self.model = model
+
+    def root(self, ctx: PrefixContext):
+        return ctx.state
+
+    def children(self, state, local: torch.Tensor | None, tok: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """Log-probabilities and state after each child reads ``tok``; ``local[i]``: the parent (a row of
+        ``state``) of child ``i`` (None: child ``i`` of parent ``i``)."""
+        if local is not None:
+            state = self.model.select_state(state, local)
+        return self.model.step(tok, state)
+
+    def run(self, state, local: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities ``[B, T, V]`` along ``tokens [B, T]`` from the selected parents."""
+        if local is not None:
+            state = self.model.select_state(state, local)
+        return self.model.run(tokens, state)[0]
+
+
+class _LSTMState:
+    """A block of LSTM trie nodes: per layer ``h``, ``c`` ``[B, H]``, and (computed once, when the block has
+    children) ``pre = h @ W_hh^T + b``, which all children of a node share."""
+
+    __slots__ = ("h", "c", "pre")
+
+    def __init__(self, h: list, c: list):
+        self.h, self.c, self.pre = h, c, None
+
+
+class _LSTMStepper(_Stepper):
+    """The trie scorer's fast path for a :class:`~ssviz.models.CharRNN` LSTM in eval mode (same numbers up to
+    float rounding).
+
+    Every child of a trie node starts from the same state, so the recurrent projection ``h @ W_hh^T`` of each
+    layer is computed once per node, not once per child; the first layer's input projection is a lookup
+    in a table over the vocabulary (its input is an embedding row); the gates are reordered (i, f, o, g) so
+    one in-place sigmoid and one tanh cover them. A step is then one matrix product per layer above the
+    first, the head, and element-wise work.
+    """
+
+    def __init__(self, model):
+        super().__init__(model)
+        rnn = model.rnn
+        H = self.H = model.hidden_size
+        self.layers = model.num_layers
+        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+        with torch.inference_mode():
+            w_ih = [getattr(rnn, f"weight_ih_l{k}").detach()[order] for k in range(self.layers)]
+            w_hh = [getattr(rnn, f"weight_hh_l{k}").detach()[order] for k in range(self.layers)]
+            bias = [(getattr(rnn, f"bias_ih_l{k}").detach() + getattr(rnn, f"bias_hh_l{k}").detach())[order]
+                    if rnn.bias else torch.zeros(4 * H, dtype=w_ih[0].dtype) for k in range(self.layers)]
+            self.table = (model.embedding.weight.detach() @ w_ih[0].t()).contiguous()  # [V, 4H]
+            self.w_ih_t = [w.t().contiguous() for w in w_ih]  # [in, 4H]
+            self.w_hh_t = [w.t().contiguous() for w in w_hh]  # [H, 4H]
+            self.bias = bias
+            self.head_t = model.head.weight.detach().t().contiguous()  # [H, V]
+            self.head_b = model.head.bias.detach().clone()
+
+    @staticmethod
+    def usable(model) -> bool:
+        from ssviz.models.rnn import CharRNN
+        rnn = getattr(model, "rnn", None)
+        return (type(model) is CharRNN and model.arch == "lstm" and not model.training
+                and isinstance(rnn, torch.nn.LSTM) and type(rnn) is torch.nn.LSTM
+                and getattr(rnn, "proj_size", 0) == 0 and not rnn.bidirectional and rnn.batch_first
+                and model.head.bias is not None and model.head.weight.dtype == torch.float32
+                and model.head.weight.device.type == "cpu")
+
+    def root(self, ctx: PrefixContext) -> _LSTMState:
+        h, c = ctx.state
+        return _LSTMState([h[k] for k in range(self.layers)], [c[k] for k in range(self.layers)])
+
+    def _pre(self, state: _LSTMState) -> list:
+        if state.pre is None:
+            state.pre = [torch.addmm(self.bias[k], state.h[k], self.w_hh_t[k]) for k in range(self.layers)]
+        return state.pre
+
+    def _cell(self, gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """LSTM cell on pre-activations ``gates [B, 4H]`` (i, f, o, g; owned, so changed in place)."""
+        H = self.H
+        gates[:, :3 * H].sigmoid_()
+        gates[:, 3 * H:].tanh_()
+        c = gates[:, H:2 * H] * c_prev
+        c.addcmul_(gates[:, :H], gates[:, 3 * H:])
+        h = torch.tanh(c)
+        h.mul_(gates[:, 2 * H:3 * H])
+        return h, c
+
+    def children(self, state: _LSTMState, local: torch.Tensor | None, tok: torch.Tensor):
+        pre = self._pre(state)
+        hs, cs = [], []
+        x = None
+        for k in range(self.layers):
+            p = pre[k] if local is None else pre[k].index_select(0, local)
+            if k == 0:
+                gates = p + self.table.index_select(0, tok)
+            elif local is None:
+                gates = torch.addmm(p, x, self.w_ih_t[k])
+            else:
+                gates = p.addmm_(x, self.w_ih_t[k])
+            c_prev = state.c[k] if local is None else state.c[k].index_select(0, local)
+            x, c = self._cell(gates, c_prev)
+            hs.append(x)
+            cs.append(c)
+        logits = torch.addmm(self.head_b, x, self.head_t)
+        return torch.log_softmax(logits, dim=1), _LSTMState(hs, cs)
+
+    def run(self, state: _LSTMState, local: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        h, c = torch.stack(state.h), torch.stack(state.c)
+        if local is not None:
+            h, c = h.index_select(1, local), c.index_select(1, local)
+        return self.model.run(tokens, (h, c))[0]
+
+
+def _stepper(model: LanguageModel) -> _Stepper:
+    return _LSTMStepper(model) if _LSTMStepper.usable(model) else _Stepper(model)
+
+
 def _score_sorted_chunk(model: LanguageModel, ctx: PrefixContext, tokens: np.ndarray,
-                        new: np.ndarray | None = None, step_rows: int | None = None) -> np.ndarray:
+                        new: np.ndarray | None = None, step_rows: int | None = None,
+                        stepper: _Stepper | None = None) -> np.ndarray:
     """Bits of each row of lexicographically sorted ``tokens [n, P]``, one model step per trie node.
 
     ``new[i, p]`` (optional, computed when absent) marks rows that start a trie
@@ -111,13 +234,14 @@ def _score_sorted_chunk(model: LanguageModel, ctx: PrefixContext, tokens: np.nda
     if n == 0:
         return np.zeros(0)
     step_rows = step_rows or STEP_ROWS
+    stepper = stepper or _stepper(model)
     if new is None:  # new[i, p]: row i starts a trie node at position p
         new = np.ones((n, depth), dtype=bool)
         if n > 1:
             new[1:] = np.logical_or.accumulate(tokens[1:] != tokens[:-1], axis=1)
     all_tokens = torch.from_numpy(tokens)
     cost = np.array([ctx.bits])
-    blocks = [_Block(0, 1, ctx.state, ctx.log_probs)]
+    blocks = [_Block(0, 1, stepper.root(ctx), ctx.log_probs)]
     node_of_row = np.zeros(n, dtype=np.int64)
     for d in range(depth):
         starts = np.flatnonzero(new[:, d])
@@ -134,16 +258,14 @@ def _score_sorted_chunk(model: LanguageModel, ctx: PrefixContext, tokens: np.nda
             if last:
                 continue
             for s0, s1 in _splits(c0, c1, step_rows):
-                if s0 == c0 and s1 == c1 and c1 - c0 == b.hi - b.lo:
-                    state = b.state  # every parent has one child, in order
-                else:
-                    state = model.select_state(b.state, local[s0 - c0:s1 - c0])
+                # None: every parent has one child, in order
+                sel = None if s0 == c0 and s1 == c1 and c1 - c0 == b.hi - b.lo else local[s0 - c0:s1 - c0]
                 if fused:  # rows s0..s1 are nodes s0..s1
-                    lp_seq, _ = model.run(all_tokens[s0:s1, d:depth - 1], state)
+                    lp_seq = stepper.run(b.state, sel, all_tokens[s0:s1, d:depth - 1])
                     rest = all_tokens[s0:s1, d + 1:, None]
                     child_cost[s0:s1] -= lp_seq.gather(2, rest)[..., 0].double().sum(1).numpy() / LN2
                 else:
-                    log_probs, state = model.step(tok[s0:s1], state)
+                    log_probs, state = stepper.children(b.state, sel, tok[s0:s1])
                     next_blocks.append(_Block(s0, s1, state, log_probs))
         cost, blocks = child_cost, next_blocks
         if fused:
@@ -169,10 +291,12 @@ def score_tokens(model: LanguageModel, template: Template, tokens: np.ndarray, *
         order = np.lexsort(tokens.T[::-1])
         tokens = tokens[order]
     out = np.empty(n, dtype=np.float64)
+    stepper = _stepper(model)
     with torch.inference_mode():
         for lo in range(0, n, chunk_size):
             _check_stop(stop)
-            out[lo:lo + chunk_size] = _finite_bits(model, _score_sorted_chunk(model, ctx, tokens[lo:lo + chunk_size]))
+            out[lo:lo + chunk_size] = _finite_bits(model, _score_sorted_chunk(model, ctx, tokens[lo:lo + chunk_size],
+                                                                              stepper=stepper))
             if progress:
                 progress(min(lo + chunk_size, n), n)
     if order is not None:
@@ -248,13 +372,14 @@ def score_range(model: LanguageModel, template: Template, lo: int, hi: int, *, c
         return
     ctx = ctx or prefix_context(model, template)
     lut = position_tokens(model, template)
+    stepper = _stepper(model)
     with torch.inference_mode():
         start = lo
         while start < hi:
             _check_stop(stop)
             end = min(hi, (start // chunk_size + 1) * chunk_size)
             tokens, new = range_rows(model, template, start, end, lut)
-            yield start, _finite_bits(model, _score_sorted_chunk(model, ctx, tokens, new))
+            yield start, _finite_bits(model, _score_sorted_chunk(model, ctx, tokens, new, stepper=stepper))
             start = end
 
 

@@ -75,3 +75,32 @@ def test_stop_flag(tiny_model):
     seen = []
     score_space(tiny_model, Template("My PIN is {d:3}"), chunk_size=250, progress=lambda d, n: seen.append((d, n)))
     assert seen == [(250, 1000), (500, 1000), (750, 1000), (1000, 1000)]
+
+
+@pytest.mark.parametrize("text", ["My PIN is {d:3}", "a {[xyz]:2}-{d:2} b", "My SSN is {d:3}-{d:2}-{d:4}"])
+def test_fast_lstm_path_equals_generic_stepping(tiny_model, text):
+    """The LSTM fast path (shared recurrent projections, a vocabulary table for the first layer) gives the
+    generic select-then-step path's numbers up to float rounding, literal characters and fused tails included."""
+    from ssviz import scoring
+    assert scoring._LSTMStepper.usable(tiny_model)
+    t = Template(text)
+    fillers = t.random_fillers(200, seed=3)
+    tokens = scoring.digits_to_tokens(tiny_model, t, t.fillers_to_digits(fillers))
+    order = np.lexsort(tokens.T[::-1])
+    import torch
+    ctx = scoring.prefix_context(tiny_model, t)
+    with torch.inference_mode():
+        generic = scoring._score_sorted_chunk(tiny_model, ctx, tokens[order], step_rows=16,
+                                              stepper=scoring._Stepper(tiny_model))
+        fast = scoring._score_sorted_chunk(tiny_model, ctx, tokens[order], step_rows=16)
+    assert np.abs(fast - generic).max() < 1e-4
+
+
+def test_fast_lstm_path_only_for_plain_lstms_in_eval_mode(tiny_model, tiny_gru):
+    from ssviz import scoring
+    assert not scoring._LSTMStepper.usable(tiny_gru)
+    tiny_model.train()
+    try:
+        assert not scoring._LSTMStepper.usable(tiny_model)
+    finally:
+        tiny_model.eval()
