@@ -17,16 +17,16 @@ seeds on the first 50 KB, 4 epochs, same canary; it prints its wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from dataclasses import replace
 from pathlib import Path
-
 
 import torch
 
-from ssviz.defenses.compare import run_defense
+from ssviz.defenses.compare import load_results, run_defense, save_results
 from ssviz.demo import DEMO_CANARY, DEMO_CORPUS
 from ssviz.paths import bundled
+from ssviz.records import DefenseResult
 from ssviz.templates import Template
 from ssviz.train import Canary, TrainConfig
 
@@ -48,12 +48,11 @@ RUNS = [("quantize8", "8"), ("dp", "noise=0"), ("dp", "eps=8"), ("dp", "eps=3"),
         ("weight_decay", "1e-4"), ("weight_decay", "1e-3"), ("regex", "ssn+ccn"), ("lpd", "0.1")]
 
 
-def undefended_from_quantized(rec: dict) -> dict:
+def undefended_from_quantized(rec: DefenseResult) -> DefenseResult:
     """The quantization run's model before quantizing is exactly the undefended model."""
-    before = rec["details"]["quantization"]["before"]
-    last = rec["epochs"][-1]
-    return {**rec, "defense": "none", "strength": "-", "exposure": before["exposure"],
-            "exposure_method": last["exposure_method"], "test_loss": before["test_loss"], "details": {}}
+    before = rec.details["quantization"]["before"]
+    return replace(rec, defense="none", strength="-", exposure=before["exposure"],
+                   exposure_method=rec.epochs[-1].exposure_method, test_loss=before["test_loss"], details={})
 
 
 def make_sweep() -> None:
@@ -81,23 +80,23 @@ def main() -> None:
         return
     text = DEMO_CORPUS.read_text(encoding="utf-8")[:CORPUS_CHARS]
     out = Path(args.out)
-    records = json.loads(out.read_text()) if args.only and out.exists() else []
-    records = [r for r in records if r["defense"] != args.only]
+    records = load_results(out) if args.only and out.exists() else []
+    records = [r for r in records if r.defense != args.only]
     for defense, strength in RUNS:
         if args.only and defense != args.only:
             continue
         canary = Canary(Template(DEMO_CANARY["template"]), DEMO_CANARY["secret"], DEMO_CANARY["insertions"])
         t = time.perf_counter()
         rec = run_defense(text, canary, CONFIG, defense, strength, lpd_config=LPD_CONFIG, lpd_score=LPD_SCORE)
-        rec["setting"] = {"corpus_chars": CORPUS_CHARS, "model": "1x128 LSTM", "epochs": CONFIG.epochs,
-                          "insertions": DEMO_CANARY["insertions"]}
+        rec = replace(rec, setting={"corpus_chars": CORPUS_CHARS, "model": "1x128 LSTM", "epochs": CONFIG.epochs,
+                                    "insertions": DEMO_CANARY["insertions"]})
         if defense == "quantize8":
             records.append(undefended_from_quantized(rec))
         records.append(rec)
-        print(f"{defense:13s} {strength:8s} exposure {rec['exposure']:6.2f} test loss {rec['test_loss']:.3f} "
-              f"eps {rec['epsilon']} {time.perf_counter() - t:6.1f}s", flush=True)
+        print(f"{defense:13s} {strength:8s} exposure {rec.exposure:6.2f} test loss {rec.test_loss:.3f} "
+              f"eps {rec.epsilon} {time.perf_counter() - t:6.1f}s", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(records, indent=1))
+        save_results(records, out)
 
 
 if __name__ == "__main__":

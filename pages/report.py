@@ -107,8 +107,10 @@ def sections(extras: dict) -> dict:
     if extras.get("defenses"):
         from ssviz.defenses.compare import load_results
         from ssviz.paths import bundled
+        from ssviz.records import DefenseResult
         records = load_results(bundled("defenses/demo-results.json")) + \
-            [{k: v for k, v in r.items() if k != "source"} for r in st.session_state.get(DEFENSE_RUNS, [])]
+            [DefenseResult.from_json({k: v for k, v in r.items() if k != "source"})
+             for r in st.session_state.get(DEFENSE_RUNS, [])]
         out["defenses"] = records
     if extras.get("study"):
         out["study"] = cache.store(extras["study"]).comparison()

@@ -93,13 +93,15 @@ def test_the_defenses_section_shows_the_bundled_records(built):
                      "n/a" if r.epsilon is None else f"{r.epsilon:,.2f}") for r in records]
 
 
-def test_the_defenses_section_takes_records_or_their_json(canary_model):
-    """The Report page adds the Defenses page's runs as the results file's JSON: the same section either way."""
+def test_the_defenses_section_is_the_same_from_records_read_back_from_their_json(canary_model):
+    """The Report page reads the Defenses page's runs back from their JSON: the same section either way."""
     from ssviz.defenses.compare import load_results
+    from ssviz.records import DefenseResult
     records = load_results(bundled("defenses/demo-results.json"))[:3]
     model, findings = model_summary(canary_model), measure(canary_model, Template(CANARY_TEMPLATE), [CONTROL])
     as_records = render(Report(model, findings, defenses=records, created="t"))
-    as_json = render(Report(model, findings, defenses=[r.to_json() for r in records], created="t"))
+    as_json = render(Report(model, findings, defenses=[DefenseResult.from_json(r.to_json()) for r in records],
+                            created="t"))
     assert as_records == as_json and as_records.count("<td>quantize8</td>") == 1
 
 

@@ -360,12 +360,12 @@ def test_quantization_and_the_defense_records_accept_transformers(text):
     from ssviz.defenses.quantize import distinct_values
     base = TrainConfig(**TINY, arch="llama")
     rec = run_defense(text[:20_000], Canary(Template("PIN {d:2}"), "42", 5), base, "quantize8")
-    assert rec["details"]["quantization"]["bits"] == 8 and math.isfinite(rec["test_loss"])
+    assert rec.details["quantization"]["bits"] == 8 and math.isfinite(rec.test_loss)
     res = train(text[:20_000], replace(base, quantize=8), Canary(Template("PIN {d:2}"), "42", 5))
     assert distinct_values(res.model.model) <= 256
     for defense in ("dropout", "weight_decay", "regex"):
         rec = run_defense(text[:20_000], Canary(Template("PIN {d:2}"), "42", 5), base, defense)
-        assert math.isfinite(rec["exposure"]) and math.isfinite(rec["test_loss"]), defense
+        assert math.isfinite(rec.exposure) and math.isfinite(rec.test_loss), defense
 
 
 def test_lpd_sanitization_trains_two_transformers_on_one_tokenizer(text, monkeypatch):

@@ -281,9 +281,7 @@ def _defenses(r: Report) -> str:
     if not r.defenses:
         return ""
     from ssviz.plots.defenses import defense_comparison
-    from ssviz.records import DefenseResult
-    # the Report page adds this session's runs as the results file's JSON records
-    recs = [d if isinstance(d, DefenseResult) else DefenseResult.from_json(d) for d in r.defenses]
+    recs = r.defenses
     rows = [[d.defense, d.strength, _num(d.exposure), _num(d.test_loss, 4), _num(d.epsilon)] for d in recs]
     parts = [_table(["defense", "strength", "exposure (bits)", "test loss", "epsilon"], rows),
              _figure(defense_comparison(recs), "defenses")]
