@@ -78,3 +78,20 @@ def test_module_entry_point(ckpt):
                            "--secret", "4821", "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"][0]["filler"] == "4821"
+
+
+def test_with_json_stdout_holds_the_json_alone(capsys, ckpt, monkeypatch):
+    """What a library prints while a command runs (Ray prints its notices on stdout) goes to stderr."""
+    import ssviz.cli.core as core
+    real = core.load_model
+
+    def noisy(path):
+        print("(raylet) a notice")
+        return real(path)
+
+    monkeypatch.setattr(core, "load_model", noisy)
+    assert main(["exposure", "--checkpoint", ckpt, "--template", "My PIN is {d:3}", "--secret", "123", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["space_size"] == 1000 and "(raylet) a notice" in err
+    assert main(["exposure", "--checkpoint", ckpt, "--template", "My PIN is {d:3}", "--secret", "123"]) == 0
+    assert "(raylet) a notice" in capsys.readouterr().out  # without --json nothing is moved

@@ -7,6 +7,7 @@ prints machine-readable results on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -19,11 +20,14 @@ from ssviz.jsonable import finite_json
 COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan")
 
 
+_json_out: list = []  # with --json: the real stdout, kept for the JSON alone (see main)
+
+
 def emit(args, payload: dict, text: str | None = None) -> None:
     """Print JSON with --json, otherwise a human summary (falls back to indented JSON)."""
     if getattr(args, "json", False) or text is None:
         print(json.dumps(finite_json(payload), indent=None if getattr(args, "json", False) else 2,
-                         default=_jsonable, allow_nan=False))
+                         default=_jsonable, allow_nan=False), file=_json_out[-1] if _json_out else sys.stdout)
     else:
         print(text)
 
@@ -87,6 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "json", False):  # stdout holds the JSON only: what libraries print (Ray's notices) goes to stderr
+        _json_out.append(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return _run(args)
+        finally:
+            _json_out.pop()
+    return _run(args)
+
+
+def _run(args) -> int:
     try:
         return int(args.run(args) or 0)
     except StoppedError as e:
