@@ -95,3 +95,42 @@ def test_with_json_stdout_holds_the_json_alone(capsys, ckpt, monkeypatch):
     assert json.loads(out)["space_size"] == 1000 and "(raylet) a notice" in err
     assert main(["exposure", "--checkpoint", ckpt, "--template", "My PIN is {d:3}", "--secret", "123"]) == 0
     assert "(raylet) a notice" in capsys.readouterr().out  # without --json nothing is moved
+
+
+def test_command_table_matches_every_module():
+    """`--help` lists the subcommands from ssviz.cli.COMMANDS without importing their modules: the table must
+    say what each module registers, in order, with the same help."""
+    import argparse
+    import importlib
+
+    from ssviz.cli import COMMAND_MODULES, COMMANDS
+    assert list(COMMANDS) == list(COMMAND_MODULES)
+    for name in COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"ssviz.cli.{name}").register(sub, argparse.ArgumentParser(add_help=False))
+        assert [(a.dest, a.help) for a in sub._choices_actions] == list(COMMANDS[name]), name
+
+
+def test_lazy_parser_parses_like_the_full_one():
+    from ssviz.cli import COMMANDS, build_parser, command_module
+    full = build_parser()
+    assert full.format_help() == build_parser(None).format_help()
+    for module, commands in COMMANDS.items():
+        for command, _ in commands:
+            assert command_module(["--json", command, "--x"]) == command_module(["--", command]) == module
+            lazy = build_parser(module)._subparsers._group_actions[0].choices[command]
+            assert lazy.format_help() == full._subparsers._group_actions[0].choices[command].format_help()
+    assert command_module(["-h"]) is None and command_module(["nosuch", "score"]) is None
+    args = build_parser("core").parse_args(["exposure", "--checkpoint", "c", "--template", "PIN", "--secret", "1"])
+    assert args.command == "exposure" and args.method == "auto" and callable(args.run)
+
+
+@pytest.mark.parametrize("argv,code", [(["--help"], 0), (["nosuch"], 2), ([], 2)])
+def test_help_and_unknown_commands_import_no_subcommand(argv, code):
+    """`python -m ssviz --help` (and a mistyped command) imports no subcommand module, torch included."""
+    probe = ("import sys; from ssviz.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+             "heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith('ssviz.cli.'))\n"
+             "print(code, heavy, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60)
+    assert proc.stderr.strip().splitlines()[-1] == f"{code} []"

@@ -2,6 +2,9 @@
 
 Errors a user caused print one line on stderr and exit with status 2; ``--json``
 prints machine-readable results on stdout.
+
+Only the chosen subcommand's module is imported (most pull in torch, scipy or DuckDB): the other
+subcommands are listed from :data:`COMMANDS`, so ``--help`` and a mistyped command answer at once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,25 @@ from ssviz.jsonable import finite_json
 
 # each module defines register(subparsers, parent) and sets a handler via set_defaults(run=...)
 COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan")
+# what each module registers, in order, with its one-line help: `python -m ssviz --help` lists these without
+# importing the modules (tests/test_cli_core.py checks the table against every module's register)
+COMMANDS = {
+    "train": (("train", "train a char-LM or a small transformer, optionally with an inserted canary"),),
+    "core": (("score", "log-perplexity (bits) of fillers of a template"),
+             ("exposure", "exposure of a secret")),
+    "extract": (("extract", "extract the most likely fillers of a template"),),
+    "enron": (("enron", "per-user study of a maildir: train per user, measure and extract found secrets"),
+              ("enron-synth", "write a synthetic Enron-style maildir with known secrets"),
+              ("enron-show", "print the per-user comparison (Table 5) of a results store"),
+              ("enron-export", "export a results store to .csv or .parquet")),
+    "defenses": (("sanitize", "remove likely secrets from a corpus before training"),
+                 ("sweep", "train over a grid of one or two settings x seeds (DuckDB)")),
+    "audit": (("audit", "privacy audit: train once with random canaries, report ROC, AUC and an epsilon lower "
+                        "bound (Steinke, Nasr, Jagielski 2023)"),),
+    "report": (("report", "a one-file HTML report of a model's memorized secrets"),),
+    "scan": (("scan", "find the secrets in a corpus (SSNs, cards, phones, AWS keys, GitHub tokens) and measure "
+                      "each in a model: exposure, extracted?"),),
+}
 
 
 _json_out: list = []  # with --json: the real stdout, kept for the JSON alone (see main)
@@ -77,19 +99,40 @@ nonnegative_float = _number(float, 0, False, "a finite number >= 0")
 finite_float = _number(float, None, False, "a finite number")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = "") -> argparse.ArgumentParser:
+    """The whole parser (every module imported and registered), or with ``only`` (a module name, or None for
+    no module) that module's subcommands in full and the others as bare entries (name and help) that
+    list them in ``--help`` and never parse anything."""
     parser = argparse.ArgumentParser(prog="python -m ssviz", description="Measure and extract secrets memorized by language models (The Secret Sharer).")
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     parent.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
-        importlib.import_module(f"ssviz.cli.{name}").register(sub, parent)
+        if only == "" or name == only:
+            importlib.import_module(f"ssviz.cli.{name}").register(sub, parent)
+        else:
+            for command, helptext in COMMANDS[name]:
+                sub.add_parser(command, help=helptext)
     return parser
 
 
+def command_module(argv: list[str]) -> str | None:
+    """The module of the subcommand ``argv`` names (its first positional argument; top-level options are
+    -h/--help only), or None when it names none (help, a mistyped command, nothing)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            word = next(words, "")
+        elif word.startswith("-"):
+            continue
+        return next((m for m, cmds in COMMANDS.items() if any(word == c for c, _ in cmds)), None)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_module(argv))
     args = parser.parse_args(argv)
     if getattr(args, "json", False):  # stdout holds the JSON only: what libraries print (Ray's notices) goes to stderr
         _json_out.append(sys.stdout)
