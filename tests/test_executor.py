@@ -328,7 +328,7 @@ def test_ray_in_a_loopback_namespace(tmp_path):
     proc = subprocess.run(_unshare(["bash", "-c", script]), env=env, capture_output=True, text=True, timeout=900)
     tail = (proc.stdout + proc.stderr)[-3000:]
     assert proc.returncode == 0, tail
-    assert re.search(r"\b4 passed\b", proc.stdout), tail
+    assert re.search(r"\b6 passed\b", proc.stdout), tail
 
 
 @pytest.fixture(scope="module")
@@ -442,3 +442,76 @@ def test_ray_inner_a_bad_model_fails_the_run_with_one_line(ray_head, tmp_path, t
             w.copy_(torch.randn(w.shape, generator=gen).sign() * 3e38)
     with RayExecutor(address=ray_head) as ex, pytest.raises(CheckpointError, match="NaN or infinite"):
         exposure.exact(bad, Template("My PIN is {d:3}"), "123", executor=ex, shard_size=200)
+
+
+# --- the study, sweeps and repeated audits on Ray equal the local executor's --------------------------
+STUDY_ARGS = ["--layers", "1", "--hidden", "24", "--embedding-dim", "8", "--epochs", "2", "--lr", "0.01",
+              "--patience", "0", "--exposure-samples", "200", "--search-nodes", "200", "--extraction-nodes", "200"]
+
+
+def _ray_tasks_running() -> list[int]:
+    """Pids of Ray workers running a task now (Ray titles a busy worker ``ray::<function>``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::run_task"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow
+def test_ray_inner_a_study_equals_local_even_when_a_worker_is_killed(ray_head, tmp_path):
+    _inner()
+    mail = tmp_path / "mail"
+    _cli_json("enron-synth", str(mail), "--users", "3", "--messages", "40", "--seed", "2", "--times", "2,12,30")
+    local = _cli_json("enron", str(mail / "maildir"), "--db", str(tmp_path / "l.duckdb"), "--executor", "local",
+                      "--workers", "2", "--cache-dir", str(tmp_path / "lc"), *STUDY_ARGS)
+    cmd = [sys.executable, "-m", "ssviz", "enron", str(mail / "maildir"), "--db", str(tmp_path / "r.duckdb"),
+           "--executor", "ray", "--address", ray_head, "--cache-dir", str(tmp_path / "rc"), *STUDY_ARGS, "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = []
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not killed and time.monotonic() < deadline:
+        busy = _ray_tasks_running()
+        if busy:
+            time.sleep(0.5)  # mid-task: the user's training has started
+            for pid in busy[:1]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    assert killed, "no Ray worker was seen running a task"
+    on_ray = json.loads(out)
+    key = lambda r: (r["user"], r["type"], r["last4"])  # noqa: E731
+    planted = json.loads((mail / "ground_truth.json").read_text())["secrets"]
+    assert len(local["secrets"]) == len(planted) >= 3  # every planted secret, none lost to the kill
+    assert sorted(on_ray["secrets"], key=key) == sorted(local["secrets"], key=key)  # value for value
+
+
+@pytest.mark.slow
+def test_ray_inner_a_sweep_and_repeated_audits_equal_local(ray_head, tmp_path, small_corpus):
+    _inner()
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(small_corpus[:4_000], encoding="utf-8")
+    train = ["--layers", "1", "--hidden", "8", "--embedding-dim", "8", "--epochs", "1", "--patience", "0"]
+    sweep = ["sweep", str(corpus), "--canary", "PIN {d:2}", "--secret", "42", "--grid", "hidden=8,12",
+             "--seeds", "2", *train]
+    on_ray = _cli_json(*sweep, "--db", str(tmp_path / "r.duckdb"), "--executor", "ray", "--address", ray_head)
+    local = _cli_json(*sweep, "--db", str(tmp_path / "l.duckdb"), "--executor", "local", "--workers", "2")
+    assert on_ray["computed"] == local["computed"] == 4 and on_ray["sweep"] == local["sweep"]
+    drop = lambda cells: [{k: v for k, v in c.items() if k != "seconds_mean"} for c in cells]  # noqa: E731
+    assert drop(on_ray["cells"]) == drop(local["cells"])
+    audit = ["audit", str(corpus), "--template", "My PIN is {d:3}", "--canaries", "20", "--insertions", "2",
+             "--seeds", "2", *train]
+    a = _cli_json(*audit, "--out", str(tmp_path / "ar"), "--executor", "ray", "--address", ray_head)
+    b = _cli_json(*audit, "--out", str(tmp_path / "al"))  # one after another, in the process itself
+    same = ("canaries", "included", "auc", "tpr_at_fpr", "epsilon_lower", "mia_auc", "seed")
+    assert [{k: r[k] for k in same} for r in a["results"]] == [{k: r[k] for k in same} for r in b["results"]]
+    assert a["computed"] == 2 and a["spread"]["auc"]["n"] == 2
