@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import integrate, special, stats
 
-from ssviz.errors import InvalidValueError, NonFiniteError, SettingsError, SsvizError, StoppedError, clip
+from ssviz.errors import InvalidValueError, SettingsError, SsvizError, StoppedError, clip, finite_array
 from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel
 from ssviz.scoring import (EXHAUSTIVE_LIMIT, SPACE_CHUNK, Progress, StopFlag, check_exhaustive, score_digits,
@@ -41,16 +41,7 @@ FIT_SAMPLE = 20_000       # fillers the skew-normal beside an exact or sampled r
 
 
 def _finite(name: str, values) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 0:
-        arr = arr[None]
-    if arr.size == 0:
-        raise InvalidValueError(f"{name} is empty")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise NonFiniteError(f"{name} contains {int(bad.sum())} NaN or infinite value(s) (first at index "
-                         f"{int(np.flatnonzero(bad)[0])}): exposure needs finite log-perplexities")
-    return arr
+    return finite_array(name, values, "exposure needs finite log-perplexities", nonempty=True)
 
 
 # --- estimators over arrays --------------------------------------------------------------

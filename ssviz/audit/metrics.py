@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ssviz.errors import SsvizError
+from ssviz.errors import SsvizError, finite_array
 
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
 
@@ -39,17 +39,7 @@ def membership_scores(log_perplexities, space_size: int | None = None) -> np.nda
 
 
 def _finite(name: str, values) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise AuditError(f"{name} must be numbers") from None
-    if arr.ndim != 1:
-        raise AuditError(f"{name} must be a flat list of numbers (got shape {arr.shape})")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise AuditError(f"{name} contain {int(bad.sum())} NaN or infinite value(s) (first at index "
-                         f"{int(np.flatnonzero(bad)[0])}): the model's scores must be finite")
-    return arr
+    return finite_array(name, values, "the model's scores must be finite", error=AuditError, flat=True)
 
 
 def _labels(included, n: int) -> np.ndarray:
