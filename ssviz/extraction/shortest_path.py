@@ -188,13 +188,8 @@ class BestFirstSearch(Frontier):
                     expanded.extend(node(f, c) for f, c in zip(g_fill, g_cost.tolist()))
         self.nodes_expanded += n
         self.iterations += 1
-        if recording:
-            children.sort(key=lambda e: e["cost"])
-            expanded.sort(key=lambda e: e["cost"])
-            new = sorted(self.finished[n_found:])
-            self.recorder.step(expanded, children, len(self.heap), [found_entry(f, c) for c, f in new])
-        elif self.recorder is not None:
-            self.recorder.step([], [], 0, [])  # marks the trace as capped
+        if self.recorder is not None:  # past its step cap, the recorder only marks the trace as capped
+            self.recorder.search_step(expanded, children, len(self.heap), self.finished[n_found:] if recording else [])
 
 
 def shortest_path(model: LanguageModel, template, *, top_k: int = 1, max_nodes: int = 100_000,

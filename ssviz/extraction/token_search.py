@@ -240,13 +240,8 @@ class TokenBestFirstSearch(Frontier):
             self.finished.extend(self.completed.flush())
         self.nodes_expanded += stepped
         self.iterations += 1
-        if recording:
-            children.sort(key=lambda d: d["cost"])
-            expanded.sort(key=lambda d: d["cost"])
-            new = sorted(self.finished[n_found:])
-            self.recorder.step(expanded, children, len(self.heap), [found_entry(f, c) for c, f in new])
-        elif self.recorder is not None:
-            self.recorder.step([], [], 0, [])  # marks the trace as capped
+        if self.recorder is not None:  # past its step cap, the recorder only marks the trace as capped
+            self.recorder.search_step(expanded, children, len(self.heap), self.finished[n_found:] if recording else [])
 
 
 # --- beam ------------------------------------------------------------------------------------------

@@ -53,6 +53,12 @@ class TraceRecorder:
                                     "children": self._cap(children), "frontier_size": int(frontier_size),
                                     "found": self._cap(found)})
 
+    def search_step(self, expanded: list[dict], children: list[dict], frontier_size: int, new_found) -> None:
+        """One best-first iteration, its lists by cost; ``new_found``: the (cost, filler) pairs it completed."""
+        expanded.sort(key=lambda e: e["cost"])
+        children.sort(key=lambda e: e["cost"])
+        self.step(expanded, children, frontier_size, [found_entry(f, c) for c, f in sorted(new_found)])
+
     def finish(self, result) -> dict:
         self.trace["result"] = {"found": result.found, "log_perplexity": result.log_perplexity,
                                 "top": result.top}
