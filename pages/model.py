@@ -44,19 +44,15 @@ def model_section() -> state.CurrentModel:
     current = state.current_model()
     d = current.model.description
     if getattr(current.model, "token_level", False):
-        c = st.columns(5)
-        c[0].metric("Architecture", d["arch"])
-        c[1].metric("Blocks x width", f"{d['layers']} x {d['hidden_size']}")
-        c[2].metric("Attention heads", d["heads"])
-        c[3].metric("Parameters", f"{d['parameters']:,}")
-        c[4].metric("Vocabulary", f"{d['tokenizer_size']:,} tokens")
+        facts = [("Architecture", d["arch"]), ("Blocks x width", f"{d['layers']} x {d['hidden_size']}"),
+                 ("Attention heads", d["heads"]), ("Parameters", f"{d['parameters']:,}"),
+                 ("Vocabulary", f"{d['tokenizer_size']:,} tokens")]
     else:
-        c = st.columns(5)
-        c[0].metric("Architecture", d["arch"])
-        c[1].metric("Layers x units", f"{d['layers']} x {d['hidden_size']}")
-        c[2].metric("Embedding", d["embedding_dim"])
-        c[3].metric("Parameters", f"{d['parameters']:,}")
-        c[4].metric("Vocabulary", f"{d['vocab_size']} chars")
+        facts = [("Architecture", d["arch"]), ("Layers x units", f"{d['layers']} x {d['hidden_size']}"),
+                 ("Embedding", d["embedding_dim"]), ("Parameters", f"{d['parameters']:,}"),
+                 ("Vocabulary", f"{d['vocab_size']} chars")]
+    for column, (label, value) in zip(st.columns(len(facts)), facts):
+        column.metric(label, value)
     canary = current.canary
     if canary:
         st.info(f"Trained with the canary `{Template(canary['template']).format(canary['secret'])}` inserted "
