@@ -24,7 +24,6 @@ import streamlit as st
 from ssviz.demo import DEMO_CORPUS
 from ssviz.errors import CheckpointError, SsvizError
 from ssviz.models import load_model
-from ssviz.models.loading import is_transformer_source
 from ssviz.paths import confined, data_dir, models_dir
 from ssviz.store import Store
 from ssviz.tempfiles import private_file, session_dir
@@ -78,12 +77,7 @@ def model_from_upload(data: bytes) -> tuple[str, object]:
     uploads = st.session_state.setdefault(UPLOADS, {})
     model = _used(uploads, sha)
     if model is None:
-        data = bytes(data)
-        if is_transformer_source(data):
-            from ssviz.models.hf_loading import load_hf
-            model = load_hf(data, max_bytes=MAX_UNZIPPED_UPLOAD)
-        else:
-            model = load_model(data)
+        model = load_model(bytes(data), max_bytes=MAX_UNZIPPED_UPLOAD)
         _keep_recent(uploads, sha, model, MAX_UPLOADS)
     return sha, model
 

@@ -50,18 +50,22 @@ def is_transformer_source(source: Source) -> bool:
     return path.is_file() and path.suffix.lower() not in CHECKPOINT_SUFFIXES and _zip_of_model(path)
 
 
-def load_model(source: Source) -> LanguageModel:
-    """Load any model ssviz understands from a path, bytes or a file object, refusing anything unsafe."""
+def load_model(source: Source, max_bytes: int | None = None) -> LanguageModel:
+    """Load any model ssviz understands from a path, bytes or a file object, refusing anything unsafe.
+
+    ``max_bytes`` caps what a zipped model folder may unpack to (an upload's limit; default the loader's own).
+    """
+    limit = {} if max_bytes is None else {"max_bytes": max_bytes}
     if hasattr(source, "read"):
         named = io.BytesIO(source.read())
         named.name = str(getattr(source, "name", None) or "uploaded file")
         if is_transformer_source(named.getvalue()):
             from ssviz.models.hf_loading import load_hf
-            return load_hf(named)
+            return load_hf(named, **limit)
         return load_checkpoint(named)
     if not isinstance(source, (bytes, bytearray, memoryview)) and not Path(source).exists():
         raise CheckpointNotFoundError(f"checkpoint not found: {clip(str(source), 200)}")
     if is_transformer_source(source):
         from ssviz.models.hf_loading import load_hf
-        return load_hf(source)
+        return load_hf(source, **limit)
     return load_checkpoint(source)
