@@ -378,10 +378,20 @@ def _stop_the_running_job(at: AppTest, slot: str):
 
 
 def test_a_long_exposure_run_shows_progress_and_stops_on_click(monkeypatch):
+    import time
+
+    from ssviz import scoring
     from ui import jobs
     monkeypatch.setattr(jobs, "QUICK_WAIT", 0.0)
+    real = scoring._score_sorted_chunk
+
+    def slow(*a, **kw):  # the 10^6 fillers score in about a second: make the run last until stopped
+        time.sleep(0.5)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(scoring, "_score_sorted_chunk", slow)
     at = open_page("exposure")
-    at.selectbox(key="w_exp_method").select("exact").run()  # 10^6 fillers: many seconds
+    at.selectbox(key="w_exp_method").select("exact").run()  # 10^6 fillers in 16 chunks: 8 s and more
     at.button(key="exp_run").click().run()
     assert not at.exception and not at.error
     assert at.get("progress") and not at.metric

@@ -219,14 +219,20 @@ def analysis_header(title: str, intro: str):
     return current, template, secret
 
 
+# a slot's wait for a new job before a progress panel is drawn, in multiples of ``jobs.QUICK_WAIT`` (default 1):
+# a page whose usual job takes a little longer sets its slot's, so the result is drawn by the click's own run
+QUICK_WAIT_FACTORS: dict[str, float] = {}
+
+
 def start_job(slot: str, job: jobs.Job) -> jobs.Job:
     """Make ``job`` the one job in ``slot`` (a previous one is stopped) and start it; wait ``QUICK_WAIT``
-    so that a short run is drawn finished in this same page run, without a progress panel."""
+    (times the slot's :data:`QUICK_WAIT_FACTORS`) so that a short run is drawn finished in this same page run,
+    without a progress panel."""
     old: jobs.Job | None = st.session_state.get(slot)
     if old is not None:
         old.stop.set()
     st.session_state[slot] = job.start()
-    job.wait(jobs.QUICK_WAIT)
+    job.wait(jobs.QUICK_WAIT * QUICK_WAIT_FACTORS.get(slot, 1.0))
     return job
 
 
