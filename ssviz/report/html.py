@@ -177,10 +177,10 @@ def _exposure(r: Report) -> str:
     parts = [_table(["secret", "log-perplexity (bits)", "exposure (bits)", "95% CI", "rank", "estimator",
                      "KS p (skew-normal fit)"], rows)]
     first = r.findings[0].exposure
-    if first.reference_lps is not None:
+    if first.reference_lps is not None or first.histogram:
         secrets = {r.label(i): f.exposure.log_perplexity for i, f in enumerate(r.findings)}
         parts.append(_figure(exposure_histogram(first.reference_lps, secrets, first.skewnorm,
-                                                title="Log-perplexity of random fillers, secrets marked"),
+                                                histogram=first.histogram, title="Log-perplexity of random fillers, secrets marked"),
                              "exposure-histogram"))
     if len(r.findings) > 1:
         parts.append(_figure(exposure_bars([{"label": r.label(i), "exposure": f.exposure.exposure,
