@@ -49,6 +49,7 @@ def plotly_specs(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_runs_on_the_demo_without_errors(page):
     at = open_page(page)
@@ -74,6 +75,7 @@ class _Evil:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pickle", "torch-pickle", "random"])
 def test_a_malicious_or_random_checkpoint_is_refused_and_nothing_runs(tmp_path, kind):
     control = tmp_path / "control"
@@ -100,6 +102,7 @@ def test_a_malicious_or_random_checkpoint_is_refused_and_nothing_runs(tmp_path, 
     assert metric(at, "Layers x units") == "2 x 200"
 
 
+@pytest.mark.slow
 def test_a_valid_upload_becomes_the_current_model_with_its_canary():
     torch.manual_seed(0)
     model = CharRNN(list(" 0123456789MPINTehimsy"), embedding_dim=4, hidden_size=8, num_layers=1).eval()
@@ -182,6 +185,7 @@ def _current_nodes(at: AppTest) -> list[str]:
     return [c[0] for c in trace["customdata"]]
 
 
+@pytest.mark.slow
 def test_trace_slider_moves_the_highlighted_node():
     at = open_page("extraction")
     assert not at.error
@@ -214,6 +218,7 @@ def test_comparison_page_has_an_honest_empty_state(tmp_path):
     assert any("No per-user results" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["outside", "escape", "not-duckdb"])
 def test_comparison_page_reads_only_results_files_under_data_or_models(tmp_path, where):
     outside = tmp_path / "results.duckdb"
@@ -242,6 +247,7 @@ def by_label(widgets, label: str):
     return next(w for w in widgets if w.label == label)
 
 
+@pytest.mark.slow
 def test_training_runs_in_a_worker_and_the_result_becomes_selectable(tmp_path, monkeypatch):
     from ui import state
     monkeypatch.setattr(state, "TRAINED_DIR", tmp_path)
@@ -377,6 +383,7 @@ def _stop_the_running_job(at: AppTest, slot: str):
     return job
 
 
+@pytest.mark.slow
 def test_a_long_exposure_run_shows_progress_and_stops_on_click(monkeypatch):
     import time
 
@@ -508,6 +515,7 @@ def test_a_result_measured_once_is_shown_again_without_a_new_job(monkeypatch):
     assert metric(at, "Exposure") == shown and len(calls) == 1
 
 
+@pytest.mark.slow
 def test_the_beam_vs_shortest_path_comparison_runs_as_a_job_with_stop(monkeypatch):
     from ui import jobs
     at = open_page("template")
@@ -569,6 +577,7 @@ def _upload_key(at: AppTest) -> str:
     return next(f.key for f in at.file_uploader if f.key.startswith("w_checkpoint_upload"))
 
 
+@pytest.mark.slow
 def test_uploaded_checkpoints_are_an_lru_of_two_and_their_bytes_are_released(monkeypatch):
     from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
     from streamlit.runtime.uploaded_file_manager import UploadedFile
@@ -598,6 +607,7 @@ def test_uploaded_checkpoints_are_an_lru_of_two_and_their_bytes_are_released(mon
     {"template": ["not", "text"], "secret": 4821},                          # wrong types
     {"template": "My PIN is {d:4}", "secret": "12"},                        # a secret that does not fit
 ])
+@pytest.mark.slow
 def test_a_checkpoints_recorded_canary_is_validated_before_it_becomes_the_template(canary):
     at = open_page("model")
     at.file_uploader(key=_upload_key(at)).upload("odd.safetensors", _tiny_checkpoint(8, canary)).run()
@@ -617,6 +627,7 @@ HUGE_TEMPLATES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(HUGE_TEMPLATES))
 def test_a_huge_template_on_the_template_page_is_one_short_message(kind):
     at = open_page("template")
@@ -630,6 +641,7 @@ def test_a_huge_template_on_the_template_page_is_one_short_message(kind):
     assert not at.exception and len(at.error) == 1 and len(at.error[0].value) < 500 and not at.metric
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(HUGE_TEMPLATES))
 def test_a_huge_template_in_the_training_form_is_one_short_message(kind, tmp_path, monkeypatch):
     from ui import state

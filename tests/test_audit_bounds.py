@@ -181,6 +181,7 @@ def test_ties_at_a_boundary_are_abstained_on():
 
 
 # --- power: how close the bound gets to the truth ------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("m,within", [(1000, 0.35), (10_000, 0.12)])
 def test_bound_approaches_true_eps_as_canaries_grow(m, within):
     """eps = 2 randomized response: median bound 1.75 at m = 1,000 and 1.92 at m = 10,000 (docs/audit.md)."""
@@ -212,6 +213,7 @@ def test_thousand_canaries_twenty_candidates_well_under_a_second():
 
 
 # --- the issue's calibration, from synthetic scores only -----------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("target_auc,low,high", [(0.85, 1.5, 2.3), (0.75, 0.8, 1.5)])
 def test_gaussian_scores_at_the_issues_aucs(target_auc, low, high):
     """Members' scores shifted by d = sqrt(2) Phi^-1(AUC), 500 canaries: the issue measured an uncorrected

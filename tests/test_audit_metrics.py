@@ -33,6 +33,7 @@ labelled = st.integers(2, 60).flatmap(lambda n: st.tuples(
     st.lists(st.booleans(), min_size=n, max_size=n)).filter(lambda t: 0 < sum(t[1]) < n))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(labelled)
 def test_roc_points_are_the_thresholds_rates_and_auc_is_mann_whitney(data):

@@ -59,6 +59,7 @@ def test_included_canaries_go_into_the_training_split_only(small_corpus):
     assert "2222" not in out.train
 
 
+@pytest.mark.slow
 def test_cli_audit_json_keys_files_and_from(capsys, audited):
     out, argv = audited
     assert main(argv) == 0

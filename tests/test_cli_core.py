@@ -34,6 +34,7 @@ def test_score_json(capsys, ckpt, tmp_path, canary_model):
     assert [r["log_perplexity"] for r in out["results"]] == pytest.approx(list(expected), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_exposure_json_matches_library(capsys, ckpt, canary_model):
     out = run_json(capsys, "exposure", "--checkpoint", ckpt, "--template", "PIN", "--secret", "4821",
                    "--method", "exact")

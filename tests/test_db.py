@@ -98,6 +98,7 @@ def _one_line(text: str) -> None:
     assert "\n" not in text.strip() and PASSWD_LINE not in text and "Traceback" not in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_a_doctored_store_is_refused_by_every_reader_and_writer(study, attack, capsys):
     statements, words = ATTACKS[attack]
@@ -267,6 +268,7 @@ def test_store_rows_give_none_not_nan_for_a_secret_no_method_measured(tmp_path, 
     assert "NaN" not in out and '"exposure": null' in out and '"exposure_method": null' in out
 
 
+@pytest.mark.slow
 def test_a_lock_held_by_another_connection_is_waited_for_then_reported(tmp_path):
     path = tmp_path / "r.duckdb"
     Store(path).start_run({})

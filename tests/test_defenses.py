@@ -61,6 +61,7 @@ def test_dp_training_reports_finite_epsilon_and_a_loadable_model(small_corpus, t
     assert evaluate_loss(reloaded, ids, 20) == pytest.approx(evaluate_loss(res.model, ids, 20), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_dp_target_epsilon_is_met_and_more_noise_means_less_epsilon(small_corpus):
     res = train(small_corpus[:6000], TrainConfig(**TINY, dp_epsilon=4.0))
     assert res.epsilon == pytest.approx(4.0, rel=0.1)
@@ -325,6 +326,7 @@ def test_sanitization_defenses_keep_the_one_validation_and_test_split(small_corp
 
 
 # --- DP accounting -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dp_noise_for_a_target_epsilon_is_opacus_accounting(small_corpus):
     """The noise multiplier and epsilon are Opacus' own for this sample rate, epochs and delta."""
     from opacus.accountants.utils import get_noise_multiplier

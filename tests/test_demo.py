@@ -1,6 +1,7 @@
 """The bundled demo is what the README says it is."""
 
 import numpy as np
+import pytest
 
 from ssviz import exposure
 from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL, DEMO_CORPUS, load_demo_model
@@ -16,6 +17,7 @@ def test_demo_files_are_small_and_documented():
     assert meta["config"]["layers"] == 2 and meta["config"]["hidden"] == 200
 
 
+@pytest.mark.slow
 def test_demo_canary_is_memorized_far_above_control():
     model = load_demo_model()
     t = Template(DEMO_CANARY["template"])

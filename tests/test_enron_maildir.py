@@ -154,6 +154,7 @@ QUOTE_TOKENS = ["-", "---", " ", "\t", "\n", "\r", "\x0b", "@", "@@", "a", "b@c"
 QUOTE_TEXTS = st.lists(st.sampled_from(QUOTE_TOKENS), min_size=1, max_size=16).map("".join)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(QUOTE_TEXTS)
 def test_quote_detection_cuts_exactly_where_the_line_anchored_patterns_did(text):
@@ -219,6 +220,7 @@ def hostile_message(line: str, where: str = "body") -> bytes:
 PLAIN_SCAN_FACTOR = 20_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", sorted(HOSTILE_LINES))
 def test_a_hostile_line_costs_a_bounded_multiple_of_a_plain_scan(shape):
     line = HOSTILE_LINES[shape](256_000)

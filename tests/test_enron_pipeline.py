@@ -83,6 +83,7 @@ def test_study_rows_agree_with_the_library(mail, tmp_path):
     assert [r["exposure"] for r in again] == [r["exposure"] for r in rows]
 
 
+@pytest.mark.slow
 def test_cached_model_is_reused_for_a_new_store(mail, tmp_path):
     source, truth = mail
     cache = tmp_path / "cache"
@@ -96,6 +97,7 @@ def test_cached_model_is_reused_for_a_new_store(mail, tmp_path):
         run_study(source, tmp_path / "c.duckdb", settings=TINY, cache_dir=cache, users=["nobody-x"])
 
 
+@pytest.mark.slow
 def test_a_user_that_cannot_be_studied_is_skipped_not_fatal(tmp_path):
     generate_maildir(tmp_path, users=1, messages=30, seed=6, times=(3,))
     tiny = tmp_path / "maildir" / "tiny-x" / "sent"
@@ -335,6 +337,7 @@ def test_sigterm_and_kill_9_leave_no_raw_mail_behind(tmp_path):
     assert not work.exists() and list(systmp.glob("ssviz-*")) == []  # ...the next run removes it
 
 
+@pytest.mark.slow
 def test_a_secret_that_cannot_be_measured_is_left_out_not_the_user(tmp_path, monkeypatch, tiny_model):
     """One secret failing (not a budget: any user error) drops that secret only; the log line is redacted."""
     import ssviz.enron.pipeline as pipeline

@@ -71,6 +71,7 @@ def test_exact_exposure_equals_hand_computed_rank(tiny_model):
     assert top.rank == 1 and top.exposure == pytest.approx(math.log2(1000))
 
 
+@pytest.mark.slow
 def test_auto_picks_exact_then_skewnorm(tiny_model):
     assert exposure.measure(tiny_model, Template("My PIN is {d:2}"), "12", "auto").method == "exact"
     res = exposure.measure(tiny_model, Template("My PIN is {d:9}"), "123456789", "auto", samples=500, limit=10 ** 4)

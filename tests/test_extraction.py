@@ -46,6 +46,7 @@ models = st.integers(0, 10_000)
 templates = st.sampled_from(TEMPLATES)
 
 
+@pytest.mark.slow
 @FAST
 @given(seed=models, text=templates, k=st.integers(1, 8), batch=st.sampled_from([1, 3, 64]))
 def test_shortest_path_top_k_equals_brute_force(seed, text, k, batch):
@@ -63,6 +64,7 @@ def test_shortest_path_top_k_equals_brute_force(seed, text, k, batch):
     assert res.found == res.top[0]["filler"]
 
 
+@pytest.mark.slow
 @FAST
 @given(seed=models, text=templates, pick=st.integers(0, 10 ** 6))
 def test_search_rank_equals_exact_rank(seed, text, pick):

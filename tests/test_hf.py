@@ -426,6 +426,7 @@ TEMPLATES = ["PIN {d:2}", "My PIN is {d:3}", "call {d:2} or {d:1}.", "4{d:2} is 
              "The code is {[0-3]:2}-{d:1}", "ab {x:2}", "a {a:1}{d:1}"]
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fast_scoring_equals_naive_full_sequences(lm, data):

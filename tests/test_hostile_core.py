@@ -123,6 +123,7 @@ def test_malformed_configs_get_one_short_line(meta, match):
     assert len(str(err.value)) < 300 and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_thousands_of_tensor_names_are_summarized(tiny_model):
     config = dict(tiny_model.config)
     tensors = {f"junk.{i}": torch.zeros(1) for i in range(5000)}

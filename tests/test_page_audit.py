@@ -94,6 +94,7 @@ def test_the_page_opens_on_the_bundled_plain_audit_with_the_librarys_numbers():
     assert at.session_state["ssviz_audit_shown"] == str(demo.BUNDLED_DIR / "plain")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dp-eps8", "dp-eps1"])
 def test_a_bundled_dp_audit_shows_the_claimed_epsilon_per_line_and_per_canary(name):
     at = open_page()
@@ -152,6 +153,7 @@ def test_a_relative_typed_folder_is_resolved_from_the_working_directory(roots, m
     assert not at.error and metrics(at)["AUC"] == f"{load_audit(demo.BUNDLED_DIR / 'plain')['auc']:.3f}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("typed", ["/etc", "/tmp", "../../../../../../etc", "{models}/../ssviz",
                                    "{models}/audit/../../ssviz/audit", "{outside}", "{link}", "~"])
 def test_a_typed_folder_outside_data_and_models_is_refused(roots, tmp_path, typed):
@@ -164,6 +166,7 @@ def test_a_typed_folder_outside_data_and_models_is_refused(roots, tmp_path, type
     assert not at.metric  # nothing of the outside audit is shown
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("typed", ["{models}/defenses", "{models}/audit", "{data}/missing"])
 def test_a_typed_folder_that_is_not_an_audit_is_one_line(roots, typed):
     at = type_folder(open_page(), typed.format(models=demo.BUNDLED_DIR.parent, data=roots))
@@ -204,6 +207,7 @@ def test_an_uploaded_audit_is_shown_from_a_private_folder():
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in saved.iterdir())
 
 
+@pytest.mark.slow
 def test_an_uploaded_canaries_csv_alone_is_enough():
     folder = demo.BUNDLED_DIR / "plain"
     at = choose_upload(open_page(), ("canaries.csv", (folder / CANARIES_CSV).read_bytes()))
@@ -221,6 +225,7 @@ def test_an_uploaded_canaries_csv_alone_is_enough():
     ([("canaries.csv", (demo.BUNDLED_DIR / "plain" / CANARIES_CSV).read_bytes()),
       ("audit.json", b"[" * 100_000)], "not valid JSON"),
 ])
+@pytest.mark.slow
 def test_a_bad_upload_is_one_line(files, says):
     at = choose_upload(open_page(), *files)
     assert len(at.error) == 1 and says in at.error[0].value and len(at.error[0].value) < 500

@@ -72,6 +72,7 @@ def test_a_malformed_results_file_is_a_message_not_a_traceback(monkeypatch, tmp_
     assert any("No bundled results" in i.value and "record 0: lacks epsilon" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_training_on_the_spot_adds_a_point(monkeypatch, tmp_path):
     monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
     monkeypatch.setattr(compare, "run_defense", lambda *a, **k: fake_record(a[3], a[4]))
@@ -90,6 +91,7 @@ def test_training_on_the_spot_adds_a_point(monkeypatch, tmp_path):
     assert not at.exception and "No per-epoch history" not in [i.value for i in at.info]
 
 
+@pytest.mark.slow
 def test_a_failing_run_shows_a_message_not_a_traceback(monkeypatch, tmp_path):
     def boom(*a, **k):
         raise SsvizError("corpus too short for the sequence length")
@@ -118,6 +120,7 @@ def test_sweep_section_reads_a_database(monkeypatch, tmp_path, small_corpus):
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_training_on_the_spot_shows_the_apps_one_panel_with_a_live_chart_and_stops(monkeypatch, tmp_path):
     from ui import jobs
 
@@ -153,6 +156,7 @@ def test_training_on_the_spot_shows_the_apps_one_panel_with_a_live_chart_and_sto
     assert "trained here" not in set(at.dataframe[0].value["source"])  # a stopped run adds no point
 
 
+@pytest.mark.slow
 def test_the_papers_table_comes_from_the_library(monkeypatch, tmp_path):
     from ssviz.defenses import paper
     monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
@@ -183,6 +187,7 @@ def test_a_bug_on_the_defenses_page_is_folded_away_like_on_every_page(monkeypatc
     assert at.expander and at.expander[-1].label == "Details for a bug report"
 
 
+@pytest.mark.slow
 def test_a_huge_error_from_a_run_is_one_short_line(monkeypatch, tmp_path):
     def boom(*a, **k):
         raise SsvizError("bad " + "x" * 1_000_000)

@@ -22,6 +22,7 @@ def small_scan(monkeypatch):
                                                                          "extraction_nodes": 300}))
 
 
+@pytest.mark.slow
 def test_the_scan_measures_found_secrets_and_never_shows_them(small_scan):
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.switch_page("pages/model.py").run()

@@ -102,6 +102,7 @@ def test_the_file_has_the_same_numbers_as_python_m_ssviz_report(tmp_path):
         {k: cli[k] for k in ("audit", "study_rows", "defenses")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("secret", [SECRET, DEMO_CONTROL])
 def test_no_raw_secret_anywhere_in_a_redacted_report(secret):
     """The secret under test and the model's memorized canary (found by the search) are both redacted: in the

@@ -114,6 +114,7 @@ def uploaded(kind: str, tiny_zips) -> AppTest:
 
 # --- the Model page ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_an_uploaded_zip_becomes_the_model_with_its_tokenizer_summary(kind, tiny_zips, tiny_models):
     at = uploaded(kind, tiny_zips)
@@ -172,6 +173,7 @@ def test_a_character_model_gets_the_same_strip_per_character():
 
 # --- every page on the uploaded transformer ----------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_every_page_renders_on_an_uploaded_transformer(kind, tiny_zips, tiny_models):
     at = uploaded(kind, tiny_zips)
@@ -249,6 +251,7 @@ def test_a_redacted_report_of_a_transformer_does_not_spell_the_secret(tiny_zips)
     assert shown and not any(c.isdigit() for t in shown for c in t)  # a 4-digit secret is masked whole
 
 
+@pytest.mark.slow
 def test_the_search_trees_mark_the_secrets_token_path(tiny_zips, tiny_models):
     at = uploaded("llama", tiny_zips)
     at.switch_page("pages/extraction.py").run()
@@ -275,6 +278,7 @@ class _Evil:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack, says", [("pickle-weights", "a pickle can carry code"), ("escape", "points outside"),
                                           ("absolute", "points outside"), ("custom-code", "custom code"),
                                           ("bomb", "more than the limit"), ("no-tokenizer", "no tokenizer")])

@@ -42,6 +42,7 @@ def built(tmp_path_factory, ckpt):
     return out
 
 
+@pytest.mark.slow
 def test_the_redacted_report_never_holds_a_raw_secret(tmp_path, ckpt):
     """Grep the file's bytes for long secrets (a 4-digit string occurs by chance in any page of numbers)."""
     secrets, template = ["48217395", "10396452"], "My PIN is {d:8}"
@@ -211,6 +212,7 @@ def _audit_folder(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_scan_and_audit_sections(tmp_path, ckpt, tiny_model):
     from ssviz.audit.run import load_audit
     corpus = tmp_path / "corpus.txt"

@@ -40,6 +40,7 @@ def test_lookalikes_are_not_secrets(text):
     assert scan(text, ("phone", "aws", "github")) == {}
 
 
+@pytest.mark.slow
 def test_rows_never_hold_a_secret_unless_revealed(tiny_model):
     rows = scan_corpus(tiny_model, TEXT, samples=50, search_nodes=200, extraction_nodes=200)
     assert len(rows) == len(KINDS)
@@ -55,6 +56,7 @@ def test_rows_never_hold_a_secret_unless_revealed(tiny_model):
     assert revealed[0].to_json(reveal=True)["secret"] == SSN
 
 
+@pytest.mark.slow
 def test_cli_scan_json_and_bad_kinds(tmp_path, tiny_model, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text(TEXT * 3, encoding="utf-8")

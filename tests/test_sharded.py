@@ -45,6 +45,7 @@ def test_node_starts_of_consecutive_fillers_need_no_comparison(tiny_model, text,
     assert np.array_equal(new, naive_new(tokens))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", TEMPLATES)
 @pytest.mark.parametrize("step_rows", [1, 3, 7, 1024])
 def test_blockwise_stepping_equals_naive_scoring(tiny_model, text, step_rows):
@@ -65,6 +66,7 @@ def test_gru_blockwise(tiny_gru):
     assert np.abs(score_space(tiny_gru, t, chunk_size=300) - ref).max() < 1e-4
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 1000), st.data())
 def test_a_shard_scores_each_filler_exactly_as_the_whole_space(tiny_model, chunk, data):

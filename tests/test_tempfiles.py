@@ -76,7 +76,8 @@ def test_session_dir_is_reused_and_files_are_atomic_and_plain_names_only(tmp_roo
 
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, even when the tests run under nohup
     from ssviz.tempfiles import private_dir, private_file
     how = sys.argv[1]
     if how == "exit":

@@ -34,6 +34,7 @@ def test_scoring_routes_token_models_to_token_scoring(demo):
     assert np.allclose(np.concatenate([b for _, b in chunks]), scoring.score_space(demo, t)[10:990], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_exposure_of_the_demo_transformers_canary(demo):
     t = Template("The secret code is 46{d:4}")
     exact = exposure.measure(demo, t, "0317", "exact")

@@ -122,6 +122,7 @@ def test_a_tokenizer_whose_tokens_do_not_spell_the_text_is_one_clear_error():
 
 
 # --- shortest path and rank vs enumeration -----------------------------------------------------------
+@pytest.mark.slow
 @FAST
 @given(seed=st.sampled_from(SEEDS), text=st.sampled_from(TEMPLATES), k=st.integers(1, 6),
        batch=st.sampled_from([1, 7, 64]))
@@ -180,6 +181,7 @@ def test_brute_force_scores_canonical_tokens(token_models):
 
 
 # --- beam and sampling --------------------------------------------------------------------------------
+@pytest.mark.slow
 @FAST
 @given(kind=st.sampled_from(["llama", "gpt2"]), seed=st.sampled_from(SEEDS), text=st.sampled_from(TEMPLATES),
        width=st.integers(1, 30), s=st.integers(0, 50))
@@ -334,6 +336,7 @@ def test_char_models_keep_the_char_pool(tiny_model):
 
 
 # --- traces --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 @pytest.mark.parametrize("algorithm,options", [("dijkstra", {"batch_size": 4}), ("beam", {"beam_width": 6}),
                                                ("sampling", {"samples": 30, "chunk_size": 10}), ("brute", {})])

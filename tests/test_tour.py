@@ -63,6 +63,7 @@ def reminder(at: AppTest) -> str:
 
 # --- the tour ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_next_and_back_walk_through_every_step_and_each_renders():
     at = open_page("tour")
     steps = tour().STEPS
@@ -137,6 +138,7 @@ def test_each_step_opens_its_page_with_its_settings():
         assert t.fill(step.question) in reminder(at), index
 
 
+@pytest.mark.slow
 def test_the_beam_step_shows_the_miss_and_the_dp_step_preselects_dp():
     at = open_page("tour")
     t = tour()
@@ -169,6 +171,7 @@ REQUIRED_TERMS = ["Canary", "Filler", "Template", "Log-perplexity", "Rank", "Exp
                   "Shortest-path search", "Beam search", "Epsilon", "DP-SGD"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGE_FILES)
 def test_the_glossary_is_reachable_from_every_page(page):
     at = open_page(page)
@@ -186,6 +189,7 @@ def _styles(at: AppTest) -> list[str]:
     return [h.proto.body for h in at.html if "<style>" in h.proto.body and "font-size" in h.proto.body]
 
 
+@pytest.mark.slow
 def test_presenter_mode_changes_the_css_on_every_page_and_keeps_across_pages():
     at = open_page("comparison")
     assert not _styles(at)
@@ -280,6 +284,7 @@ def test_live_caption_names_the_first_epoch_at_rank_one():
     assert caption(8, [], 10 ** 6, True).endswith("first epoch running.")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("typed", ["12", "abcdef", "1234567"])
 def test_a_secret_that_does_not_fit_is_one_message_and_nothing_trains(tiny_live, typed):
     at = open_page("tour")

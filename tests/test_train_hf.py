@@ -324,6 +324,7 @@ def test_opacus_per_example_gradients_of_transformers_equal_one_backward_per_exa
             assert torch.allclose(per_example[name][i], p.grad, atol=1e-5), (name, i)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_dp_on_a_tiny_transformer_reports_opacus_epsilon(text, arch):
     from opacus.accountants import RDPAccountant
@@ -355,6 +356,7 @@ def test_cli_dp_training_of_a_transformer_saves_a_loadable_folder(corpus_file, t
     assert load_model(out).config.model_type == "gpt2"
 
 
+@pytest.mark.slow
 def test_quantization_and_the_defense_records_accept_transformers(text):
     from ssviz.defenses.compare import run_defense
     from ssviz.defenses.quantize import distinct_values
