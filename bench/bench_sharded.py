@@ -5,6 +5,7 @@
     python bench/bench_sharded.py --ray           # also 1 vs 2 Ray workers (in a loopback-only network
                                                   # namespace: needs root or user namespaces, unshare, ip)
     python bench/bench_sharded.py --big 8         # exact exposure over 10^8 fillers (9: 10^9)
+    python bench/bench_sharded.py --ray --only-ray --ray-digits 8 --ray-shard 0   # Ray scaling, 10^8, 4M shards
 
 The hardware limit is measured as in the calibration notes: a 2048x2048 float32
 matrix product on the same threads, against the FLOPs of the batched LSTM steps
@@ -223,22 +224,25 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller spaces")
     ap.add_argument("--ray", action="store_true", help="also measure 1 vs 2 Ray workers (loopback-only namespace)")
     ap.add_argument("--big", type=int, default=0, help="also exact exposure over 10^BIG fillers (8 or 9)")
+    ap.add_argument("--ray-digits", type=int, default=7, help="Ray scaling over 10^N fillers (default 7)")
+    ap.add_argument("--ray-shard", type=int, default=1 << 19, help="fillers per Ray task (0: the default, ~4M)")
     ap.add_argument("--only-ray", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.only_ray and not private_namespace():
-        raise SystemExit("--only-ray runs inside the private namespace that --ray makes")
-    if args.ray and os.environ.get("SSVIZ_BENCH_NETNS") != "1":
+    if args.ray and os.environ.get("SSVIZ_BENCH_NETNS") != "1":  # --only-ray here: skip the local part
         if not args.only_ray:
             local_argv = [a for a in sys.argv if a != "--ray"]
             subprocess.run([sys.executable, *local_argv], check=True)
-        sys.exit(in_namespace([sys.argv[0], "--ray", "--only-ray"] + (["--quick"] if args.quick else [])))
+        sys.exit(in_namespace([sys.argv[0], "--ray", "--only-ray", "--ray-digits", str(args.ray_digits),
+                               "--ray-shard", str(args.ray_shard)] + (["--quick"] if args.quick else [])))
 
+    if args.only_ray and not private_namespace():
+        raise SystemExit("--only-ray runs inside the private namespace that --ray makes")
     model = load_demo_model()
     torch.set_num_threads(1)
     report = {"cores": os.cpu_count(), "load_at_start": load(), "model": model.description}
     scale = 1 if args.quick else 0
     if args.only_ray:
-        report["ray_scaling"] = bench_scaling_ray(model, 7 - scale, 1 << 19)
+        report["ray_scaling"] = bench_scaling_ray(model, args.ray_digits - scale, args.ray_shard or None)
         end_namespace_processes()
     else:
         report["matmul_limit"] = {1: matmul_gflops(1), 2: matmul_gflops(2)}
