@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(os.environ.get("SSVIZ_BENCH_ROOT") or Path(__file__).resolve().parents[1])  # another checkout: before/after
-sys.path.insert(0, str(ROOT))
+# another checkout, to time a before/after: its CLI and app run from there (the library part: PYTHONPATH=that checkout)
+ROOT = Path(os.environ.get("SSVIZ_BENCH_ROOT") or Path(__file__).resolve().parents[1])
 
 
 def timed(fn):
@@ -114,28 +114,12 @@ def browser_runs(repeat: int, port: int) -> dict:
     Playwright. Each run is a fresh session (its results cache is empty; the model is cached by the server
     process after the first): open the Exposure page, click **Measure exposure**, time until the rank and
     the histogram are drawn. The server is stopped afterwards."""
-    import urllib.request
-
     from playwright.sync_api import expect, sync_playwright
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-                             "--server.port", str(port), "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+
+    from ssviz.app_server import local_app
     runs = []
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start (exit code {proc.poll()})")
-            time.sleep(0.3)
+    with local_app(port, root=ROOT, env={"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+                   timeout=90) as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium",
                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -154,13 +138,6 @@ def browser_runs(repeat: int, port: int) -> dict:
                 runs.append(time.perf_counter() - t0)
                 context.close()
             browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     return {"browser_button_to_result_seconds": min(runs), "browser_runs": runs}
 
 

@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: this checkout's ssviz
 
 from ssviz.models import CharRNN
 from ssviz.scoring import score_digits, score_space, score_texts

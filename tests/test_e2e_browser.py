@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ssviz.paths import SOURCE_ROOT
+from ssviz.app_server import local_app
 
 ROOT = SOURCE_ROOT  # the checkout: app.py and pages/
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,37 +40,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "SSVIZ_TRAINED_DIR": str(tmp_path_factory.mktemp("trained"))}
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    log = open(SCREENSHOTS / "streamlit-server.log", "w")  # next to the screenshots (gitignored)
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-                             "--server.port", str(port), "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start (exit code {proc.poll()})")
-            time.sleep(0.3)
+    with open(SCREENSHOTS / "streamlit-server.log", "w") as log, \
+            local_app(free_port(), env={"OMP_NUM_THREADS": "1", "SSVIZ_TRAINED_DIR": str(tmp_path_factory.mktemp("trained"))},
+                      log=log) as url:  # the log goes next to the screenshots (gitignored)
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

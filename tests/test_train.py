@@ -467,3 +467,20 @@ def test_cli_sanitize_and_sweep_refuse_the_corpus_as_output(corpus_file, capsys)
         assert main(["sweep", str(corpus_file), "--canary", "PIN {d:2}", "--grid", "hidden=8", "--db", out]) == 2
         assert "is the input file" in capsys.readouterr().err
     assert corpus_file.read_bytes() == before
+
+
+def test_no_code_of_the_project_edits_sys_path_and_the_library_imports_no_streamlit():
+    """The package is installed (pyproject), so nothing finds it through the repo's layout; ssviz/ stays usable
+    without the app."""
+    root = Path(ssviz.__file__).parent.parent
+    files = [*root.glob("ssviz/**/*.py"), *root.glob("bench/*.py"), *root.glob("models/*.py"), *root.glob("ui/*.py"),
+             *root.glob("pages/*.py"), root / "app.py"]
+    assert len(files) > 50
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys":
+                pytest.fail(f"{path.relative_to(root)} uses sys.path")
+            if path.is_relative_to(root / "ssviz") and isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(n.split(".")[0] == "streamlit" for n in names), path
