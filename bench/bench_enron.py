@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from ssviz.enron.maildir import build_corpora, clean_message
 from ssviz.enron.pipeline import StudySettings, run_study
