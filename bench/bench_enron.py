@@ -2,6 +2,7 @@
 
     nice python bench/bench_enron.py                       # 2 users, 1x128 LSTM, 5 epochs
     nice python bench/bench_enron.py --users 3 --epochs 10 --workers 2
+    python bench/bench_enron.py --users 4 --executor local --workers 1    # then --workers 2: study scaling
     nice python bench/bench_enron.py --hostile                # ingestion seconds per MB of crafted mail
 
 Prints one line per measurement. Time per user is split into training,
@@ -19,6 +20,7 @@ from ssviz.enron.maildir import build_corpora, clean_message
 from ssviz.enron.pipeline import StudySettings, run_study
 from ssviz.scan import scan
 from ssviz.enron.synthetic import generate_maildir
+from ssviz.executor import make_executor
 from ssviz.store import Store
 from ssviz.tempfiles import private_dir
 from ssviz.train import TrainConfig
@@ -60,6 +62,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--executor", choices=["local", "ray"], help="users as tasks on this executor (--workers CPUs): "
+                    "the fair 1 vs 2 comparison, one torch thread per user either way")
     ap.add_argument("--nodes", type=int, default=20_000, help="search and extraction node budgets")
     ap.add_argument("--hostile", action="store_true", help="time ingestion of crafted mail instead of a study")
     ap.add_argument("--megabytes", type=float, default=1.0, help="size of each crafted message (--hostile)")
@@ -88,8 +92,14 @@ def main() -> None:
                                                    patience=None),
                                  search_nodes=args.nodes, extraction_nodes=args.nodes)
         t0 = time.perf_counter()
-        run_study(tmp, tmp / "r.duckdb", settings=settings, cache_dir=tmp / "cache", workers=args.workers)
-        wall = time.perf_counter() - t0
+        if args.executor:
+            with make_executor(args.executor, workers=args.workers) as executor:
+                t0 = time.perf_counter()  # the executor's processes are started: time the study alone
+                run_study(tmp, tmp / "r.duckdb", settings=settings, cache_dir=tmp / "cache", executor=executor)
+                wall = time.perf_counter() - t0
+        else:
+            run_study(tmp, tmp / "r.duckdb", settings=settings, cache_dir=tmp / "cache", workers=args.workers)
+            wall = time.perf_counter() - t0
         store = Store(tmp / "r.duckdb", read_only=True)
         users, meas, ext = store.table("users"), store.table("measurements"), store.table("extractions")
         print(f"study: {len(users)} users in {wall:.1f} s wall ({wall / max(len(users), 1):.1f} s per user, "
