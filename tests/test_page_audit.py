@@ -429,3 +429,23 @@ def test_an_unreadable_audit_json_does_not_match(tmp_path):
     (bad / AUDIT_JSON).write_text("[" * 100_000)
     assert demo.matching_audit(TrainConfig(), {bad: "bad"}) is None
     assert demo.training_config(tmp_path / "missing") == {}
+
+
+def test_the_seeds_of_a_repeated_audit_are_offered_and_shown(tmp_path):
+    """``audit --seeds N --out data/audits/X`` writes X/seed-k folders: each is a saved audit on the page."""
+    import shutil
+
+    from ssviz.audit.seeds import SUMMARY_JSON
+    repeated = tmp_path / "data" / "audits" / "rep"
+    for k in (0, 1, 10):
+        shutil.copytree(demo.BUNDLED_DIR / "plain", repeated / f"seed-{k}")
+    (repeated / SUMMARY_JSON).write_text("{}")
+    (tmp_path / "data" / "audits" / "not-an-audit" / "seed-0").mkdir(parents=True)  # no audits.json: not offered
+    assert [p.relative_to(repeated.parent).as_posix() for p in demo.saved_audits()] == \
+        ["rep/seed-0", "rep/seed-1", "rep/seed-10"]
+    at = open_page()
+    options = at.selectbox(key="w_aud_source").options
+    assert sum("rep/seed-" in o for o in options) == 3
+    at.selectbox(key="w_aud_source").set_value(str(repeated / "seed-1")).run()
+    assert not at.exception, at.exception
+    assert metrics(at) == expected_metrics(load_audit(repeated / "seed-1"))

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ssviz.audit.run import AUDIT_JSON, CANARIES_CSV, AuditSettings
+from ssviz.audit.seeds import SUMMARY_JSON
 from ssviz.errors import MissingFileError, SsvizError
 from ssviz.paths import bundled, confined, data_path
 from ssviz.train import TrainConfig
@@ -47,12 +48,20 @@ def bundled_audits() -> dict[Path, str]:
 
 def saved_audits() -> list[Path]:
     """Finished audits in ``data/audits`` (made by the app or ``python -m ssviz audit --out data/audits/X``),
-    newest first."""
+    newest first; a repeated audit (``--seeds N``) contributes each of its ``seed-k`` folders."""
     folder = runs_dir()
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and is_audit(p)]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    found = []
+    for p in folder.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            if is_audit(p):
+                found.append(p)
+            elif (p / SUMMARY_JSON).is_file():
+                found.extend(sorted((s for s in p.glob("seed-*") if s.is_dir() and not s.is_symlink() and is_audit(s)),
+                                    key=lambda s: int(s.name[5:]) if s.name[5:].isdigit() else 0))
+    return sorted(found, key=lambda p: p.parent.stat().st_mtime if p.parent != folder else p.stat().st_mtime,
+                  reverse=True)
 
 
 def audit_folder(typed: str, roots) -> Path:
