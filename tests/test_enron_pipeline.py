@@ -112,6 +112,24 @@ def test_a_user_that_cannot_be_studied_is_skipped_not_fatal(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_study_stopped_on_an_executor_keeps_finished_users_and_resumes(mail, tmp_path):
+    from ssviz.errors import StoppedError
+    from ssviz.executor import LocalExecutor
+    source, truth = mail
+    db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
+    seen = []
+    with LocalExecutor(1) as ex:  # one user at a time: the stop comes after the first is stored
+        with pytest.raises(StoppedError, match="finished users are stored"):
+            run_study(source, db, settings=TINY, cache_dir=cache, executor=ex,
+                      progress=lambda done, total: seen.append(done), stop=lambda: seen[-1] >= 1 if seen else False)
+        assert len(Store(db).done_users(1)) == 1
+        logs = []
+        rows = run_study(source, db, settings=TINY, cache_dir=cache, executor=ex, log=logs.append)
+    assert any("1 already stored" in line for line in logs)
+    assert {r["user"] for r in rows} == set(truth["users"])
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_without_losing_finished_users(tmp_path):
     source = tmp_path / "mail"
     generate_maildir(source, users=3, messages=80, seed=4, times=(3, 9))
