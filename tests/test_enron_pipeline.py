@@ -130,6 +130,19 @@ def test_a_study_stopped_on_an_executor_keeps_finished_users_and_resumes(mail, t
 
 
 @pytest.mark.slow
+def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_user(mail, tmp_path):
+    """A worker on another machine may not be able to write the driver's --cache-dir: the user is still measured."""
+    source, truth = mail
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    logs = []
+    rows = run_study(source, tmp_path / "r.duckdb", settings=TINY, cache_dir=blocker, users=[truth["users"][0]],
+                     log=logs.append)
+    assert rows and all(r["exposure"] is not None for r in rows)
+    assert any("model not cached" in line for line in logs) and blocker.read_text().startswith("a file")
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_without_losing_finished_users(tmp_path):
     source = tmp_path / "mail"
     generate_maildir(source, users=3, messages=80, seed=4, times=(3, 9))

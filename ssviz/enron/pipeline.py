@@ -92,7 +92,8 @@ def checkpoint_path(cache_dir, user: str, corpus_hash: str, train_settings: dict
 
 
 def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, stop=None):
-    """``(model, test_loss, train_seconds, cached)``: the cached model or a freshly trained one."""
+    """``(model, test_loss, train_seconds, cached, note)``: the cached model or a freshly trained one (``note``
+    says why it could not be cached, if so)."""
     from ssviz.models import load_model
     from ssviz.models.hf import read_training
     from ssviz.train import new_model, train
@@ -101,12 +102,16 @@ def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, 
     if path.exists():
         model = load_model(path)
         extra = read_training(path) if config.transformer else model.extra_config
-        return model, extra.get("test_loss"), 0.0, True
+        return model, extra.get("test_loss"), 0.0, True, ""
     result = train(text, config, model=new_model(config, text, *templates), stop=stop)
     if result.stopped:
         raise StoppedError(f"stopped while training the model of {user}")
-    result.save(path, extra={"test_loss": result.test_loss})
-    return result.model, result.test_loss, result.seconds, False
+    note = ""
+    try:
+        result.save(path, extra={"test_loss": result.test_loss})
+    except OSError as e:  # the cache only saves time: a worker that cannot write it (another machine) still measures
+        note = f"model not cached ({e.strerror or type(e).__name__}): it is trained again next time"
+    return result.model, result.test_loss, result.seconds, False, note
 
 
 def measure_secret(model, template, secret: str, settings: StudySettings, seed: int, stop=None
@@ -133,10 +138,10 @@ def measure_user(job: dict, stop=None, text: str | None = None) -> UserResult:
     if text is None:
         text = Path(job["corpus_path"]).read_text(encoding="utf-8")
     templates = [Template(s["template"]) for s in job["secrets"]]
-    model, test_loss, train_seconds, cached = user_model(text, templates, settings.train, job["cache_dir"],
-                                                         job["user"], stop)
+    model, test_loss, train_seconds, cached, cache_note = user_model(text, templates, settings.train,
+                                                                     job["cache_dir"], job["user"], stop)
     trained = scan(split_corpus(text, settings.train.val_fraction)[0])
-    secrets, notes = [], []
+    secrets, notes = [], [cache_note] if cache_note else []
     for i, (s, template) in enumerate(zip(job["secrets"], templates)):
         found = trained.get((s["type"], s["value"]))
         try:
