@@ -448,4 +448,9 @@ def test_the_seeds_of_a_repeated_audit_are_offered_and_shown(tmp_path):
     assert sum("rep/seed-" in o for o in options) == 3
     at.selectbox(key="w_aud_source").set_value(str(repeated / "seed-1")).run()
     assert not at.exception, at.exception
-    assert metrics(at) == expected_metrics(load_audit(repeated / "seed-1"))
+    res = load_audit(repeated / "seed-1")
+    assert metrics(at) == expected_metrics(res)
+    bars = next(c for c in charts(at) if c["data"][0].get("name") == "audited (lower bound)")
+    assert bars["data"][0]["x"] == ["seed 0", "seed 1 (shown above)", "seed 10"]  # every seed, this one named
+    assert any("Audited vs claimed epsilon over 3 seeds" in h.value for h in at.subheader)
+    assert any(f"median {res['epsilon_lower']:.2f}" in c.value for c in at.caption)

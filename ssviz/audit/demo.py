@@ -55,13 +55,19 @@ def saved_audits() -> list[Path]:
     found = []
     for p in folder.iterdir():
         if p.is_dir() and not p.is_symlink():
-            if is_audit(p):
-                found.append(p)
-            elif (p / SUMMARY_JSON).is_file():
-                found.extend(sorted((s for s in p.glob("seed-*") if s.is_dir() and not s.is_symlink() and is_audit(s)),
-                                    key=lambda s: int(s.name[5:]) if s.name[5:].isdigit() else 0))
+            found.extend([p] if is_audit(p) else seed_folders(p))
     return sorted(found, key=lambda p: p.parent.stat().st_mtime if p.parent != folder else p.stat().st_mtime,
                   reverse=True)
+
+
+def seed_folders(folder: Path) -> list[Path]:
+    """The finished ``seed-k`` folders of a repeated audit (``folder`` holds its ``audits.json``), by seed; [] if
+    ``folder`` is not one."""
+    if not (folder / SUMMARY_JSON).is_file():
+        return []
+    seeds = [s for s in folder.glob("seed-*") if s.is_dir() and not s.is_symlink() and s.name[5:].isdigit()
+             and is_audit(s)]
+    return sorted(seeds, key=lambda s: int(s.name[5:]))
 
 
 def audit_folder(typed: str, roots) -> Path:
