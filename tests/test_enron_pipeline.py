@@ -374,7 +374,7 @@ def test_a_secret_that_cannot_be_measured_is_left_out_not_the_user(tmp_path, mon
     import ssviz.enron.pipeline as pipeline
     corpus = tmp_path / "u.txt"
     corpus.write_text("my ssn is 123-45-6789 and my other is 987-65-4321\n" * 5, encoding="utf-8")
-    monkeypatch.setattr(pipeline, "user_model", lambda *a, **k: (tiny_model, 1.0, 0.0, True))
+    monkeypatch.setattr(pipeline, "user_model", lambda *a, **k: (tiny_model, 1.0, 0.0, True, ""))
     real = pipeline.measure_secret
 
     def flaky(model, template, secret, *a, **k):
