@@ -147,12 +147,17 @@ def test_preset_sets_the_space_and_keeps_state_across_pages():
     assert any("press **Search**" in i.value for i in at.info)
 
 
-def test_exposure_shown_equals_the_library_measurement():
-    at = open_page("exposure")
+def measure_sampled(at: AppTest, samples: int) -> None:
+    """On the Exposure page: sampled exposure over ``samples`` fillers, measured without an error."""
     at.selectbox(key="w_exp_method").select("sampled").run()
-    at.select_slider(key="w_exp_samples").set_value(200).run()
+    at.select_slider(key="w_exp_samples").set_value(samples).run()
     at.button(key="exp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
+
+
+def test_exposure_shown_equals_the_library_measurement():
+    at = open_page("exposure")
+    measure_sampled(at, 200)
     template = Template(DEMO_CANARY["template"])
     ref = exposure.measure(load_demo_model(), template, DEMO_CANARY["secret"], "sampled", samples=200, seed=0)
     assert metric(at, "Exposure") == f"{ref.exposure:.2f} bits"
@@ -385,8 +390,6 @@ def _stop_the_running_job(at: AppTest, slot: str):
 
 @pytest.mark.slow
 def test_a_long_exposure_run_shows_progress_and_stops_on_click(monkeypatch):
-    import time
-
     from ssviz import scoring
     from ui import jobs
     monkeypatch.setattr(jobs, "QUICK_WAIT", 0.0)
@@ -504,10 +507,7 @@ def test_a_result_measured_once_is_shown_again_without_a_new_job(monkeypatch):
 
     monkeypatch.setattr(exposure, "measure", spy)
     at = open_page("exposure")
-    at.selectbox(key="w_exp_method").select("sampled").run()
-    at.select_slider(key="w_exp_samples").set_value(200).run()
-    at.button(key="exp_run").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    measure_sampled(at, 200)
     shown = metric(at, "Exposure")
     at.switch_page("pages/template.py").run()
     at.switch_page("pages/exposure.py").run()

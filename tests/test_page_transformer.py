@@ -28,7 +28,7 @@ from ssviz.paths import SOURCE_ROOT  # noqa: E402
 from ssviz.plots.tokens import visible  # noqa: E402
 from ssviz.templates import Template  # noqa: E402
 from ssviz.token_scoring import token_costs  # noqa: E402
-from tests.test_app import metric, plotly_specs  # noqa: E402
+from tests.test_app import measure_sampled, metric, plotly_specs  # noqa: E402
 
 APP = str(SOURCE_ROOT / "app.py")
 CANARY = {"template": "My PIN is {d:4}", "secret": "4821", "insertions": 3}
@@ -157,10 +157,7 @@ def test_a_character_model_gets_the_same_strip_per_character():
     from ssviz.demo import load_demo_model
     from ssviz.report import char_costs
     at = open_page("exposure")
-    at.selectbox(key="w_exp_method").select("sampled").run()
-    at.select_slider(key="w_exp_samples").set_value(100).run()
-    at.button(key="exp_run").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    measure_sampled(at, 100)
     template = Template(DEMO_CANARY["template"])
     text = template.format(DEMO_CANARY["secret"])
     bits = char_costs(load_demo_model(), text)  # every character, the first (context) without a cost
