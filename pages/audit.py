@@ -16,6 +16,7 @@ import streamlit as st
 
 from ssviz.audit import demo, roc_curve
 from ssviz.audit.run import CHECKPOINT, load_audit
+from ssviz.audit.seeds import seed_folders
 from ssviz.errors import SsvizError
 from ssviz.paths import ensure_writable
 from ssviz.plots.audit import epsilon_bars, plain_reading, roc_figure, score_histograms
@@ -143,7 +144,7 @@ def show_audit(res: dict, folder: Path) -> None:
     st.caption(f"TPR at a given FPR is the best real threshold whose false-positive rate stays within it: with "
                f"{non_members:,} canaries not inserted, an FPR below {1 / max(non_members, 1):.2%} means no "
                "false alarm at all.")
-    seeds = demo.seed_folders(folder.parent)[:MAX_SEEDS_SHOWN]
+    seeds = seed_folders(folder.parent)[:MAX_SEEDS_SHOWN]
     if eps is not None and seeds:
         repeated_audit(folder, seeds)
     elif eps is not None:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ssviz.audit.run import AUDIT_JSON, CANARIES_CSV, AuditSettings
-from ssviz.audit.seeds import SUMMARY_JSON
+from ssviz.audit.seeds import seed_folders
 from ssviz.errors import MissingFileError, SsvizError
 from ssviz.paths import bundled, confined, data_path
 from ssviz.train import TrainConfig
@@ -58,16 +58,6 @@ def saved_audits() -> list[Path]:
             found.extend([p] if is_audit(p) else seed_folders(p))
     return sorted(found, key=lambda p: p.parent.stat().st_mtime if p.parent != folder else p.stat().st_mtime,
                   reverse=True)
-
-
-def seed_folders(folder: Path) -> list[Path]:
-    """The finished ``seed-k`` folders of a repeated audit (``folder`` holds its ``audits.json``), by seed; [] if
-    ``folder`` is not one."""
-    if not (folder / SUMMARY_JSON).is_file():
-        return []
-    seeds = [s for s in folder.glob("seed-*") if s.is_dir() and not s.is_symlink() and s.name[5:].isdigit()
-             and is_audit(s)]
-    return sorted(seeds, key=lambda s: int(s.name[5:]))
 
 
 def audit_folder(typed: str, roots) -> Path:

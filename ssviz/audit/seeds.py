@@ -33,12 +33,43 @@ SPREAD_KEYS = ("epsilon_lower", "auc", "mia_auc")
 ARRAYS = ("scores", "included_mask", "name")
 
 
+SEED_PREFIX = "seed-"
+
+
 def seed_dir(out_dir, seed: int) -> Path:
-    return Path(out_dir) / f"seed-{seed}"
+    return Path(out_dir) / f"{SEED_PREFIX}{seed}"
+
+
+def partial_dir(out_dir, seed: int) -> Path:
+    """Where a seed's folder is written before it is renamed in (a stopped run leaves no half folder)."""
+    return Path(out_dir) / f".{SEED_PREFIX}{seed}.partial"
+
+
+def seed_of(folder: Path) -> int | None:
+    """The seed of a ``seed-k`` folder (None for any other path)."""
+    name = Path(folder).name
+    return int(name[len(SEED_PREFIX):]) if name.startswith(SEED_PREFIX) and name[len(SEED_PREFIX):].isdigit() \
+        else None
 
 
 def finished(folder: Path) -> bool:
     return (folder / CANARIES_CSV).is_file() and (folder / AUDIT_JSON).is_file()
+
+
+def started(out_dir) -> bool:
+    """Whether ``out_dir`` holds a repeated audit, even one stopped before its first summary (so it resumes)."""
+    out = Path(out_dir)
+    return (out / SUMMARY_JSON).is_file() or any(seed_of(p) is not None for p in out.iterdir())
+
+
+def seed_folders(out_dir) -> list[Path]:
+    """The finished seed folders of a repeated audit (one with its ``audits.json``), by seed; [] otherwise."""
+    out = Path(out_dir)
+    if not (out / SUMMARY_JSON).is_file():
+        return []
+    seeds = [p for p in out.iterdir() if seed_of(p) is not None and p.is_dir() and not p.is_symlink()
+             and (p / CANARIES_CSV).is_file()]
+    return sorted(seeds, key=seed_of)
 
 
 def audit_task(task: dict) -> dict:
@@ -56,7 +87,7 @@ def audit_task(task: dict) -> dict:
 def _keep(out_dir: Path, seed: int, files: dict[str, bytes]) -> Path:
     """Write one seed's folder next to its final place, then rename it in (never half a folder)."""
     final = seed_dir(out_dir, seed)
-    part = out_dir / f".seed-{seed}.partial"
+    part = partial_dir(out_dir, seed)
     shutil.rmtree(part, ignore_errors=True)
     for rel, data in files.items():
         target = (part / rel).resolve()
@@ -109,7 +140,7 @@ def run_audits(text: str, settings: AuditSettings, config: TrainConfig, seeds: i
     todo = [s for s in every if not finished(seed_dir(out, s))]
     t0, computed = time.perf_counter(), 0
 
-    def kept(seed: int) -> None:
+    def kept() -> None:
         nonlocal computed
         computed += 1
         if progress:
@@ -123,15 +154,15 @@ def run_audits(text: str, settings: AuditSettings, config: TrainConfig, seeds: i
             if stop_requested(stop):
                 stopped = True
                 break
-            part = out / f".seed-{s}.partial"
+            part = partial_dir(out, s)
             shutil.rmtree(part, ignore_errors=True)  # a killed run's leftovers
             try:
                 run_audit(text, replace(settings, seed=s), replace(config, seed=s), out_dir=part, stop=stop)
             except StoppedError:
                 stopped = True
                 break
-            _keep_folder(out, s)
-            kept(s)
+            _place(part, seed_dir(out, s))
+            kept()
     else:
         corpus = executor.share(text.encode("utf-8"))
         tasks = [{"corpus": corpus, "settings": asdict(replace(settings, seed=s)),
@@ -139,7 +170,7 @@ def run_audits(text: str, settings: AuditSettings, config: TrainConfig, seeds: i
 
         def arrived(i: int, res: dict) -> None:
             _keep(out, res["seed"], res["files"])
-            kept(res["seed"])
+            kept()
 
         report = executor.map(audit_task, tasks, on_result=arrived, stop=stop, fail_fast=True)
         if report.failed:
@@ -151,10 +182,6 @@ def run_audits(text: str, settings: AuditSettings, config: TrainConfig, seeds: i
                             results, spread(results))
     (out / SUMMARY_JSON).write_text(json.dumps(summary.to_json(), indent=1, allow_nan=False), encoding="utf-8")
     return summary
-
-
-def _keep_folder(out: Path, seed: int) -> None:
-    _place(out / f".seed-{seed}.partial", seed_dir(out, seed))
 
 
 def _place(part: Path, final: Path) -> None:

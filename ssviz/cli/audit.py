@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssviz.cli import emit, positive_int, progress_printer
-from ssviz.cli.cluster import add_executor_options, executor_from_args, executor_given
+from ssviz.cli.cluster import add_executor_options, executor_given, executor_or_here
 from ssviz.cli.train import add_training_options, check_output, config_from_args
 from ssviz.errors import SsvizError
 
@@ -51,6 +51,7 @@ def register(sub, parent) -> None:
 
 def run_audit(args) -> int:
     from ssviz.audit.run import AuditSettings, load_audit, run_audit as audit
+    from ssviz.audit.seeds import started as seeds_started
     from ssviz.train import read_corpus
 
     if args.from_dir:
@@ -67,7 +68,7 @@ def run_audit(args) -> int:
     out = Path(args.out)
     repeated = args.seeds > 1 or executor_given(args) or args.workers is not None
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force
-                                              and not (repeated and _repeated_audit(out)))):
+                                              and not (repeated and seeds_started(out)))):
         raise SsvizError(f"--out {out} exists and is not an empty folder (choose another, or --force)")
     text = read_corpus(args.corpus)
     if repeated:
@@ -82,21 +83,12 @@ def run_audit(args) -> int:
     return 0
 
 
-def _repeated_audit(out: Path) -> bool:
-    """A folder a repeated audit wrote (its seeds are resumed, not overwritten)."""
-    from ssviz.audit.seeds import SUMMARY_JSON
-    return (out / SUMMARY_JSON).is_file() or any(p.name.startswith("seed-") for p in out.iterdir())
-
-
 def _run_seeds(args, text: str, settings, config, out: Path) -> int:
     from ssviz.audit.seeds import run_audits
     check_output(out / "audits.json", inputs=[args.corpus], what="--out")
-    run = {"executor": None, "progress": progress_printer("seeds", not args.json)}
-    if executor_given(args) or (args.workers or 1) > 1:
-        with executor_from_args(args) as executor:
-            summary = run_audits(text, settings, config, args.seeds, out, **{**run, "executor": executor})
-    else:
-        summary = run_audits(text, settings, config, args.seeds, out, **run)
+    with executor_or_here(args) as executor:
+        summary = run_audits(text, settings, config, args.seeds, out, executor=executor,
+                             progress=progress_printer("seeds", not args.json))
     payload = summary.to_json()
     lines = [f"seed {r['seed']}: " + _summary(r) for r in payload["results"]]
     eps = payload["spread"]["epsilon_lower"]

@@ -6,6 +6,8 @@ options, so a user who knows one knows them all (see :mod:`ssviz.executor`).
 
 from __future__ import annotations
 
+import contextlib
+
 from ssviz.cli import positive_int
 
 EXECUTOR_OPTIONS = ("executor", "address", "workers")
@@ -31,3 +33,13 @@ def executor_from_args(args, default: str = "local"):
     """The executor the options ask for (a context manager; ``--address`` needs ``--executor ray``)."""
     from ssviz.executor import make_executor
     return make_executor(args.executor or default, address=args.address, workers=args.workers)
+
+
+@contextlib.contextmanager
+def executor_or_here(args):
+    """The executor the options ask for, or None (run in this process) when none is given and ``--workers`` is 1."""
+    if executor_given(args) or (args.workers or 1) > 1:
+        with executor_from_args(args) as executor:
+            yield executor
+    else:
+        yield None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ssviz.cli import emit, progress_printer
-from ssviz.cli.cluster import add_executor_options, executor_from_args, executor_given
+from ssviz.cli.cluster import add_executor_options, executor_or_here
 from ssviz.cli.train import add_training_options, canary_from_args, check_output, config_from_args
 from ssviz.errors import SsvizError
 from ssviz.train import read_corpus
@@ -80,12 +80,9 @@ def run_sweep_cmd(args) -> int:
     if len(grid) != len(args.grid):
         raise SsvizError("each --grid must name a different setting")
     db = check_output(args.db or DEFAULT_SWEEP_DB, inputs=[args.corpus], what="--db")
-    sweep = dict(db=db, sweep=args.name, progress=progress_printer("sweep runs", not args.json))
-    if executor_given(args) or (args.workers or 1) > 1:
-        with executor_from_args(args) as executor:
-            summary = run_sweep(text, canary, base, grid, args.seeds, executor=executor, **sweep)
-    else:
-        summary = run_sweep(text, canary, base, grid, args.seeds, **sweep)
+    with executor_or_here(args) as executor:
+        summary = run_sweep(text, canary, base, grid, args.seeds, db=db, sweep=args.name, executor=executor,
+                            progress=progress_printer("sweep runs", not args.json))
     table = summarize(load_runs(db, summary.sweep))
     cells = table.astype(object).where(table.notna(), None).to_dict(orient="records")  # NaN is not JSON
     payload = {**summary.to_json(), "db": str(db), "cells": cells}

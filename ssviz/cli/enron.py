@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from ssviz.cli import emit, progress_printer
-from ssviz.cli.cluster import add_executor_options, executor_from_args, executor_given
+from ssviz.cli.cluster import add_executor_options, executor_or_here
 from ssviz.cli.train import add_training_options, config_from_args
 from ssviz.errors import SsvizError
 
@@ -81,14 +81,11 @@ def run_enron(args) -> int:
                              exact_limit=args.exact_limit, search_nodes=args.search_nodes,
                              extraction_nodes=args.extraction_nodes)
     users = [u.strip() for u in args.users.split(",") if u.strip()] if args.users else None
-    study = dict(settings=settings, users=users, min_secrets=args.min_secrets, cache_dir=args.cache_dir,
-                 log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                 progress=progress_printer("users", not args.json))
-    if executor_given(args):
-        with executor_from_args(args) as executor:
-            rows = run_study(args.maildir, args.db, executor=executor, **study)
-    else:
-        rows = run_study(args.maildir, args.db, workers=args.workers or 1, **study)
+    with executor_or_here(args) as executor:
+        rows = run_study(args.maildir, args.db, settings=settings, users=users, min_secrets=args.min_secrets,
+                         executor=executor, cache_dir=args.cache_dir,
+                         log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                         progress=progress_printer("users", not args.json))
     rows = result_rows(rows)
     emit(args, {"secrets": rows}, _table(rows))
     return 0
