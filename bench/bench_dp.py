@@ -60,7 +60,7 @@ def main() -> None:
     plain = None
     for label, cfg, mode in rows:
         if args.arch != "lstm":
-            dp.DPBackend.transformer_grad_sample_mode = mode or "hooks"
+            dp.DPBackend.uncovered_grad_sample_mode = mode or "hooks"
         else:
             dp.DPBackend.grad_sample_mode = mode or "vectorized"
         t = time.perf_counter()

@@ -85,7 +85,7 @@ def measure_stages(model, template, secret, repeat: int = 5) -> dict:
         lps, s = timed(lambda: score_space(model, template))
         got = {"score_space": s}
         _, got["rank"] = timed(lambda: int((lps <= lps[template.index_of(secret)]).sum()))
-        _, got["skewnorm_fit_on_subsample"] = timed(lambda: exposure._fit_or_none(lps[exposure.fit_indices(len(lps))]))
+        _, got["skewnorm_fit_on_subsample"] = timed(lambda: exposure.fit_subsample(lps))
         _, got["fixed_bin_histogram"] = timed(lambda: exposure.Histogram.of(lps).to_json())
         for k, v in got.items():
             best[k] = min(best.get(k, math.inf), v)
@@ -116,7 +116,7 @@ def browser_runs(repeat: int, port: int) -> dict:
     the histogram are drawn. The server is stopped afterwards."""
     from playwright.sync_api import expect, sync_playwright
 
-    from ssviz.app_server import local_app
+    from app_server import local_app  # beside this script
     runs = []
     with local_app(port, root=ROOT, env={"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
                    timeout=90) as url:

@@ -1,4 +1,4 @@
-"""Benchmark the extraction algorithms (issue 3): nodes expanded, model steps, wall time, ratio to brute force.
+"""Benchmark the extraction algorithms: nodes expanded, model steps, wall time, ratio to brute force.
 
     nice python bench/bench_extraction.py [--threads 1] [--quick]
     nice python bench/bench_extraction.py --transformers-only [--quick]   # only the tiny transformers
@@ -10,7 +10,7 @@ throughput, not run). Then Dijkstra with 1, 16, 64, 256 nodes popped per model
 step on a harder task (the 500 most likely 9-digit fillers) to show the
 batched-pop speed-up.
 
-Transformers (issue 11, search over tokens): a tiny Llama-style model (2
+Transformers (search over tokens): a tiny Llama-style model (2
 layers, width 64, digits split: the exact one-path-per-filler lattice) and a
 GPT-2-style one (digit runs merge: every consistent token path, fillers
 re-scored canonically) are trained here for a few hundred steps on the demo
@@ -33,8 +33,7 @@ import torch
 from ssviz.demo import CANARY9_CHECKPOINT, DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL
 from ssviz.exposure import exact
 from ssviz.extraction import extract, search_exposure
-from ssviz.extraction.brute import measure_rate
-from ssviz.extraction.space import build_space
+from ssviz.extraction.lattice import Lattice
 from ssviz.models import load_checkpoint
 from ssviz.templates import Template
 
@@ -58,13 +57,13 @@ def header(title: str) -> None:
 
 def bench_model(label, model, template_text, secret, run_brute: bool, quick: bool) -> None:
     template = Template(template_text)
-    space = build_space(model, template)
+    lattice = Lattice(model, template)
     extract(model, template, "dijkstra", max_nodes=200)  # warm-up
     if run_brute:
         brute = extract(model, template, "brute")
         brute_seconds, note = brute.seconds, "measured"
     else:
-        rate = measure_rate(model, space, n=1 << 15)
+        rate = lattice.scorer.rate()
         brute, brute_seconds, note = None, template.space_size / rate, f"estimated at {rate:,.0f} fillers/s"
     header(f"{label}: {template_text!r}, secret {secret}, |R| = {template.space_size:.0e}; "
            f"brute force {brute_seconds:,.1f} s ({note})")
@@ -116,7 +115,7 @@ def train_tiny_transformer(arch: str, split_digits: bool, steps: int, seed: int 
     from ssviz.corpus import insert_canary
     from ssviz.demo import DEMO_CORPUS
     from ssviz.models.hf import HFLanguageModel
-    from ssviz.tokens import train_tokenizer
+    from ssviz.models.tokenizers import train_tokenizer
     canary = Template(DEMO_CANARY["template"]).format(DEMO_CANARY["secret"])
     rng = np.random.default_rng(seed)  # numbers, so that a merging BPE learns multi-digit tokens
     numbers = "\n".join(f"call {rng.integers(0, 10 ** 4):04d} or {rng.integers(0, 10 ** 3)}, room {rng.integers(0, 99)}."
@@ -152,16 +151,15 @@ TOKEN_INSERTIONS = 40
 
 
 def bench_transformers(quick: bool) -> None:
-    from ssviz.extraction.lattice import TokenLattice
     template, secret = DEMO_CANARY["template"], DEMO_CANARY["secret"]
     for label, arch, split in (("tiny Llama, digits split", "llama", True),
                                ("tiny GPT-2, digit runs merge", "gpt2", False)):
         model = train_tiny_transformer(arch, split, steps=300 if quick else 600)
-        lattice = TokenLattice(model, Template(template))
+        lattice = Lattice(model, Template(template))
         print(f"lattice: {'exact (one path per filler)' if lattice.exact else 'every consistent token path'}, "
-              f"root {len(lattice.root_tokens)} tokens, sampled canonical check "
+              f"root {len(lattice.root_units)} tokens, sampled canonical check "
               f"{'passed' if lattice.checked else 'FAILED'}; secret tokenized as "
-              f"{[t for _, t in lattice.tt.spell(Template(template).format(secret))]}")
+              f"{[t for _, t in lattice.units.spell(Template(template).format(secret))]}")
         bench_model(label, model, template, secret, run_brute=not quick, quick=quick)
 
 

@@ -32,7 +32,7 @@ import torch
 from ssviz import exposure
 from ssviz.demo import DEMO_CANARY, load_demo_model
 from ssviz.executor import LocalExecutor
-from ssviz.scoring import score_space
+from ssviz.scoring import SPACE_CHUNK, score_space
 from ssviz.templates import Template
 
 SECRET_TEMPLATE = "The secret code is {d:%d}"
@@ -108,7 +108,7 @@ def bench_shard(model, digits: int, fillers: int, limit_cpu: float) -> dict:
     """One shard of a big space on one CPU: what each worker does."""
     torch.set_num_threads(1)
     t = Template(SECRET_TEMPLATE % digits)
-    lo = t.space_size // 3 // exposure.SPACE_CHUNK * exposure.SPACE_CHUNK
+    lo = t.space_size // 3 // SPACE_CHUNK * SPACE_CHUNK
     hi = lo + fillers
     _, wall, cpu = timed(lambda: exposure.count_range(model, t, lo, hi, [60.0]))
     return {"template": t.text, "shard_fillers": fillers, "wall_s": wall, "cpu_s": cpu,
@@ -170,7 +170,7 @@ def exact_path_profile(model, digits: int) -> dict:
     secret_lp = lps[t.index_of(DEMO_CANARY["secret"][:digits])]
     _, rank_s, _ = timed(lambda: int(np.count_nonzero(lps <= secret_lp)))
     _, hist_s, _ = timed(lambda: exposure.Histogram.of(lps))
-    _, fit_s, _ = timed(lambda: exposure._fit_or_none(lps[exposure.fit_indices(len(lps))]))
+    _, fit_s, _ = timed(lambda: exposure.fit_subsample(lps))
     _, whole_s, _ = timed(lambda: exposure.measure(model, t, DEMO_CANARY["secret"][:digits], "exact"))
     return {"fillers": t.space_size, "score_s": score_s, "rank_s": rank_s, "histogram_s": hist_s, "fit_s": fit_s,
             "measure_total_s": whole_s}

@@ -10,7 +10,7 @@ layers, width 128, 0.85 M parameters or 3.4 MB, the size of a demo model) with a
 byte-level BPE trained on the demo corpus; its weights are untrained, which does
 not change the timings. "Naive" is what a user writes with transformers:
 tokenize every text, ``model(ids).logits``, ``log_softmax``, gather, sum,
-batched by token length (:func:`ssviz.token_scoring.score_texts`). It is linear
+batched by token length (:func:`ssviz.scoring.score_texts`). It is linear
 in the number of fillers, so on the exhaustive space it is timed on a random
 subset and scaled (printed as such).
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ssviz.templates import Template
-from ssviz.token_scoring import score_digits, score_space, score_texts
+from ssviz.scoring import score_digits, score_space, score_texts
 
 
 def bench_model(args):
@@ -34,7 +34,7 @@ def bench_model(args):
         return load_model(args.model)
     from ssviz.demo import DEMO_CORPUS
     from ssviz.models.hf import HFLanguageModel
-    from ssviz.tokens import train_tokenizer
+    from ssviz.models.tokenizers import train_tokenizer
     tokenizer = train_tokenizer([DEMO_CORPUS.read_text(encoding="utf-8")], vocab_size=1024,
                                 split_digits=not args.merge_digits)
     return HFLanguageModel.build(args.arch, tokenizer, layers=4, heads=4, hidden=128, context=128, seed=0)
@@ -70,8 +70,8 @@ def main() -> None:
     scale = 10 if args.quick else 1
     model = bench_model(args)
     t6 = Template("The random number is {d:5}" if args.quick else "The random number is {d:6}")
-    from ssviz.tokens import TokenTemplate
-    tt = TokenTemplate(t6, model.tokenizer)
+    from ssviz.models.tokenizers import TokenTemplate
+    tt = model.template_units(t6)
     report = {"torch_threads": torch.get_num_threads(), "model": model.description,
               "tokens_per_text": int(tt.rows(np.zeros((1, t6.filler_length), dtype=np.int64))[1][0]),
               "one_token_per_digit": tt.composition is not None}

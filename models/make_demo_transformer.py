@@ -15,7 +15,7 @@ deterministic), so a rerun on the same library versions gives the same folder.
 * training: AdamW lr 3e-3, windows of 64 tokens, batch 32, 8 epochs, no early
   stopping; per-epoch exposure by skew-normal (2,000 samples) to keep epochs short;
 * after training, the exact exposure of the canary and of the control (ranks among
-  all 10^6 fillers, scored by :mod:`ssviz.token_scoring`) is printed and saved in
+  all 10^6 fillers, scored by :mod:`ssviz.scoring`) is printed and saved in
   the folder's ``ssviz_training.json`` under ``demo``.
 
 Measured on the 2-core machine this was built on (shared with other work): see
@@ -47,9 +47,9 @@ CONFIG = {"arch": "llama", "layers": 2, "hidden": 128, "heads": 4, "vocab_size":
 
 def exact_exposures(model, template: Template, fillers: list[str]) -> dict:
     """Rank and exposure of each filler among every filler of the template (one exhaustive scoring)."""
-    from ssviz import token_scoring
+    from ssviz import scoring
     t0 = time.perf_counter()
-    lps = token_scoring.score_space(model, template)
+    lps = scoring.score_space(model, template)
     seconds = time.perf_counter() - t0
     out = {}
     for f in fillers:

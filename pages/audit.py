@@ -7,7 +7,6 @@ once; a small one runs on the spot as the app's background training job
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,12 @@ import pandas as pd
 import streamlit as st
 
 from ssviz.audit import demo, roc_curve
-from ssviz.audit.run import CHECKPOINT, load_audit
+from ssviz.audit.run import load_audit
 from ssviz.audit.seeds import seed_folders
 from ssviz.errors import SsvizError
-from ssviz.paths import ensure_writable
+from ssviz.paths import claim_unique
 from ssviz.plots.audit import epsilon_bars, plain_reading, roc_figure, score_histograms
-from ui import cache, state
+from ui import audits, cache, state
 from ui.jobs import Job, training_job
 from ui.widgets import chart, download_table, job_panel, message, page_header, run_page, shown, start_job
 
@@ -38,7 +37,7 @@ FPR_LABELS = {"0.001": "0.1%", "0.01": "1%", "0.1": "10%"}
 def choose_audit() -> Path | None:
     """The audit to show: bundled, saved in data/audits, a typed folder under data/ or models/, or an upload."""
     bundled = demo.bundled_audits()
-    saved = demo.saved_audits()
+    saved = audits.saved_audits()
     labels = {str(p): f"bundled: {label}" for p, label in bundled.items()}
     labels.update({str(p): f"saved: {shown(p)}" for p in saved})
     options = [*labels, "other", "upload"]
@@ -58,7 +57,7 @@ def choose_audit() -> Path | None:
             st.info("Type the folder of a finished audit.")
             return None
         try:
-            return demo.audit_folder(typed, cache.results_dirs())
+            return audits.audit_folder(typed, cache.results_dirs())
         except SsvizError as e:
             st.error(message(e))
             return None
@@ -70,7 +69,7 @@ def choose_audit() -> Path | None:
             st.info("Choose the canaries.csv of a finished audit (and its audit.json for the settings).")
             return None
         try:
-            return demo.save_upload({f.name: f.getvalue() for f in files})
+            return audits.save_upload({f.name: f.getvalue() for f in files})
         except SsvizError as e:
             st.error(message(e))
             return None
@@ -181,11 +180,12 @@ def start_audit(canaries: int, insertions: int, training: str, seed: int) -> Job
     from ssviz.audit.run import run_audit
 
     name, text = state.corpus()
-    text = text[:demo.LIVE_CHARS]
-    settings = replace(demo.LIVE_SETTINGS, canaries=canaries, insertions=insertions, seed=seed).validate()
-    config = replace(demo.LIVE_CONFIG, seed=seed, dp_epsilon=DP_EPSILON[training]).validate()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = ensure_writable(demo.runs_dir() / f"audit-{training}-{stamp}" / CHECKPOINT, "audit").parent
+    text = text[:audits.LIVE_CHARS]
+    settings = replace(audits.LIVE_SETTINGS, canaries=canaries, insertions=insertions, seed=seed).validate()
+    config = replace(audits.LIVE_CONFIG, seed=seed, dp_epsilon=DP_EPSILON[training]).validate()
+    # a folder no other session can take (time plus a random part, mkdir fails if it exists)
+    out = claim_unique(audits.runs_dir(), f"audit-{training}", directory=True)
+    stamp = out.name
 
     def run(on_epoch, on_batch, stop) -> dict:
         run_audit(text, settings, config, out_dir=out, on_epoch=on_epoch, on_batch=on_batch, stop=stop)
@@ -199,11 +199,11 @@ def run_section() -> None:
     st.subheader("Run an audit")
     job: Job | None = st.session_state.get(JOB)
     running = bool(job and job.running)
-    s, cfg = demo.LIVE_SETTINGS, demo.LIVE_CONFIG
+    s, cfg = audits.LIVE_SETTINGS, audits.LIVE_CONFIG
     name, _ = state.corpus()
     with st.form("aud_form", border=True):
         st.caption(f"Draws random fillers of `{s.template}` as canaries, includes each with probability 1/2, "
-                   f"inserts the included ones into the first {demo.LIVE_CHARS // 1000} KB of the {name}, trains a "
+                   f"inserts the included ones into the first {audits.LIVE_CHARS // 1000} KB of the {name}, trains a "
                    f"{cfg.layers}x{cfg.hidden} LSTM for {cfg.epochs} epochs and scores every canary "
                    "(DP-SGD is several times slower).")
         c = st.columns(4)

@@ -63,11 +63,12 @@ def body() -> None:
     st.title("Per-user comparison")
     st.write("One model per user, trained on that user's mail; each secret found in it (SSNs, card numbers) "
              "measured for exposure and attacked by extraction. Secrets are stored only as salted hashes and "
-             "last 4 digits.")
+             "last 4 digits, and shown by their last few digits only.")
     path = choose_store()
     if path is None:
         return
-    df = cache.store(str(path)).comparison()
+    from ssviz.redaction import redact_tails
+    df = redact_tails(cache.store(str(path)).comparison())  # at most a third of each secret shown
     if df.empty:
         st.info(f"No per-user results in `{shown(path)}` yet. Run the study with `python -m ssviz enron ...` "
                 "(it writes data/results.duckdb), or pick the bundled demo study.")

@@ -13,7 +13,6 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from ssviz.audit.demo import audited_epsilon
 from ssviz.defenses import paper
 from ssviz.defenses.compare import DEFENSE_LABELS, DEFENSES, load_results, run_defense
 from ssviz.demo import DEMO_CANARY, DEMO_CORPUS
@@ -24,6 +23,7 @@ from ssviz.records import DefenseResult
 from ssviz.sweeps import DEFAULT_SWEEP_DB, list_sweeps, load_runs, summarize
 from ssviz.templates import Template
 from ssviz.train import Canary, TrainConfig
+from ui.audits import audited_epsilon
 from ui.jobs import Job, Snapshot, training_job
 from ui.widgets import chart, job_panel, message, page_header, run_page, shown, start_job
 

@@ -9,7 +9,6 @@ import streamlit as st
 
 from ssviz import exposure
 from ssviz.errors import SsvizError
-from ssviz.extraction import search_exposure
 from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_reading
 from ssviz.plots.tokens import cost_strip, secret_units
 from ssviz.scoring import EXHAUSTIVE_LIMIT, score_fillers
@@ -52,10 +51,8 @@ def measure(current: state.CurrentModel, template: Template, secret: str, opts: 
     """The library's measurement, cached per session by its inputs, run as a background job (``start``:
     the button was pressed). None while running, stopped, failed or not asked for."""
     def run(progress, stop):
-        if opts["method"] == "search":
-            return search_exposure(current.model, template, secret, max_nodes=200_000, progress=progress, stop=stop)
         return exposure.measure(current.model, template, secret, opts["method"], samples=opts["samples"],
-                                seed=opts["seed"], progress=progress, stop=stop)
+                                seed=opts["seed"], max_nodes=200_000, progress=progress, stop=stop)
 
     return cached_job(JOB, measure_key(current, template, secret, opts), "Scoring fillers...", run, start=start,
                       again="Press **Measure exposure** to run again.")
@@ -66,15 +63,18 @@ def show_result(res: exposure.ExposureResult, template: Template, secret: str) -
     c[0].metric("Exposure", f"{res.exposure:.2f} bits",
                 help="log2|R| - log2(rank): 0 = typical filler, log2|R| = the model's top choice")
     c[1].metric("95% CI", f"{res.ci[0]:.2f} – {res.ci[1]:.2f}" if res.ci else "exact" if res.rank else "–")
-    c[2].metric(f"Rank of {res.space_size:,}", f"{res.rank:,}" if res.rank else "–",
+    c[2].metric(f"Rank of {res.space_size:,}", f"{res.rank:,}" if res.rank else
+                f"≥ {res.rank_lower_bound:,}" if res.rank_lower_bound else "–",
                 help="Fillers at least as likely as the secret (exact methods only)")
     c[3].metric("Log-perplexity", f"{res.log_perplexity:.2f} bits")
     c[4].metric("KS p-value", f"{res.ks_pvalue:.3f}" if res.ks_pvalue is not None else "–",
                 help="Kolmogorov-Smirnov test of the skew-normal fit: small values mean extrapolation is "
                      "less trustworthy")
+    if res.warning:
+        st.warning(res.warning[0].upper() + res.warning[1:] + ".")
     st.info(plain_reading(res.exposure, res.rank, res.space_size))
-    st.caption(f"Method: {res.method}" + (f", {res.samples:,} fillers scored" if res.samples else "")
-               + f"; maximum possible exposure for this template: {math.log2(res.space_size):.2f} bits.")
+    st.caption(f"{res.quality()}. " + (f"Auto chose {res.plan['method']}: {res.plan['reason']}. " if res.plan else "")
+               + f"Maximum possible exposure for this template: {math.log2(res.space_size):.2f} bits.")
 
 
 def secret_costs(current: state.CurrentModel, template: Template, secret: str) -> None:
@@ -83,7 +83,7 @@ def secret_costs(current: state.CurrentModel, template: Template, secret: str) -
     from ssviz.report import char_costs
     text = template.format(secret)
     units = char_costs(current.model, text)  # every character, or every token of a transformer
-    unit = "token" if getattr(current.model, "token_level", False) else "character"
+    unit = current.model.unit_name
     marks = secret_units([u for u, _ in units], text, template)
     paid = sum(units[i][1] for i in marks if units[i][1] is not None)
     st.subheader(f"{unit.capitalize()} by {unit}")

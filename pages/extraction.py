@@ -21,16 +21,23 @@ AUTO_RUN_LIMIT = 10 ** 6  # spaces up to this size are searched as soon as the p
 
 def settings() -> dict:
     """The search's settings, kept across visits to other pages (they key its cached result)."""
-    c1, c2, c3 = st.columns([3, 2, 2])
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
     algorithm = c1.selectbox("Algorithm", list(ALGORITHMS), format_func=ALGORITHMS.get,
                              **state.setting("w_ext_algorithm", "dijkstra"))
-    opts: dict = {"top_k": 10}
+    opts: dict = {"top_k": int(c4.select_slider("Fillers reported", [1, 5, 10, 20, 50, 100, 1_000],
+                                                help="How many of the most likely fillers to keep: a secret that "
+                                                     "is not first may still be among them",
+                                                **state.setting("w_ext_top", 10)))}
     if algorithm == "dijkstra":
         opts["max_nodes"] = c2.select_slider("Node budget", [1_000, 10_000, 100_000, 1_000_000],
                                              **state.setting("w_ext_nodes", 100_000))
         opts["batch_size"] = c3.select_slider("Nodes popped per step", [1, 4, 8, 16, 64],
                                               help="Fewer per step = a finer replay; more = faster search",
                                               **state.setting("w_ext_batch", 8))
+        opts["max_memory_mb"] = c4.select_slider("Search memory (MB)", [64, 256, 512, 2_048, 8_192],
+                                                 help="Model states and the frontier: a run that reaches it stops "
+                                                      "with what it found; raise it, or lower the budget",
+                                                 **state.setting("w_ext_memory", 512))
     elif algorithm == "beam":
         opts["beam_width"] = c2.select_slider("Beam width", [1, 2, 3, 5, 10, 100, 1000],
                                               **state.setting("w_ext_beam", 5))
@@ -67,11 +74,15 @@ def summary(res, template: Template, secret: str) -> None:
     c[3].metric("Time", f"{res.seconds:.2f} s")
     if res.found == secret:
         st.success(f"Extracted the secret: `{template.format(secret)}` is the model's most likely filler.")
-    elif any(t["filler"] == secret for t in res.top):
-        rank = next(i for i, t in enumerate(res.top, 1) if t["filler"] == secret)
-        st.warning(f"The secret is number {rank} among the fillers found, not the first.")
     else:
-        st.info(f"The secret `{secret}` is not among the {len(res.top)} fillers this run found.")
+        where = res.against(secret)
+        if where["secret_rank"]:
+            st.warning(f"The secret is number {where['secret_rank']} among the {len(res.top)} fillers found, not "
+                       "the first.")
+        else:
+            st.info(f"The secret `{secret}` is not among the {len(res.top)} fillers this run found"
+                    + (f"; the closest, `{where['closest']}`, shares its first {where['shared_prefix']} characters."
+                       if where["shared_prefix"] else "."))
     if not res.complete:
         st.warning(f"Incomplete run: {res.message}")
     top = pd.DataFrame(res.top)
@@ -211,7 +222,7 @@ def comparison_verdict(beam, exact, width: int) -> tuple[str, str]:
 
 def beam_vs_dijkstra(current, template: Template, secret: str) -> None:
     st.subheader("Why beam search can miss")
-    unit = "token" if getattr(current.model, "token_level", False) else "character"
+    unit = current.model.unit_name
     st.caption(f"Beam search keeps only the N cheapest prefixes at each {unit} and never returns to the "
                "others; shortest path keeps every prefix in its frontier and always expands the cheapest, so "
                f"it cannot miss the most likely filler. A secret whose first {unit}s look unlikely is pruned "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import math
 
 import pandas as pd
@@ -26,6 +25,7 @@ from ui.widgets import (
     release_upload,
     run_page,
     start_job,
+    unit_chips,
     uploader_key,
 )
 
@@ -42,72 +42,62 @@ def model_section() -> state.CurrentModel:
     st.selectbox("Model", list(registry), format_func=lambda k: registry[k]["name"],
                  key=state.widget(state.MODEL), on_change=_on_model)
     current = state.current_model()
-    d = current.model.description
-    if getattr(current.model, "token_level", False):
-        facts = [("Architecture", d["arch"]), ("Blocks x width", f"{d['layers']} x {d['hidden_size']}"),
-                 ("Attention heads", d["heads"]), ("Parameters", f"{d['parameters']:,}"),
-                 ("Vocabulary", f"{d['tokenizer_size']:,} tokens")]
-    else:
-        facts = [("Architecture", d["arch"]), ("Layers x units", f"{d['layers']} x {d['hidden_size']}"),
-                 ("Embedding", d["embedding_dim"]), ("Parameters", f"{d['parameters']:,}"),
-                 ("Vocabulary", f"{d['vocab_size']} chars")]
+    facts = current.model.facts
     for column, (label, value) in zip(st.columns(len(facts)), facts):
         column.metric(label, value)
     canary = current.canary
+    if state.secret_not_chosen(current):
+        ask_for_the_secret(current.key)
     if canary:
         st.info(f"Trained with the canary `{Template(canary['template']).format(canary['secret'])}` inserted "
                 f"{canary.get('insertions', '?')} times: it is the secret under test by default.")
-    if getattr(current.model, "token_level", False):
-        tokenizer_section(current)
-    else:
+    units_section(current)
+    if len(current.model.vocab) <= MAX_SHOWN_VOCABULARY:
         with st.expander("Vocabulary"):
-            st.code(" ".join(repr(ch)[1:-1] for ch in current.model.vocab.chars), language="text")
+            st.code(" ".join(repr(ch)[1:-1] for ch in current.model.unit_texts() if ch is not None), language="text")
     return current
 
 
-def tokenizer_section(current: state.CurrentModel) -> None:
-    """A transformer reads tokens: how its tokenizer splits the secret under test, token by token."""
-    from ssviz.tokens import TokenTemplate
+MAX_SHOWN_VOCABULARY = 500  # a character vocabulary is listed; a tokenizer's is too long to read
+
+
+def ask_for_the_secret(model_key: str) -> None:
+    """A model of the user's with no recorded canary: which secret is under test is theirs to say."""
+    st.info("This model records no canary. Which secret do you want to test in it? Type its format (a template "
+            "such as `Account {d:8}`) and the secret itself; every page then measures that secret.")
+    c = st.columns([3, 2])
+    c[0].text_input("Your secret's template", key=state.widget(state.TEMPLATE), on_change=state.typed_template,
+                    max_chars=MAX_TEMPLATE_CHARS)
+    c[1].text_input("Your secret", key=state.widget(state.SECRET), on_change=state.secret_typed, args=(model_key,))
+
+
+def units_section(current: state.CurrentModel) -> None:
+    """How the model splits the secret under test into the units it scores (characters or tokens)."""
     model = current.model
-    d = model.description
-    st.markdown(f"**Tokenizer**: {d['tokenizer_size']:,} tokens ({d['vocab_size']:,} model outputs), "
-                f"a context of {d['context'] or '?'} tokens. The model scores a text token by token: "
-                "the first token is context, every other costs -log2 P(token | the tokens before it).")
+    unit = model.unit_name
+    st.markdown(model.reading)
     try:
         template, secret = state.secret_under_test(model)
     except SsvizError as e:
-        st.warning(f"The secret under test cannot be tokenized: {message(e)}")
+        st.warning(f"The secret under test cannot be read by this model: {message(e)}")
         return
-    tt = TokenTemplate(template, model.tokenizer, len(model.vocab))
+    tt = model.template_units(template)
     text = template.format(secret)
     spelled = tt.spell(text)
     marks = secret_units([t for _, t in spelled], text, template)
-    st.markdown(f"{_code(text)} is read as **{len(spelled)} tokens** (the secret's in red):")
-    st.html(token_chips([t for _, t in spelled], marks))
-    st.caption("Each slot character is its own token with this tokenizer, as with Llama's digits: token search "
-               "over the template is exact." if tt.exact_search else
+    st.markdown(f"{_code(text)} is read as **{len(spelled)} {unit}s** (the secret's in red):")
+    st.html(unit_chips([t for _, t in spelled], marks))
+    st.caption(f"Each slot character is its own {unit} for this model (as with Llama's digits): search over "
+               "the template is exact." if tt.exact_search else
                "This tokenizer merges slot characters with each other or with the text around them (as GPT-2 "
                "merges digit runs and the space before them): exposure scores every filler on the tokenizer's "
                "own tokens, exactly; shortest-path search explores every token path that spells a filler and "
                "re-scores what it finds, exact only as far as a sampled check of the tokenizer holds.")
-    with st.expander("Token by token"):
-        st.dataframe(pd.DataFrame({"#": range(len(spelled)), "token": [visible(t) for _, t in spelled],
+    with st.expander(f"{unit.capitalize()} by {unit}"):
+        st.dataframe(pd.DataFrame({"#": range(len(spelled)), unit: [visible(t) for _, t in spelled],
                                    "id": [i for i, _ in spelled],
                                    "part of the secret": [i in marks for i in range(len(spelled))]}),
                      hide_index=True)
-
-
-CHIP = ("font-family:monospace;font-size:1.15rem;padding:0.15rem 0.45rem;border-radius:0.3rem;"
-        "border:2px solid #8fa8c8;background:#eef2f7;color:#111;white-space:pre")
-SECRET_CHIP = CHIP.replace("#8fa8c8", "#c0392b").replace("#eef2f7", "#fdecea")
-
-
-def token_chips(tokens: list[str], secret: dict[int, float]) -> str:
-    """The tokens of a text side by side, large enough to point at; the secret's outlined in red."""
-    cells = [f'<span style="{SECRET_CHIP}" title="part of the secret">{html.escape(visible(t))}</span>'
-             if i in secret else f'<span style="{CHIP}">{html.escape(visible(t))}</span>'
-             for i, t in enumerate(tokens)]
-    return '<div style="display:flex;flex-wrap:wrap;gap:0.35rem;margin:0.2rem 0 0.8rem">' + "".join(cells) + "</div>"
 
 
 def _code(text: str) -> str:
@@ -178,8 +168,7 @@ def corpus_section(current: state.CurrentModel) -> None:
 
 def scan_section(current: state.CurrentModel) -> None:
     """The secrets already in the corpus (SSNs, cards, phones, AWS keys, GitHub tokens), each measured in the model."""
-    from ssviz.measure import scan_corpus
-    from ssviz.scan import KINDS, scan
+    from ssviz.scan import KINDS, scan, scan_corpus
 
     st.subheader("Secrets already in this corpus")
     name, text = state.corpus()
@@ -188,7 +177,7 @@ def scan_section(current: state.CurrentModel) -> None:
         st.info(f"The scanner found no {', '.join(k.label for k in KINDS.values())} in the {name}.")
         return
     st.caption(f"{len(found)} distinct secret(s) found. Measure how much the current model reveals of each: its "
-               "exposure, and whether a shortest-path search extracts it. Only the last 4 characters are shown.")
+               "exposure, and whether a shortest-path search extracts it. Only a few last characters are shown.")
     key = ("scan", state.get(state.MODEL), hash(text))
     model = current.model
     rows = cached_job(SCAN_JOB, key, "Measuring the secrets found",
@@ -212,13 +201,15 @@ def train_section() -> None:
     job: Job | None = st.session_state.get(JOB)
     running = bool(job and job.running)
     with st.form("train_form", border=True):
-        st.caption(f"Trains a small character-level LSTM on the {name} with the canary inserted into its "
-                   "training part, measuring the canary's exposure after every epoch.")
-        c = st.columns(4)
-        hidden = c[0].selectbox("Units", [64, 128, 200], index=1)
-        epochs = c[1].number_input("Epochs", 1, 20, 4)
-        lr = c[2].select_slider("Learning rate", [0.001, 0.002, 0.003, 0.005], value=0.003)
-        max_chars = c[3].select_slider("Corpus characters used", [20_000, 50_000, 100_000, 200_000, 300_000,
+        st.caption(f"Trains a small model on the {name} with the canary inserted into its training part, "
+                   "measuring the canary's exposure after every epoch: a character-level LSTM or GRU, or a "
+                   "small transformer (GPT-2- or Llama-style) reading tokens of a BPE tokenizer trained on the corpus.")
+        c = st.columns(5)
+        arch = c[0].selectbox("Architecture", list(ARCHITECTURES), format_func=ARCHITECTURES.get)
+        hidden = c[1].selectbox("Units (width)", [64, 128, 200], index=1)
+        epochs = c[2].number_input("Epochs", 1, 20, 4)
+        lr = c[3].select_slider("Learning rate", [0.001, 0.002, 0.003, 0.005], value=0.003)
+        max_chars = c[4].select_slider("Corpus characters used", [20_000, 50_000, 100_000, 200_000, 300_000,
                                                                   1_000_000], value=100_000)
         c = st.columns([3, 2, 1])
         template = c[0].text_input("Canary template", state.get(state.TEMPLATE), max_chars=MAX_TEMPLATE_CHARS)
@@ -228,16 +219,31 @@ def train_section() -> None:
     if start:
         tpl = parse_template(template)  # refused (one line, by the page wrapper) before anything is allocated
         canary = Canary(tpl, tpl.normalize(secret), int(insertions)) if insertions else None
-        config = TrainConfig(layers=1, hidden=int(hidden), embedding_dim=32, epochs=int(epochs), batch_size=128,
-                             seq_len=20, lr=float(lr), seed=0, patience=None, exposure_method="auto",
-                             exposure_samples=2_000).validate()
-        job = train_and_save(text[:max_chars], config, canary, state.TRAINED_DIR, name=f"lstm1x{hidden}")
+        config = training_config(arch, int(hidden), int(epochs), float(lr))
+        job = train_and_save(text[:max_chars], config, canary, state.TRAINED_DIR,
+                             name=f"{arch}{config.layers}x{config.hidden}")
         start_job(JOB, job)
         st.rerun()
     if job and job.running:
         job_panel(JOB, live=lambda snap: epochs_chart(snap, job.meta["canary"]), every=1.0)
     elif job:
         finished(job)
+
+
+ARCHITECTURES = {"lstm": "LSTM (characters)", "gru": "GRU (characters)", "llama": "Llama-style transformer (tokens)",
+                 "gpt2": "GPT-2-style transformer (tokens)"}
+
+
+def training_config(arch: str, hidden: int, epochs: int, lr: float) -> TrainConfig:
+    """The app's small models: a 1-layer RNN as the paper's (batch 128, windows of 20 characters), or a
+    2-block transformer (batch 32, windows of 64 tokens) sized to train in about a minute on 2 cores."""
+    if arch in ("lstm", "gru"):
+        return TrainConfig(arch=arch, layers=1, hidden=hidden, embedding_dim=32, epochs=epochs, batch_size=128,
+                           seq_len=20, lr=lr, seed=0, patience=None, exposure_method="auto",
+                           exposure_samples=2_000).validate()
+    return TrainConfig(arch=arch, layers=2, hidden=hidden, heads=4, vocab_size=600, epochs=epochs, batch_size=32,
+                       seq_len=64, lr=lr, seed=0, patience=None, exposure_method="auto",
+                       exposure_samples=2_000).validate()
 
 
 def epochs_chart(snap: Snapshot, canary: Canary | None) -> None:
@@ -267,8 +273,8 @@ def finished(job: Job) -> None:
     key = f"file:{path}"
     if st.session_state.get(REGISTERED) != key:
         d = job.meta["config"]
-        state.register_model(key, f"Trained here: {d.layers}x{d.hidden} LSTM, {len(snap.records)} epochs "
-                                  f"({path.name})", str(path))
+        state.register_model(key, f"Trained here: {d.layers}x{d.hidden} {ARCHITECTURES[d.arch].split(' (')[0]}, "
+                                  f"{len(snap.records)} epochs ({path.name})", str(path))
         st.session_state[REGISTERED] = key
     status = "stopped early, saved" if job.result["stopped"] else "finished, saved"
     st.success(f"{status.capitalize()} in {job.seconds:.0f} s: {path.name}.")

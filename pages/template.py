@@ -8,9 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from ssviz.errors import SsvizError
+from ssviz.plots.tokens import secret_units
 from ssviz.templates import MAX_TEMPLATE_CHARS, PRESETS, Template
 from ui import state
-from ui.widgets import message, model_banner, page_header, run_page
+from ui.widgets import message, model_banner, page_header, run_page, unit_chips
 
 CUSTOM = "Custom"
 
@@ -22,11 +23,6 @@ def _apply_preset() -> None:
         state.template_changed()
 
 
-def _typed_template() -> None:
-    state.sync(state.TEMPLATE)
-    state.template_changed()
-
-
 def template_section() -> Template | None:
     current_text = state.get(state.TEMPLATE)
     options = [CUSTOM, *PRESETS]
@@ -34,7 +30,7 @@ def template_section() -> Template | None:
     st.session_state["w_preset"] = preset
     st.selectbox("Preset", options, key="w_preset", on_change=_apply_preset,
                  help="The paper's formats; pick Custom to type your own.")
-    st.text_input("Template", key=state.widget(state.TEMPLATE), on_change=_typed_template,
+    st.text_input("Template", key=state.widget(state.TEMPLATE), on_change=state.typed_template,
                   max_chars=MAX_TEMPLATE_CHARS,
                   help="Literal text with slots: {d:N} digits, {a:N} lowercase letters, {x:N} hex digits, "
                        "{[chars]:N} a custom set such as {[A-Z0-9]:4}. Use {{ and }} for literal braces.")
@@ -72,6 +68,24 @@ def secret_section(template: Template) -> None:
         return
     st.success(f"Testing `{template.format(secret)}` (filler `{secret}`, index {template.index_of(secret):,} "
                f"of {template.space_size:,}).")
+    units_of(current.model, template, secret)
+
+
+def units_of(model, template: Template, secret: str) -> None:
+    """How the current model splits this template's text into the units it scores."""
+    text = template.format(secret)
+    try:
+        units = model.template_units(template)
+        spelled = [t for _, t in units.spell(text)]
+    except SsvizError as e:
+        st.warning(f"The model cannot read this template: {message(e)}")
+        return
+    unit = model.unit_name
+    st.markdown(f"The model reads it as **{len(spelled)} {unit}s** (the secret's in red):")
+    st.html(unit_chips(spelled, secret_units(spelled, text, template)))
+    if not units.exact_search:
+        st.caption(f"This model's {unit}s merge slot characters with each other or with the text around them: "
+                   "every filler is scored on its own units, exactly; search re-scores what it finds.")
 
 
 def body() -> None:

@@ -27,6 +27,8 @@ def live_secret(template: Template) -> str | None:
     default = template.random_fillers(1, seed=2019)[0]
     typed = st.text_input(f"The secret: a filler of “{template.text}” (ask the room)",
                           max_chars=len(template.format(default)), **state.setting("w_tour_secret", default))
+    if not typed.strip():  # an emptied box (or its state lost between page runs) keeps a secret to train with
+        typed = st.session_state.get("ssviz_tour_secret") or default
     try:
         return template.normalize(typed)
     except SsvizError as e:

@@ -1,9 +1,10 @@
-"""Training text: reading a corpus, its one train/validation/test split, canary insertion, windows,
-and what the loop and its backends do alike for either kind of model (character RNN or transformer).
+"""Training text: reading a corpus, its one train/validation/test split, canary insertion, windows.
 
 Both the training loop (:mod:`ssviz.train`) and the training backends it
 plugs in (:mod:`ssviz.defenses.dp`) use these helpers; keeping them here,
-below both, is what keeps the module graph free of cycles.
+below both, is what keeps the module graph free of cycles. What differs
+between models (how a text becomes units, the forward pass, the optimizer)
+each model says itself (the training members of :class:`ssviz.models.base.LanguageModel`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from ssviz.errors import MissingFileError, SettingsError, SsvizError
 from ssviz.models.base import Vocab
@@ -127,35 +127,3 @@ def windows(ids: torch.Tensor, seq_len: int, offset: int = 0) -> torch.Tensor:
     idx = offset + torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)[None]
     return ids[idx]
 
-
-# --- either kind of model: a character RNN (an nn.Module) or a transformer (token_level, wrapping one) ----
-def token_level(model) -> bool:
-    """Whether ``model`` reads tokens of a tokenizer (a transformer) rather than characters."""
-    return bool(getattr(model, "token_level", False))
-
-
-def torch_module(model) -> nn.Module:
-    """The nn.Module holding ``model``'s weights (a transformer's ``model.model``; a CharRNN is one)."""
-    return model.model if token_level(model) else model
-
-
-def encode_text(model, text: str) -> torch.Tensor:
-    """Token ids of a training text: one per character, or a transformer's tokens line by line."""
-    return torch.tensor(model.encode_text(text) if token_level(model) else model.vocab.encode(text), dtype=torch.long)
-
-
-def training_forward(module: nn.Module, token_level: bool, p: float, generator: torch.Generator) -> nn.Module:
-    """``module``'s training-time forward (tokens -> logits) with dropout ``p`` drawn from ``generator``."""
-    if token_level:
-        from ssviz.models.hf import TrainingForward
-    else:
-        from ssviz.models.rnn import TrainingForward
-    return TrainingForward(module, p, generator)
-
-
-def make_optimizer(params, config, token_level: bool) -> torch.optim.Optimizer:
-    """RMSProp for character RNNs (the paper's Table 8); AdamW for transformers, as they are usually trained
-    (its weight decay is decoupled from the gradient)."""
-    if token_level:
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.RMSprop(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -31,7 +31,9 @@ result per transaction, so readers get in between.
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,16 +81,30 @@ def _first_line(e: Exception, limit: int = 200) -> str:
 
 
 def _is_lock_error(e: Exception) -> bool:
+    """Only DuckDB's own lock messages: a corrupt file's ("checksum ... in block ...") is reported at once."""
     text = str(e).lower()
+    if "corrupt" in text or "checksum" in text:
+        return False
     # "different configuration": this process holds the file open in the other mode (read vs write)
-    return ("lock" in text or "conflicting" in text or "being used by another process" in text
-            or "different configuration" in text)
+    return ("could not set lock on file" in text or "conflicting lock" in text
+            or "being used by another process" in text or "different configuration" in text)
 
 
 def check_file(path: Path, what: str) -> None:
-    """Refuse, before DuckDB opens it, a path that is not a DuckDB database file."""
-    if path.is_dir():
-        raise SsvizError(f"{path} is a folder, not a DuckDB {what} file")
+    """Refuse, before DuckDB opens it, a path that is not a DuckDB database file.
+
+    Folders, FIFOs and devices are refused from ``stat`` alone: opening a FIFO to
+    read its head would block until something writes to it.
+    """
+    kind = what if what.endswith("file") else f"{what} file"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise SsvizError(f"cannot read {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise SsvizError(f"{path} is a folder, not a DuckDB {kind}")
+    if not stat.S_ISREG(mode):
+        raise SsvizError(f"{path} is not a regular file (a FIFO, socket or device), not a DuckDB {kind}")
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -110,7 +126,8 @@ def _open(path: Path, write: bool, lock_timeout: float, what: str):
             return duckdb.connect(str(path), read_only=not write, config=SAFE_CONFIG)
         except duckdb.Error as e:
             if not _is_lock_error(e):
-                raise SsvizError(f"cannot open {what} {path}: {_first_line(e)}") from None
+                corrupt = " (the file is corrupt)" if "corrupt" in str(e).lower() else ""
+                raise SsvizError(f"cannot open {what} {path}{corrupt}: {_first_line(e)}") from None
             if time.monotonic() > deadline:
                 raise SsvizError(f"{what} {path} stayed locked by another process for {lock_timeout:.0f} s") from None
             time.sleep(delay * (0.5 + random.random()))  # jitter: not a reproducible choice

@@ -11,8 +11,6 @@ subclasses :class:`FileNotFoundError`, so library users can catch the built-ins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 
 class SsvizError(Exception):
     """An error caused by input, with a message meant for the user."""
@@ -57,46 +55,3 @@ class CheckpointNotFoundError(CheckpointError, MissingFileError):
 class StoppedError(SsvizError):
     """Long work was stopped by the user before it finished."""
 
-
-def stop_requested(stop) -> bool:
-    """Whether long work should stop: ``stop`` is None, a ``threading.Event``, or a callable returning bool.
-
-    One definition so every loop (scoring, search, training, ingestion, sweeps) accepts the same flags.
-    """
-    return stop is not None and bool(stop.is_set() if hasattr(stop, "is_set") else stop())
-
-
-def clip(text: str, limit: int = 120) -> str:
-    """``text`` cut to ``limit`` characters with a count of what was left out: messages stay one short line."""
-    text = str(text)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
-
-
-def summarize(items: Iterable, limit: int = 5) -> str:
-    """The first ``limit`` items, comma-separated, and how many more (for lists of names in a message)."""
-    items = list(items)
-    shown = ", ".join(clip(str(i), 60) for i in items[:limit])
-    return shown if len(items) <= limit else f"{shown} and {len(items) - limit:,} more"
-
-
-def finite_array(name: str, values, why: str, *, error: type[SsvizError] = NonFiniteError, flat: bool = False,
-                 nonempty: bool = False):
-    """``values`` as float64, or one clear ``error`` saying which are not finite numbers and ``why`` that matters.
-
-    ``flat``: a 1-d list is required (a scalar is refused); otherwise a scalar counts as one value.
-    """
-    import numpy as np
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise error(f"{name} must be numbers") from None
-    if flat and arr.ndim != 1:
-        raise error(f"{name} must be a flat list of numbers (got shape {arr.shape})")
-    arr = arr.reshape(-1) if arr.ndim == 0 else arr
-    if nonempty and arr.size == 0:
-        raise InvalidValueError(f"{name} is empty")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise error(f"{name}: {int(bad.sum())} NaN or infinite value(s) (first at index "
-                    f"{int(np.flatnonzero(bad)[0])}): {why}")
-    return arr

@@ -1,4 +1,4 @@
-"""Run many independent tasks: on this machine's processes (``local``) or on a Ray cluster (``ray``).
+"""Run many independent tasks: in this process (inline), on this machine's processes (``local``) or on Ray.
 
 Per-user studies, sweeps, repeated audits and sharded exact enumeration are all
 many independent tasks. A caller hands :meth:`Executor.map` a task function and
@@ -21,7 +21,9 @@ and a killed driver loses at most the tasks in flight.
 * **Resources.** Each task declares its CPUs; torch in that task uses as many
   threads.
 
-``local`` (the default) needs no Ray: ``concurrent.futures`` process pools
+:class:`InlineExecutor` runs the tasks in this process, one after another, under the
+same contract: callers have one code path whether or not the user chose an executor.
+``local`` (the CLI's default executor) needs no Ray: ``concurrent.futures`` process pools
 started with ``spawn``, one process per slot, so a dead process is tied to its
 one task and only that task is retried. ``ray`` imports Ray only when chosen:
 ``address`` ``HOST:PORT`` or ``auto`` joins a running cluster, none starts a
@@ -43,7 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ssviz.errors import MissingFileError, SettingsError, SsvizError, StoppedError, clip, stop_requested
+from ssviz.errors import MissingFileError, SettingsError, SsvizError
+from ssviz.messages import clip, hide_credentials
+from ssviz.progress import stop_requested
 
 EXECUTORS = ("local", "ray")
 DEFAULT_RETRIES = 2
@@ -62,6 +66,8 @@ class Blob:
     size: int
     path: str | None = None  # local: a file on a path every worker reads
     ref: Any = None           # ray: the object in Ray's object store
+    data: bytes | None = field(default=None, repr=False, compare=False)  # inline: the bytes themselves
+    obj: Any = field(default=None, repr=False, compare=False)  # inline: a model handed over as it is
 
 
 def digest_of(data: bytes) -> str:
@@ -75,7 +81,9 @@ _cache_lock = threading.Lock()
 
 def fetch(blob: Blob) -> bytes:
     """The bytes of ``blob`` in a worker, checked against its hash (a changed file is an error, not a silent mix)."""
-    if blob.ref is not None:
+    if blob.data is not None:
+        data = blob.data
+    elif blob.ref is not None:
         import ray
         data = ray.get(blob.ref)
     else:
@@ -87,6 +95,21 @@ def fetch(blob: Blob) -> bytes:
         raise SsvizError(f"shared file {clip(str(blob.path or 'object'), 80)} changed while the run used it "
                          f"(its content hash differs): start the run again")
     return data
+
+
+def shared_model(blob: Blob, name: str):
+    """The model :meth:`Executor.share_model` shared, loaded once per process (errors name it ``name``)."""
+    if blob.obj is not None:
+        return blob.obj
+
+    def load(data: bytes):
+        import io
+
+        from ssviz.models import load_model
+        named = io.BytesIO(data)
+        named.name = name
+        return load_model(named)
+    return cached(blob, "model", load)
 
 
 def cached(blob: Blob, kind: str, build: Callable[[bytes], Any]) -> Any:
@@ -134,13 +157,29 @@ _stop_event = None  # set in local worker processes: the driver's cooperative st
 _parent = None
 
 
+class _InlineRuns(threading.local):
+    """Per thread: the stop flags of the inline runs in progress, innermost last (a task may run its own)."""
+
+    def __init__(self):
+        self.stops: list = []
+
+
+_inline = _InlineRuns()
+
+
 def _stopped() -> bool:
     # a driver that died (killed, crashed) cannot set the event: its workers notice the orphaning instead
     return _stop_event.is_set() or os.getppid() != _parent
 
 
 def stop_flag():
-    """The stop flag of the run this task belongs to (pass it as ``stop=`` to long loops); None outside one."""
+    """The stop flag of the run this task belongs to (pass it as ``stop=`` to long loops); None outside one.
+
+    In an inline run it is the caller's own flag (None when the caller gave none), so a task stops
+    exactly as the same work called directly would.
+    """
+    if _inline.stops:
+        return _inline.stops[-1]
     return _stopped if _stop_event is not None else None
 
 
@@ -157,22 +196,26 @@ def _preload(name: str) -> None:
 
 
 def run_task(name: str, task: Any, cpus: int) -> tuple:
-    """Worker side of every executor: ``("ok", result)`` or ``("error", class, message, user)``.
-
-    Errors come back as plain data (never a pickled exception or traceback), so
-    a user error keeps its one-line message whatever the backend.
-    """
+    """Worker side of the process and Ray executors: the task's :func:`outcome` with ``cpus`` torch threads."""
     import torch
     if torch.get_num_threads() != cpus:
         torch.set_num_threads(cpus)
+    return outcome(resolve(name), task, "a worker")
+
+
+def outcome(fn: Callable, task: Any, where: str) -> tuple:
+    """``("ok", fn(task))`` or ``("error", class, message, user)``; ``where`` names the place for running out of memory.
+
+    Errors come back as plain data (never a pickled exception or traceback), so
+    a user error keeps its one-line message whatever the backend. Interrupts
+    (Ctrl-C) are not caught: they end the run.
+    """
     try:
-        return ("ok", resolve(name)(task))
-    except StoppedError as e:
-        return ("error", type(e).__name__, clip(str(e), MESSAGE_LIMIT), True)
-    except SsvizError as e:
+        return ("ok", fn(task))
+    except SsvizError as e:  # a StoppedError too: the run tells its own stop from any other
         return ("error", type(e).__name__, clip(str(e), MESSAGE_LIMIT), True)
     except MemoryError:
-        return ("error", "MemoryError", "out of memory in a worker", False)
+        return ("error", "MemoryError", f"out of memory in {where}", False)
     except Exception as e:  # a bug: reported with its type, the run goes on
         return ("error", type(e).__name__, clip(str(e), MESSAGE_LIMIT), False)
 
@@ -213,7 +256,7 @@ class MapReport:
 
 
 class _Run:
-    """Bookkeeping shared by both backends: attempts, callbacks, stop."""
+    """Bookkeeping shared by every backend: attempts, callbacks, stop."""
 
     def __init__(self, tasks: list, retries: int, on_result, on_error, progress, stop, fail_fast: bool):
         self.tasks, self.retries = tasks, retries
@@ -277,6 +320,11 @@ class Executor(ABC):
         """Make ``data`` available to every worker once, by content hash."""
         return self._share(bytes(data), digest_of(data))
 
+    def share_model(self, model) -> Blob:
+        """Make ``model`` available to every worker: its saved bytes (see :func:`shared_model`)."""
+        from ssviz.models import model_bytes
+        return self.share(model_bytes(model))
+
     def share_file(self, path) -> Blob:
         path = Path(path)
         if not path.is_file():
@@ -325,6 +373,55 @@ class Executor(ABC):
         self.close()
 
 
+class InlineExecutor(Executor):
+    """The tasks in this process, one after another: the executor of a run for which none was chosen.
+
+    Same contract as the others: ``on_result`` in task order as each finishes, a task's error
+    reported as a :class:`TaskFailure` (``fail_fast`` stops the run), and the run's ``stop`` seen
+    between tasks and, through :func:`stop_flag`, inside them. Tasks use this process's torch
+    threads, whatever ``cpus`` they declare. No worker can die, so ``retries`` never applies; a
+    task that ends the process ends the run.
+    """
+
+    kind = "inline"
+
+    def __init__(self, retries: int = DEFAULT_RETRIES):
+        super().__init__(retries)
+        self.cpus = os.cpu_count() or 1
+
+    def _share(self, data: bytes, digest: str) -> Blob:
+        return Blob(digest, len(data), data=data)
+
+    def _share_file(self, path: Path, data: bytes, digest: str) -> Blob:
+        return Blob(digest, len(data), path=str(path.resolve()))  # read again where a task fetches it
+
+    def share_model(self, model) -> Blob:
+        """The model itself: a task in this process uses it as it is (no copy to load, any model, even one
+        that cannot be saved). Named by its saved bytes' hash where it has them, so stored results resume."""
+        from ssviz.models import model_bytes
+        try:
+            digest = digest_of(model_bytes(model))
+        except SsvizError:
+            digest = f"object-{id(model):x}"
+        return Blob(digest, 0, obj=model)
+
+    def _map(self, name: str, run: _Run, cpus: int) -> None:
+        fn = resolve(name)
+        _inline.stops.append(run.should_stop if run.stop is not None else None)
+        try:
+            while run.pending and not run.should_stop():
+                i = run.pending.popleft()
+                run.attempts[i] += 1
+                out = outcome(fn, run.tasks[i], "this process")
+                run.should_stop()  # a stop the task saw: its StoppedError is this run's stop, not a failure
+                run.finished(i, out)
+        finally:
+            _inline.stops.pop()
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "workers": 1}
+
+
 class LocalExecutor(Executor):
     """Processes on this machine: one single-process pool per slot (spawned: no state forked from the driver)."""
 
@@ -334,7 +431,9 @@ class LocalExecutor(Executor):
         super().__init__(retries)
         if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
             raise SettingsError(f"workers must be a whole number >= 1, got {clip(repr(workers), 40)}")
-        self.cpus = workers or os.cpu_count() or 1
+        from ssviz.memory import cap_to_cpus
+        # never more slots (each a spawned process and a queue entry) than CPUs: --workers 10^9 is a typo
+        self.cpus = cap_to_cpus(workers, "workers") if workers else os.cpu_count() or 1
         import multiprocessing
         self._ctx = multiprocessing.get_context("spawn")
         self._stop = self._ctx.Event()
@@ -431,6 +530,66 @@ class LocalExecutor(Executor):
         return {"kind": self.kind, "cpus": self.cpus}
 
 
+ADDRESS_SECONDS = 10.0  # how long --address may take to answer like a Ray head before it is refused
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+def _h2_answer(host: str, port: int, timeout: float) -> bytes:
+    """The first 9 bytes a server answers to an HTTP/2 connection preface (fewer if it closes)."""
+    import socket
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.settimeout(max(0.05, deadline - time.monotonic()))
+        s.sendall(_H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = s.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+        return head
+
+
+def probe_ray_address(address: str, timeout: float = ADDRESS_SECONDS) -> None:
+    """Refuse, within about ``timeout`` seconds, an ``--address`` that is not a Ray head (or Ray client server).
+
+    Ray itself retries an unreachable or silent address for minutes. A Ray head speaks gRPC, so it answers an
+    HTTP/2 preface with a SETTINGS frame: a closed port, a web server, or a port that accepts and never answers
+    are refused here with one line naming the address (credentials hidden). ``auto`` is left to Ray.
+    """
+    shown = hide_credentials(clip(address, 120))
+    if address in ("auto", "local"):
+        return
+    rest = address.split("://", 1)[1] if "://" in address else address
+    rest = rest.rsplit("@", 1)[-1].split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"--address {shown}: expected HOST:PORT (or ray://HOST:PORT, or auto)")
+    answer: list = []
+
+    def run() -> None:
+        try:
+            answer.append(_h2_answer(host, int(port), timeout))
+        except BaseException as e:  # reported by the caller's thread
+            answer.append(e)
+
+    worker = threading.Thread(target=run, name="ssviz-address-probe", daemon=True)
+    worker.start()
+    worker.join(timeout + 2.0)  # name resolution is not bounded by the socket timeout: the join is
+    got = answer[0] if answer else TimeoutError()
+    if isinstance(got, TimeoutError):
+        raise SsvizError(f"no Ray head at --address {shown}: no answer within {timeout:g} s")
+    if isinstance(got, OSError):
+        raise SsvizError(f"no Ray head at --address {shown}: {got.strerror or type(got).__name__}")
+    if isinstance(got, BaseException):
+        raise SsvizError(f"no Ray head at --address {shown}: {type(got).__name__}")
+    if len(got) < 9 or got[3] != 0x4 or int.from_bytes(got[5:9], "big") & 0x7FFFFFFF:
+        raise SsvizError(f"no Ray head at --address {shown}: it does not answer as a Ray head (gRPC), "
+                         f"e.g. a web server or another service")
+
+
 class RayExecutor(Executor):
     """Tasks on a Ray cluster: ``address`` joins one (``HOST:PORT`` or ``auto``), None starts a local instance."""
 
@@ -448,19 +607,23 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             try:
                 if address:
+                    probe_ray_address(address)  # seconds, not Ray's minutes of retries
                     ray.init(address=address, log_to_driver=False, logging_level="error")
                 else:
-                    ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
-                             log_to_driver=False, logging_level="error")
+                    from ssviz.memory import cap_to_cpus
+                    ray.init(address="local", num_cpus=cap_to_cpus(workers, "workers") if workers else
+                             os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                             logging_level="error")
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = f"at {clip(address, 80)}" if address else "on this machine"
-                raise SsvizError(f"cannot start or reach Ray {where}: {clip(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 200)}") from None
+                detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise SsvizError(hide_credentials(f"cannot start or reach Ray {where}: {clip(detail, 200)}")) from None
             self._owner = True
         cluster = int(ray.cluster_resources().get("CPU", 0))
         if cluster < 1:
             raise SsvizError("the Ray cluster has no CPUs to run tasks")
         self.cpus = min(cluster, workers) if workers else cluster
-        self.address = address
+        self.address = hide_credentials(address) if address else address  # shown in results: no password
         self._remote = ray.remote(run_task)
 
     def _share(self, data: bytes, digest: str) -> Blob:

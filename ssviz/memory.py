@@ -44,3 +44,23 @@ def ensure_memory(nbytes: float, what: str, hint: str = "") -> None:
     if nbytes > budget:
         raise SpaceTooLargeError(f"{what} would need about {human_bytes(nbytes)} of memory, more than the "
                                  f"{human_bytes(budget)} this machine can spare" + (f": {hint}" if hint else ""))
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_to_cpus(count: int, what: str) -> int:
+    """``count`` (processes or threads asked for) capped at :func:`available_cpus`, with one line on stderr
+    saying so: a count beyond the CPUs only costs memory (a queue slot, a spawned process, a thread stack
+    each) and time, and a typo such as 10^9 would exhaust the machine before any work."""
+    cpus = available_cpus()
+    if count > cpus:
+        import sys
+        print(f"note: {what} {count:,} capped at the {cpus} CPU(s) available", file=sys.stderr, flush=True)
+        return cpus
+    return count

@@ -9,6 +9,7 @@ left out of every ``repr`` so a record in a log line cannot leak it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 
@@ -133,9 +134,15 @@ DEFENSE_JSON = {"defense": (str, False), "strength": (str, False), "epsilon": (_
                 "seconds": (_NUMBER, False), "stopped": (bool, False), "epochs": (list, False),
                 "details": (dict, False), "setting": (dict, True)}
 DEFENSE_REQUIRED = ("defense", "strength", "epsilon", "exposure", "exposure_method", "test_loss", "seconds")
+# the least value of each number read back, and whether infinity is meaningful (an epoch's epsilon when DP
+# promised nothing); NaN never is. A file edited by hand must not show impossible numbers as results.
+_TINY = -1e-6
+EPOCH_RANGES = {"epoch": (0, False), "train_loss": (0, False), "val_loss": (0, False), "exposure": (_TINY, False),
+                "seconds": (0, False), "epsilon": (0, True), "rank": (1, False), "log_perplexity": (_TINY, False)}
+DEFENSE_RANGES = {"epsilon": (0, False), "exposure": (_TINY, False), "test_loss": (0, False), "seconds": (0, False)}
 
 
-def _checked_json(d, required: tuple[str, ...], kinds: dict) -> dict:
+def _checked_json(d, required: tuple[str, ...], kinds: dict, ranges: dict | None = None) -> dict:
     """``d`` if it is a JSON object with the ``required`` keys, no other key than ``kinds`` names, and each
     value of its kind (``kinds[key] = (types, nullable)``); else one error naming the key, never a traceback."""
     from ssviz.errors import InvalidValueError
@@ -155,6 +162,11 @@ def _checked_json(d, required: tuple[str, ...], kinds: dict) -> dict:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):  # JSON true is no number
             kind = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
             raise InvalidValueError(f"{key!r} must be {kind}, got {value!r:.60}")
+        if key in (ranges or {}) and value is not None:
+            least, inf_ok = ranges[key]
+            if value != value or (math.isinf(value) and not (inf_ok and value > 0)) or value < least:
+                raise InvalidValueError(f"{key!r} must be a finite number >= {least:g}"
+                                        f"{' (or Infinity)' if inf_ok else ''}, got {value!r:.60}")
     return d
 
 
@@ -181,7 +193,7 @@ class DefenseEpoch:
 
     @classmethod
     def from_json(cls, d) -> DefenseEpoch:
-        return cls(**_checked_json(d, ("epoch",), EPOCH_JSON))
+        return cls(**_checked_json(d, ("epoch",), EPOCH_JSON, EPOCH_RANGES))
 
 
 @dataclass(frozen=True)
@@ -213,7 +225,7 @@ class DefenseResult:
     def from_json(cls, d) -> DefenseResult:
         """A record from the results file's JSON (:class:`ssviz.errors.InvalidValueError` naming the bad key)."""
         from ssviz.errors import InvalidValueError
-        d = dict(_checked_json(d, DEFENSE_REQUIRED, DEFENSE_JSON))
+        d = dict(_checked_json(d, DEFENSE_REQUIRED, DEFENSE_JSON, DEFENSE_RANGES))
         epochs = []
         for i, e in enumerate(d.get("epochs", ())):
             try:

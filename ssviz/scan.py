@@ -1,12 +1,13 @@
 """Finding the secrets already in a corpus: SSNs, card numbers, phone numbers, cloud and code-host keys.
 
 Used by the per-user study (one user's mail) and by ``python -m ssviz scan`` /
-the Model page (a whole training corpus). Every kind of secret has a uniform
-random space, so its exposure is defined.
+the Model page (a whole training corpus, each secret then measured in a model:
+:func:`scan_corpus`). Every kind of secret has a uniform random space, so its
+exposure is defined.
 
 Rules (deliberately simple and documented, so a stakeholder can check them):
 
-* SSN: ``ddd-dd-dddd`` anywhere, or a bare 9-digit number within
+* SSN: ``ddd-dd-dddd`` (or ``ddd dd dddd``) anywhere, or a bare 9-digit number within
   :data:`CONTEXT_WINDOW` characters after an SSN context word (``SSN``,
   ``social security``, ``soc. sec.``, ``SS#``). Numbers that can never be issued
   (area 000, 666 or 9xx, group 00, serial 0000) are skipped. Well-known test
@@ -19,21 +20,30 @@ Rules (deliberately simple and documented, so a stakeholder can check them):
 * AWS access key ID: ``AKIA`` + 16 of ``[A-Z0-9]``; GitHub token: ``ghp_`` + 36
   of ``[A-Za-z0-9]``; not inside a longer word. Their templates keep the fixed
   prefix as literal text and make the random part a slot.
+* Separators pasted from word processors and web pages count as the ASCII ones: every Unicode
+  dash (class Pd, and the minus sign) as ``-``, every Unicode space (class Zs, e.g. no-break
+  spaces) as a space. Positions and the text as written are those of the original text.
 * Digits are ASCII ``0-9``: a number written in full-width or other scripts'
   digits is not reported (a template's ``{d:N}`` slots could not hold it), and
   no match touches a digit of any script.
 
 Each distinct secret gets a :class:`~ssviz.templates.Template`: its most common
 observed context (the text just before it, after the last digit and within
-the same message) followed by slots in its most common observed format.
+the same message, never holding another secret or anything that looks like a key or token)
+followed by slots in its most common observed format.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
+import time
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ssviz.redaction import tail
 from ssviz.templates import Template
 
 CONTEXT_WINDOW = 40      # characters before a bare 9-digit number searched for an SSN word
@@ -46,7 +56,7 @@ MESSAGE_SEPARATOR = "\n\n\n"  # how the corpus joins messages (see maildir.build
 # the regex engine skips ahead to the next digit instead of trying every position, and every
 # repetition is bounded: scanning is linear in the text.
 _START = r"[0-9](?<!\d[0-9])(?<!\d-[0-9])"   # an ASCII digit not preceded by a digit or "digit-"
-_SSN_DASHED = re.compile(_START + r"[0-9]{2}-[0-9]{2}-[0-9]{4}(?!\d)(?!-\d)")
+_SSN_DASHED = re.compile(_START + r"[0-9]{2}([ -])[0-9]{2}\1[0-9]{4}(?!\d)(?!\1\d)")
 _NINE = re.compile(_START + r"[0-9]{8}(?!\d)(?!-\d)")
 _SSN_WORDS = re.compile(r"\b(?:ssn|s\.s\.n\.?|social\s+security|soc\.?\s*sec\.?|ss\s*#|ss\s+no\.?)",
                         re.IGNORECASE)
@@ -58,6 +68,25 @@ _CARD_PATTERNS = (
 )
 _NOT_DIGIT = re.compile(r"[^0-9]")
 _DIGIT_RUN = re.compile(r"[0-9]+")
+
+
+@functools.lru_cache(maxsize=1)
+def _separators() -> dict[int, str]:
+    """Every non-ASCII Unicode dash (Pd, and the minus sign U+2212) -> ``-``, space (Zs) -> `` ``."""
+    table = {0x2212: "-"}
+    for cp in range(0x80, sys.maxunicode + 1):
+        cat = unicodedata.category(chr(cp))
+        if cat == "Pd":
+            table[cp] = "-"
+        elif cat == "Zs":
+            table[cp] = " "
+    return table
+
+
+def normalize_separators(text: str) -> str:
+    """``text`` with Unicode dashes and spaces replaced by ASCII ``-`` and space, one character for one,
+    so that offsets in the result are offsets in ``text``. Digits are left alone (ASCII-only matching)."""
+    return text if text.isascii() else text.translate(_separators())
 
 
 def luhn_valid(digits: str) -> bool:
@@ -133,13 +162,14 @@ def find_secrets(text: str, kinds=("ssn", "ccn")) -> list[Finding]:
     """
     found: list[Finding] = []
     taken: set[int] = set()  # offsets covered by a finding (each is at most 23 characters long)
+    original, text = text, normalize_separators(text)  # same length: a match's span is the original's
 
     def add(kind: str, m: re.Match, digits: str) -> None:
         s, e = m.span()
         if not taken.isdisjoint(range(s, e)):
             return
         taken.update(range(s, e))
-        found.append(Finding(kind, digits, m.group(0), s))
+        found.append(Finding(kind, digits, original[s:e], s))
 
     unknown = set(kinds) - set(KINDS)
     if unknown:
@@ -182,7 +212,8 @@ class SecretSummary:
 
     @property
     def last4(self) -> str:
-        return self.value[-4:]
+        """The tail that redaction shows (at most a third of the secret; the name is historical)."""
+        return tail(self.value)
 
     def template(self) -> Template:
         """Most common context + slots in the most common format, e.g. ``my SSN is {d:3}-{d:2}-{d:4}``."""
@@ -209,7 +240,9 @@ def observed_context(text: str, start: int, width: int = TEMPLATE_CONTEXT) -> st
     the last sentence or clause end (``. ``, ``, ``, a newline), else starting at a word.
 
     Cutting after the last digit keeps other numbers (possibly other secrets)
-    out of the template, which is stored with the results.
+    out of the template, which is stored with the results and shown unredacted; so
+    does cutting after anything the scanner finds in the context itself and after
+    any word that looks like a key or token (:func:`looks_like_key`).
     """
     lo = max(0, start - width)
     window = text[lo:start]
@@ -217,17 +250,57 @@ def observed_context(text: str, start: int, width: int = TEMPLATE_CONTEXT) -> st
     if cut >= 0:
         window, lo = window[cut + len(MESSAGE_SEPARATOR):], lo + cut + len(MESSAGE_SEPARATOR)
     digit = len(window) - 1
-    while digit >= 0 and not window[digit].isdigit():
+    while digit >= 0 and not window[digit].isnumeric():
         digit -= 1
     if digit >= 0:
         window, lo = window[digit + 1:], lo + digit + 1
     boundaries = list(_CLAUSE_END.finditer(window))
     if boundaries:
-        return window[boundaries[-1].end():]
+        return _after_keys(window[boundaries[-1].end():])
     if lo > 0 and window and not text[lo - 1].isspace() and not window[0].isspace():
-        space = next((i for i, c in enumerate(window) if c.isspace()), None)
-        window = window[space + 1:] if space is not None else window
-    return window
+        window = _from_next_word(window)  # never half a word (the tail of a key, say)
+    return _after_keys(window)
+
+
+# A key's or token's known prefix (AWS, GitHub, Stripe, Slack, Google, GitLab, Hugging Face, OpenAI...).
+_KEY_PREFIX = re.compile(r"(?<![A-Za-z0-9])(?:A(?:KIA|SIA|GPA|IDA|ROA|NPA)|gh[pousr]_|github_pat_|"
+                         r"[sr]k_(?:live|test)_|sk-|xox[abposr]-|AIza|glpat-|hf_|npm_|pypi-)[A-Za-z0-9_\-]{4}")
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]{16,}")
+_WORD = re.compile(r"\S+")
+
+
+def looks_like_key(word: str) -> bool:
+    """Whether ``word`` looks like a credential: a known key prefix, or a run of 16+ letters and digits
+    that is not an ordinary word (it mixes digits in, or upper and lower case beyond a capital, or is
+    all capitals, or is 24+ letters long)."""
+    if _KEY_PREFIX.search(word):
+        return True
+    for m in _ALNUM_RUN.finditer(word):
+        run = m.group(0)
+        if (len(run) >= 24 or any(c.isdigit() for c in run) or run.isupper()
+                or not (run.islower() or (run[0].isupper() and run[1:].islower()))):
+            return True
+    return False
+
+
+def _from_next_word(window: str) -> str:
+    space = next((i for i, c in enumerate(window) if c.isspace()), None)
+    return window[space + 1:] if space is not None else ""
+
+
+def _after_keys(context: str) -> str:
+    """``context`` after the end of the last secret the scanner finds in it and of the last key-like word:
+    a template's context never holds another secret (nor part of one)."""
+    cut = 0
+    for f in find_secrets(context, tuple(KINDS)):
+        cut = max(cut, f.start + len(f.text))
+    for m in _WORD.finditer(context):
+        if looks_like_key(m.group(0)):
+            cut = max(cut, m.end())
+    if not cut:
+        return context
+    rest = context[cut:]
+    return _from_next_word(rest) if rest and not rest[0].isspace() else rest
 
 
 def scan(text: str, kinds=("ssn", "ccn")) -> dict[tuple[str, str], SecretSummary]:
@@ -252,5 +325,105 @@ def redact(message: str, values) -> str:
     digits = [v for v in values if v.isdigit()]
     if not digits:
         return message
+    message = normalize_separators(message)  # a no-break space or en dash between digits hides nothing
     pattern = "|".join("[ -.()]{0,2}".join(v) for v in digits)
     return re.sub(rf"(?<![0-9])(?:{pattern})(?![0-9])", "[secret]", message)
+
+
+# --- a corpus's secrets measured in a model --------------------------------------------------------
+@dataclass(frozen=True)
+class ScanRow:
+    """One distinct secret found in a corpus and what the model reveals of it (never the value itself)."""
+
+    type: str
+    label: str                  # "SSN", "AWS access key ID", ...
+    last4: str
+    times_present: int
+    template: str
+    exposure: float | None
+    exposure_method: str | None
+    rank: int | None
+    extracted: bool
+    note: str = ""              # why it could not be measured, when it could not
+    value: str = field(default="", repr=False)  # only kept when the caller asks to reveal
+    left_out: bool = False      # not measured: over the scan's budget (count or seconds)
+
+    def to_json(self, reveal: bool = False) -> dict:
+        d = {k: getattr(self, k) for k in ("type", "label", "last4", "times_present", "template", "exposure",
+                                          "exposure_method", "rank", "extracted", "note", "left_out")}
+        if reveal:
+            d["secret"] = self.value
+        return d
+
+
+MAX_SECRETS = 10  # secrets measured by a scan unless told otherwise (each takes seconds to minutes)
+
+
+def left_out(rows) -> list[ScanRow]:
+    """The rows of a scan's secrets that its budget left unmeasured."""
+    return [r for r in rows if r.left_out]
+
+
+def scan_corpus(model, text: str, *, kinds=None, samples: int = 5_000, exact_limit: int = 10 ** 6,
+                search_nodes: int = 20_000, extraction_nodes: int = 20_000, seed: int = 0, reveal: bool = False,
+                max_secrets: int | None = MAX_SECRETS, max_seconds: float | None = None,
+                progress=None, stop=None) -> list[ScanRow]:
+    """Find the secrets already in ``text`` (every kind of :data:`KINDS` by default) and measure each in
+    ``model``: exposure and whether shortest-path search extracts it. Most exposed first.
+
+    Measuring is bounded: at most ``max_secrets`` secrets (None: all), most repeated first, and no new
+    measurement after ``max_seconds`` (one running then is stopped). Every secret found has a row;
+    those the budget left out have ``left_out`` set and a note saying why, so nothing is dropped silently.
+    """
+    from ssviz.errors import SsvizError, StoppedError
+    from ssviz.exposure.secret import measure_secret, primary
+    from ssviz.progress import stop_requested
+
+    found = sorted(scan(text, tuple(kinds or KINDS)).values(), key=lambda s: (-s.count, s.type, s.value))
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
+    def halt() -> bool:  # the user's Stop, or the scan's time budget
+        return stop_requested(stop) or out_of_time()
+
+    rows, measured = [], 0
+    for i, s in enumerate(found):
+        if progress:
+            progress(i, len(found))
+        kind = KINDS[s.type]
+
+        def skipped(why: str) -> ScanRow:
+            return ScanRow(s.type, kind.label, s.last4, s.count, "", None, None, None, False,
+                           note=f"not measured: {why}", value=s.value if reveal else "", left_out=True)
+
+        if max_secrets is not None and measured >= max_secrets:
+            rows.append(skipped(f"over the budget of {max_secrets} secret(s), most repeated first"))
+            continue
+        if out_of_time():
+            rows.append(skipped(f"over the time budget of {max_seconds:g} s"))
+            continue
+        try:
+            template = s.template()
+            template.check_vocab(model.vocab)
+            measured += 1  # a secret the model cannot even write costs nothing and does not count
+            ms, x = measure_secret(model, template, s.value, exact_limit=exact_limit, search_nodes=search_nodes,
+                                   extraction_nodes=extraction_nodes, samples=samples, seed=seed + i,
+                                   stop=halt if (stop is not None or deadline is not None) else None)
+        except StoppedError:
+            if stop_requested(stop) or not out_of_time():
+                raise
+            rows.append(skipped(f"over the time budget of {max_seconds:g} s"))
+            continue
+        except SsvizError as e:  # e.g. the model cannot write the secret's context: say so, go on
+            rows.append(ScanRow(s.type, kind.label, s.last4, s.count, "", None, None, None, False,
+                                note=redact(str(e), [s.value]), value=s.value if reveal else ""))
+            continue
+        m = primary(ms)
+        rows.append(ScanRow(s.type, kind.label, s.last4, s.count, template.text, m.exposure if m else None,
+                            m.method if m else None, m.rank if m else None, x.found,
+                            value=s.value if reveal else ""))
+    if progress:
+        progress(len(found), len(found))
+    return sorted(rows, key=lambda r: (r.exposure is None, -(r.exposure or 0.0)))

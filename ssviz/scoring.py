@@ -1,277 +1,345 @@
-"""Log-perplexity of texts and of template fillers, in bits.
+"""Log-perplexity of texts and of template fillers, in bits, for every model kind.
 
-Definition (the paper's Px, in bits): for a text x_1..x_n,
-``Px = -sum_{i=2..n} log2 P(x_i | x_1..x_{i-1})``, the model starting from its
-initial (zero) state at x_1.
+Definition (the paper's Px, in bits): for a text of units u_1..u_n (characters
+or tokens, as ``model.encode`` gives them),
+``Px = -sum_{i=2..n} log2 P(u_i | u_1..u_{i-1})``: the first unit is context.
 
-:func:`score_digits` is the fast path for many fillers of one template: the
-literal prefix is run once, fillers are processed in lexicographic order in
-chunks, and inside a chunk every shared filler prefix (a trie node) is stepped
-once. Memory is bounded by the chunk size, not by the number of fillers.
+The fast path for many fillers of one template is a trie walk over their unit
+rows (``model.template_units(template).rows``), sorted lexicographically:
+
+1. the chunk's common unit prefix is read once, and its state reused by every
+   chunk that shares it (contexts are memoized);
+2. below it, level by level, every trie node is stepped once, in blocks of the
+   model's stepper size, a child from its parent's block (the model's own
+   :meth:`~ssviz.models.LanguageModel.trie_stepper` may share work between the
+   children of one node, as the LSTM's does);
+3. once every row is its own node and the rows have the same length, the rest
+   of each text runs as one fused multi-step call per block.
+
+Chunks are sized from the model's per-row memory (``row_bytes``), so memory is
+bounded by the chunk, not by the number of fillers. Results equal naive
+full-sequence scoring (:func:`score_texts`) to float rounding.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from ssviz.enumeration import (  # noqa: F401 (re-exported: callers import them from scoring)
-    DEFAULT_CHUNK,
-    EXHAUSTIVE_LIMIT,
-    LN2,
-    Progress,
-    StopFlag,
-    _check_stop,
-    check_exhaustive,
-    human_seconds,
-    iter_space_chunks,
-)
+from ssviz.errors import SpaceTooLargeError, TemplateError
 from ssviz.memory import ensure_memory
-from ssviz.models.base import LanguageModel, State, check_finite, state_nbytes
+from ssviz.messages import clip
+from ssviz.models.base import LanguageModel, State, check_finite
+from ssviz.progress import Progress, StopFlag, check_stop
 from ssviz.templates import Template
 
+LN2 = math.log(2.0)
+DEFAULT_CHUNK = 1 << 15
+EXHAUSTIVE_LIMIT = 10 ** 7
 # fillers per chunk when a whole space (or a shard of it) is enumerated: bigger chunks share more of
 # the trie's upper levels; every enumeration cuts the space at multiples of it, so a filler is always
 # scored in the same batch (sharded and plain enumeration agree value for value)
 SPACE_CHUNK = 1 << 16
-# rows per model step: a 2x200 LSTM runs ~1.3x faster per row at 1,024 rows than at 4,096 (its gate
-# tensors stay in cache), and below ~256 per-call overhead dominates
-STEP_ROWS = 1024
+DEFAULT_MEMORY = 512 << 20  # bytes of states and log-probabilities one chunk may hold (a bound: tries share most)
+MIN_CHUNK = 64
+RATE_SECONDS = 0.25          # how long a rate probe may take before its answer is taken
+MEMO = 4                    # prefix contexts kept (chunks of one template share one or two)
+
+def check_exhaustive(template: Template, limit: int = EXHAUSTIVE_LIMIT, rate: float = 1e6,
+                     hint: str = "use sampling / skew-normal or search instead") -> None:
+    if template.space_size > limit:
+        seconds = template.space_size / rate
+        raise SpaceTooLargeError(
+            f"the space of {clip(template.text, 80)!r} has {template.space_size:.3g} fillers, more than the "
+            f"limit of {limit:.3g} for exhaustive enumeration (about {human_seconds(seconds)} on this CPU); {hint}")
 
 
-
+def human_seconds(s: float) -> str:
+    for unit, size in (("years", 3.15e7), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if s >= size:
+            return f"{s / size:.3g} {unit}"
+    return f"{s:.2g} seconds"
 
 
 @dataclass
-class PrefixContext:
-    """The model after reading a template's literal prefix: shared by every filler."""
+class Context:
+    """The model after reading ``units``: shared by every row that starts with them."""
 
-    state: State          # batch of 1
-    log_probs: torch.Tensor  # [1, V], distribution of the first character after the prefix
-    bits: float           # log-perplexity of the prefix itself
-
-
-def prefix_context(model: LanguageModel, template: Template) -> PrefixContext:
-    template.check_vocab(model.vocab)
-    ids = torch.tensor([model.vocab.encode(template.prefix)])
-    with torch.inference_mode():
-        lp, state = model.run(ids, model.initial_state(1))
-        check_finite(lp, model)
-        bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).double().sum()) / LN2
-    return PrefixContext(state, lp[:, -1], bits)
-
-
-def position_tokens(model: LanguageModel, template: Template) -> list[np.ndarray]:
-    """Vocabulary ids of each position's allowed characters (after the prefix)."""
-    return [np.array(model.vocab.encode(a), dtype=np.int64) for a in template.positions]
-
-
-def digits_to_tokens(model: LanguageModel, template: Template, digits: np.ndarray,
-                     lut: list[np.ndarray] | None = None) -> np.ndarray:
-    """Alphabet offsets ``[N, F]`` -> token ids ``[N, P]`` of every position after the prefix."""
-    lut = lut or position_tokens(model, template)
-    out = np.empty((len(digits), len(template.positions)), dtype=np.int64)
-    slot_of = {p: k for k, p in enumerate(template.slot_positions)}
-    for p, ids in enumerate(lut):
-        out[:, p] = ids[digits[:, slot_of[p]]] if p in slot_of else ids[0]
-    return out
+    units: tuple[int, ...]
+    state: State                    # batch of 1
+    log_probs: torch.Tensor | None  # [1, V], distribution of the next unit (None before any unit)
+    bits: float                     # log-perplexity of ``units`` themselves
 
 
 @dataclass
 class _Block:
-    """Nodes ``lo..hi`` of one trie level: their model state and next-token log-probabilities."""
+    """Nodes ``lo..hi`` of one trie level: their stepper state and next-unit log-probabilities."""
 
     lo: int
     hi: int
     state: object
-    log_probs: torch.Tensor
+    log_probs: torch.Tensor | None
 
 
 def _splits(lo: int, hi: int, rows: int) -> list[tuple[int, int]]:
     """``lo..hi`` cut into near-equal pieces of at most ``rows`` (never a sliver)."""
-    k = -(-(hi - lo) // rows)
+    k = max(1, -(-(hi - lo) // rows))
     cuts = [lo + (hi - lo) * i // k for i in range(k + 1)]
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-class _Stepper:
-    """Steps trie nodes with any :class:`LanguageModel`: a child's state is its parent's, selected, then stepped."""
+def node_starts(units: np.ndarray) -> np.ndarray:
+    """``new[i, p]``: sorted row ``i`` starts a trie node at position ``p`` (its units up to ``p`` differ
+    from the row before's)."""
+    new = np.ones(units.shape, dtype=bool)
+    if len(units) > 1:
+        new[1:] = np.logical_or.accumulate(units[1:] != units[:-1], axis=1)
+    return new
 
-    def __init__(self, model: LanguageModel):
+
+class TrieScorer:
+    """One template on one model: its unit rows, a stepper, and prefix contexts memoized across chunks."""
+
+    def __init__(self, model: LanguageModel, template: Template, *, chunk_size: int | None = None,
+                 memory: int = DEFAULT_MEMORY):
         self.model = model
+        self.template = template
+        self.units = model.template_units(template)
+        self.units.check()
+        self.stepper = model.trie_stepper()
+        self.memory = memory
+        self.memo: list[Context] = []
+        comp = self.units.composition
+        if comp is not None:
+            self.length = len(comp.skeleton)
+            self.base = tuple(int(x) for x in comp.skeleton[:int(comp.slot_index[0])]) if len(comp.slot_index) \
+                else tuple(int(x) for x in comp.skeleton)
+        else:
+            t = template
+            sample = np.concatenate([np.zeros((1, t.filler_length), dtype=np.int64),
+                                     np.array([[len(a) - 1 for a in t.filler_alphabets]], dtype=np.int64),
+                                     t.random_digits(30, np.random.default_rng(0))])
+            rows, lengths = self.units.rows(sample)
+            self.length = int(lengths.max())
+            same = np.flatnonzero((rows != rows[0]).any(axis=0))
+            # the unit prefix every sampled text shares: its context is computed once and kept
+            self.base = tuple(int(x) for x in rows[0, :min(int(same[0]) if len(same) else rows.shape[1],
+                                                             int(lengths.min()))])
+        self.check_length(self.length)
+        self.chunk = self.rows_for(1, chunk_size or DEFAULT_CHUNK)
+        self.step_rows = min(self.stepper.rows or self.chunk, self.chunk)
 
-    def root(self, ctx: PrefixContext):
-        return ctx.state
+    # --- sizes ---------------------------------------------------------------------------
+    def rows_for(self, steps: int, cap: int) -> int:
+        """Rows whose states and ``steps`` rows of log-probabilities fit the memory budget (at most ``cap``)."""
+        per_row = max(1, self.model.row_bytes(self.length + 8, steps))  # slack for texts a few units longer
+        return int(max(MIN_CHUNK, min(cap, self.memory // per_row)))
 
-    def children(self, state, local: torch.Tensor | None, tok: torch.Tensor) -> tuple[torch.Tensor, object]:
-        """Log-probabilities and state after each child reads ``tok``; ``local[i]``: the parent (a row of
-        ``state``) of child ``i`` (None: child ``i`` of parent ``i``)."""
-        if local is not None:
-            state = self.model.select_state(state, local)
-        return self.model.step(tok, state)
+    def check_length(self, length: int) -> None:
+        limit = self.model.max_positions
+        if limit and length > limit:
+            raise TemplateError(f"the template's texts are up to {length} {self.model.unit_name}s, longer than the "
+                                f"model's context of {limit}")
 
-    def run(self, state, local: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities ``[B, T, V]`` along ``tokens [B, T]`` from the selected parents."""
-        if local is not None:
-            state = self.model.select_state(state, local)
-        return self.model.run(tokens, state)[0]
+    # --- the common prefix ---------------------------------------------------------------
+    @torch.inference_mode()
+    def context(self, units: tuple[int, ...]) -> Context:
+        """The context after ``units``: the part they share with the template's common prefix is read
+        once (and memoized), the rest continues from it.
 
+        Always computed the same way for the same units, whatever was scored before, so
+        a filler gets the same bits in a shard as in the whole space.
+        """
+        if not units:
+            return Context((), self.model.initial_state(1), None, 0.0)
+        for ctx in self.memo:
+            if ctx.units == units:
+                self.memo = [ctx] + [c for c in self.memo if c is not ctx]
+                return ctx
+        shared = 0
+        while shared < min(len(units), len(self.base)) and units[shared] == self.base[shared]:
+            shared += 1
+        best = self.context(units[:shared]) if 0 < shared < len(units) else None
+        model = self.model
+        if best is None:
+            ids = torch.tensor([units])
+            lp, state = model.run(ids, model.initial_state(1))
+            check_finite(lp, model)
+            bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).double().sum()) / LN2
+        else:
+            rest = torch.tensor([units[len(best.units):]])
+            lp, state = model.run(rest, best.state)
+            check_finite(lp, model)
+            seen = torch.cat([best.log_probs[:, None], lp[:, :-1]], dim=1)
+            bits = best.bits - float(seen[0].gather(1, rest[0, :, None]).double().sum()) / LN2
+        ctx = Context(units, state, lp[:, -1], bits)
+        self.memo = [ctx] + self.memo[:MEMO - 1]
+        return ctx
 
-class _LSTMState:
-    """A block of LSTM trie nodes: per layer ``h``, ``c`` ``[B, H]``, and (computed once, when the block has
-    children) ``pre = h @ W_hh^T + b``, which all children of a node share."""
+    # --- one chunk -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def score_rows(self, units: np.ndarray, lengths: np.ndarray, new: np.ndarray | None = None,
+                   head: tuple[int, ...] = ()) -> np.ndarray:
+        """Bits of each row of lexicographically sorted ``units [n, L]`` (PAD after a row's end).
 
-    __slots__ = ("h", "c", "pre")
-
-    def __init__(self, h: list, c: list):
-        self.h, self.c, self.pre = h, c, None
-
-
-class _LSTMStepper(_Stepper):
-    """The trie scorer's fast path for a :class:`~ssviz.models.CharRNN` LSTM in eval mode (same numbers up to
-    float rounding).
-
-    Every child of a trie node starts from the same state, so the recurrent projection ``h @ W_hh^T`` of each
-    layer is computed once per node, not once per child; the first layer's input projection is a lookup
-    in a table over the vocabulary (its input is an embedding row); the gates are reordered (i, f, o, g) so
-    one in-place sigmoid and one tanh cover them. A step is then one matrix product per layer above the
-    first, the head, and element-wise work.
-    """
-
-    def __init__(self, model):
-        super().__init__(model)
-        rnn = model.rnn
-        H = self.H = model.hidden_size
-        self.layers = model.num_layers
-        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
-        with torch.inference_mode():
-            w_ih = [getattr(rnn, f"weight_ih_l{k}").detach()[order] for k in range(self.layers)]
-            w_hh = [getattr(rnn, f"weight_hh_l{k}").detach()[order] for k in range(self.layers)]
-            bias = [(getattr(rnn, f"bias_ih_l{k}").detach() + getattr(rnn, f"bias_hh_l{k}").detach())[order]
-                    if rnn.bias else torch.zeros(4 * H, dtype=w_ih[0].dtype) for k in range(self.layers)]
-            self.table = (model.embedding.weight.detach() @ w_ih[0].t()).contiguous()  # [V, 4H]
-            self.w_ih_t = [w.t().contiguous() for w in w_ih]  # [in, 4H]
-            self.w_hh_t = [w.t().contiguous() for w in w_hh]  # [H, 4H]
-            self.bias = bias
-            self.head_t = model.head.weight.detach().t().contiguous()  # [H, V]
-            self.head_b = model.head.bias.detach().clone()
-
-    @staticmethod
-    def usable(model) -> bool:
-        from ssviz.models.rnn import CharRNN
-        rnn = getattr(model, "rnn", None)
-        return (type(model) is CharRNN and model.arch == "lstm" and not model.training
-                and isinstance(rnn, torch.nn.LSTM) and type(rnn) is torch.nn.LSTM
-                and getattr(rnn, "proj_size", 0) == 0 and not rnn.bidirectional and rnn.batch_first
-                and model.head.bias is not None and model.head.weight.dtype == torch.float32
-                and model.head.weight.device.type == "cpu")
-
-    def root(self, ctx: PrefixContext) -> _LSTMState:
-        h, c = ctx.state
-        return _LSTMState([h[k] for k in range(self.layers)], [c[k] for k in range(self.layers)])
-
-    def _pre(self, state: _LSTMState) -> list:
-        if state.pre is None:
-            state.pre = [torch.addmm(self.bias[k], state.h[k], self.w_hh_t[k]) for k in range(self.layers)]
-        return state.pre
-
-    def _cell(self, gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """LSTM cell on pre-activations ``gates [B, 4H]`` (i, f, o, g; owned, so changed in place)."""
-        H = self.H
-        gates[:, :3 * H].sigmoid_()
-        gates[:, 3 * H:].tanh_()
-        c = gates[:, H:2 * H] * c_prev
-        c.addcmul_(gates[:, :H], gates[:, 3 * H:])
-        h = torch.tanh(c)
-        h.mul_(gates[:, 2 * H:3 * H])
-        return h, c
-
-    def children(self, state: _LSTMState, local: torch.Tensor | None, tok: torch.Tensor):
-        pre = self._pre(state)
-        hs, cs = [], []
-        x = None
-        for k in range(self.layers):
-            p = pre[k] if local is None else pre[k].index_select(0, local)
-            if k == 0:
-                gates = p + self.table.index_select(0, tok)
-            elif local is None:
-                gates = torch.addmm(p, x, self.w_ih_t[k])
+        ``new`` (optional, :func:`node_starts` when absent) marks where rows start trie nodes; ``head``
+        are units every row starts with, left out of ``units`` (``lengths`` count the rest).
+        """
+        n = len(units)
+        if n == 0:
+            return np.zeros(0)
+        self.check_length(len(head) + int(lengths.max()))
+        first, last = units[0], units[-1]
+        diff = np.flatnonzero(first != last)
+        c = min(int(diff[0]) if len(diff) else int(lengths[0]), int(lengths.min()))
+        ctx = self.context(head + tuple(int(t) for t in first[:c]))
+        out = np.full(n, ctx.bits, dtype=np.float64)
+        if new is None:
+            new = node_starts(units)
+        stepper, step_rows = self.stepper, self.step_rows
+        all_units = torch.from_numpy(units)
+        cost = np.array([ctx.bits])
+        blocks = [_Block(0, 1, stepper.root(ctx.state), ctx.log_probs)]
+        node_of_row = np.zeros(n, dtype=np.int64)
+        width = int(lengths[0])
+        # rows with a unit at the current position: None while that is every row (all the same length)
+        act = None if bool((lengths == width).all()) else np.flatnonzero(lengths > c)
+        for d in range(c, units.shape[1]):
+            if act is None:
+                fresh = new[:, d]
+                starts = np.flatnonzero(fresh)
+                fused = len(starts) == n and d + 1 < width  # every row is its own node: the rest runs fused
+                stepping = d + 1 < width
             else:
-                gates = p.addmm_(x, self.w_ih_t[k])
-            c_prev = state.c[k] if local is None else state.c[k].index_select(0, local)
-            x, c = self._cell(gates, c_prev)
-            hs.append(x)
-            cs.append(c)
-        logits = torch.addmm(self.head_b, x, self.head_t)
-        return torch.log_softmax(logits, dim=1), _LSTMState(hs, cs)
+                if not len(act):
+                    break
+                fresh = new[act, d]
+                starts = act[fresh]
+                child_lengths = lengths[starts]
+                fused = len(starts) == len(act) and d + 1 < child_lengths[0] and \
+                    bool((child_lengths == child_lengths[0]).all())
+                stepping = bool((lengths[act] > d + 1).any())
+            parents = node_of_row[starts]
+            tok = all_units[starts, d]
+            end = int(lengths[starts[0]])
+            child_cost = np.empty(len(starts))
+            next_blocks = []
+            edges = np.searchsorted(parents, [b.lo for b in blocks[1:]]).tolist()
+            for b, c0, c1 in zip(blocks, [0, *edges], [*edges, len(starts)]):
+                if c0 == c1:
+                    continue
+                local = torch.from_numpy(parents[c0:c1] - b.lo)
+                child_cost[c0:c1] = cost[b.lo:b.hi][local.numpy()]
+                if b.log_probs is not None:  # a text's first unit is context: it costs nothing
+                    child_cost[c0:c1] -= b.log_probs[local, tok[c0:c1]].double().numpy() / LN2
+                if not stepping:
+                    continue
+                for s0, s1 in _splits(c0, c1, step_rows):
+                    # None: every parent has one child, in order
+                    sel = None if s0 == c0 and s1 == c1 and c1 - c0 == b.hi - b.lo \
+                        and bool((local == torch.arange(c1 - c0)).all()) else local[s0 - c0:s1 - c0]
+                    if fused:  # rows s0..s1 of ``starts`` are the last nodes: read the rest of their texts at once
+                        self._fused(b.state, sel, all_units[starts[s0:s1], d:end], child_cost, s0, s1)
+                    else:
+                        log_probs, state = stepper.children(b.state, sel, tok[s0:s1])
+                        next_blocks.append(_Block(s0, s1, state, log_probs))
+            node_here = np.cumsum(fresh) - 1
+            if act is None:
+                node_of_row = node_here
+                if fused or not stepping:
+                    return child_cost[node_here]
+            else:
+                node_of_row[act] = node_here
+                if fused or not stepping:
+                    out[act] = child_cost[node_here]
+                    break
+                ends = lengths[act] == d + 1
+                if ends.any():
+                    out[act[ends]] = child_cost[node_here[ends]]
+                    act = act[~ends]
+            cost, blocks = child_cost, next_blocks
+        return out
 
-    def run(self, state: _LSTMState, local: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
-        h, c = torch.stack(state.h), torch.stack(state.c)
-        if local is not None:
-            h, c = h.index_select(1, local), c.index_select(1, local)
-        return self.model.run(tokens, (h, c))[0]
+    def _fused(self, state, sel, rest: torch.Tensor, cost: np.ndarray, s0: int, s1: int) -> None:
+        """``rest [k, T]``: each node's unit at the current level and after; adds its cost beyond the current
+        level to ``cost[s0:s1]``, in pieces sized so the ``T - 1`` steps of log-probabilities fit memory."""
+        steps = rest.shape[1] - 1
+        sub = self.rows_for(steps, s1 - s0)
+        for lo in range(0, s1 - s0, sub):
+            hi = min(lo + sub, s1 - s0)
+            part = None if sel is None and lo == 0 and hi == s1 - s0 else \
+                (torch.arange(lo, hi) if sel is None else sel[lo:hi])
+            lp = self.stepper.run(state, part, rest[lo:hi, :-1])
+            check_finite(lp, self.model)
+            cost[s0 + lo:s0 + hi] -= lp.gather(2, rest[lo:hi, 1:, None])[..., 0].double().sum(1).numpy() / LN2
 
+    # --- fillers ---------------------------------------------------------------------------
+    def score_digits(self, digits: np.ndarray) -> np.ndarray:
+        """Bits of fillers ``[n, F]`` (any order): unit rows sorted into a trie, scored, put back in order."""
+        units, lengths = self.units.rows(np.asarray(digits, dtype=np.int64))
+        if len(units) > 1:
+            order = np.lexsort(units.T[::-1])
+            out = np.empty(len(units), dtype=np.float64)
+            out[order] = _finite_bits(self.model, self.score_rows(units[order], lengths[order]))
+            return out
+        return _finite_bits(self.model, self.score_rows(units, lengths))
 
-def _stepper(model: LanguageModel) -> _Stepper:
-    return _LSTMStepper(model) if _LSTMStepper.usable(model) else _Stepper(model)
+    @torch.inference_mode()
+    def score_range(self, lo: int, hi: int) -> np.ndarray:
+        """Bits of fillers ``lo..hi-1`` (consecutive filler numbers), in pieces of :attr:`chunk` rows.
 
+        Where every filler is the skeleton with one unit per slot character, the
+        rows in filler order are grouped as a trie and need no comparisons: row
+        ``i`` starts a node at slot ``k`` when every later slot of its filler is
+        at its first character.
+        """
+        out = np.empty(hi - lo, dtype=np.float64)
+        for a in range(lo, hi, self.chunk):
+            b = min(hi, a + self.chunk)
+            out[a - lo:b - lo] = self._score_consecutive(a, b)
+        return out
 
-def _score_sorted_chunk(model: LanguageModel, ctx: PrefixContext, tokens: np.ndarray,
-                        new: np.ndarray | None = None, step_rows: int | None = None,
-                        stepper: _Stepper | None = None) -> np.ndarray:
-    """Bits of each row of lexicographically sorted ``tokens [n, P]``, one model step per trie node.
+    def rate(self, seconds: float = RATE_SECONDS) -> float:
+        """Fillers enumerated per second on this machine: probes of doubling size from the start of the
+        space until one takes ``seconds`` (or is a whole chunk), so the trie shares about as much as a
+        full enumeration does; the first probe only warms up."""
+        size = self.template.space_size
+        n, rate = min(256, size), 0.0
+        self.score_range(0, n)  # first calls pay for lazy initialization, not for scoring
+        while True:
+            t0 = time.perf_counter()
+            self.score_range(0, n)
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            rate = n / elapsed
+            if elapsed >= seconds or n >= min(size, SPACE_CHUNK):
+                return rate
+            n = min(2 * n, size, SPACE_CHUNK)
 
-    ``new[i, p]`` (optional, computed when absent) marks rows that start a trie
-    node at position ``p``. Level by level; a level's nodes are stepped in blocks of at most ``step_rows``
-    rows, and their children are stepped from the parent's block (a block's state
-    is opaque, so blocks are never merged). Once every row is its own node, the
-    remaining characters run as one fused multi-step call per block.
-    """
-    n, depth = tokens.shape
-    if n == 0:
-        return np.zeros(0)
-    step_rows = step_rows or STEP_ROWS
-    stepper = stepper or _stepper(model)
-    if new is None:  # new[i, p]: row i starts a trie node at position p
-        new = np.ones((n, depth), dtype=bool)
-        if n > 1:
-            new[1:] = np.logical_or.accumulate(tokens[1:] != tokens[:-1], axis=1)
-    all_tokens = torch.from_numpy(tokens)
-    cost = np.array([ctx.bits])
-    blocks = [_Block(0, 1, stepper.root(ctx), ctx.log_probs)]
-    node_of_row = np.zeros(n, dtype=np.int64)
-    for d in range(depth):
-        starts = np.flatnonzero(new[:, d])
-        parents = node_of_row[starts]
-        tok = torch.from_numpy(tokens[starts, d])
-        last = d == depth - 1
-        fused = not last and len(starts) == n  # no more sharing below this level
-        child_cost = np.empty(len(starts))
-        next_blocks = []
-        edges = np.searchsorted(parents, [b.lo for b in blocks[1:]]).tolist()
-        for b, c0, c1 in zip(blocks, [0, *edges], [*edges, len(starts)]):
-            local = torch.from_numpy(parents[c0:c1] - b.lo)
-            child_cost[c0:c1] = cost[b.lo:b.hi][local.numpy()] - b.log_probs[local, tok[c0:c1]].double().numpy() / LN2
-            if last:
-                continue
-            for s0, s1 in _splits(c0, c1, step_rows):
-                # None: every parent has one child, in order
-                sel = None if s0 == c0 and s1 == c1 and c1 - c0 == b.hi - b.lo else local[s0 - c0:s1 - c0]
-                if fused:  # rows s0..s1 are nodes s0..s1
-                    lp_seq = stepper.run(b.state, sel, all_tokens[s0:s1, d:depth - 1])
-                    rest = all_tokens[s0:s1, d + 1:, None]
-                    child_cost[s0:s1] -= lp_seq.gather(2, rest)[..., 0].double().sum(1).numpy() / LN2
-                else:
-                    log_probs, state = stepper.children(b.state, sel, tok[s0:s1])
-                    next_blocks.append(_Block(s0, s1, state, log_probs))
-        cost, blocks = child_cost, next_blocks
-        if fused:
-            return cost
-        node_of_row = np.cumsum(new[:, d]) - 1
-    return cost[node_of_row]
+    def _score_consecutive(self, lo: int, hi: int) -> np.ndarray:
+        t = self.template
+        digits = t.digits_of_indices(np.arange(lo, hi, dtype=np.int64))
+        comp = self.units.composition
+        if comp is None or not len(digits) or not digits.shape[1] \
+                or any(len(np.unique(lut)) != len(lut) for lut in comp.luts):
+            return self.score_digits(digits)
+        k0 = int(comp.slot_index[0])  # the literal units before the first slot: one context for every row
+        units = comp.rows(digits, start=k0)
+        n, f = digits.shape
+        at_start = np.ones((n, f), dtype=bool)  # at_start[:, k]: slots k+1.. are all at their first character
+        for k in range(f - 2, -1, -1):
+            at_start[:, k] = at_start[:, k + 1] & (digits[:, k + 1] == 0)
+        new = np.empty(units.shape, dtype=bool)
+        slots = [int(i) - k0 for i in comp.slot_index] + [units.shape[1]]
+        for k in range(f):
+            new[:, slots[k]:slots[k + 1]] = at_start[:, k:k + 1]
+        new[0] = True
+        head = tuple(int(t) for t in comp.skeleton[:k0])
+        return _finite_bits(self.model, self.score_rows(units, np.full(n, units.shape[1], dtype=np.int64), new, head))
 
 
 def _finite_bits(model: LanguageModel, bits: np.ndarray) -> np.ndarray:
@@ -281,49 +349,25 @@ def _finite_bits(model: LanguageModel, bits: np.ndarray) -> np.ndarray:
     return bits
 
 
-def score_tokens(model: LanguageModel, template: Template, tokens: np.ndarray, *, presorted: bool = False,
-                 chunk_size: int = DEFAULT_CHUNK, ctx: PrefixContext | None = None,
-                 progress: Progress | None = None, stop: StopFlag | None = None) -> np.ndarray:
-    ctx = ctx or prefix_context(model, template)
-    n = len(tokens)
-    order = None
-    if not presorted and n > 1:
-        order = np.lexsort(tokens.T[::-1])
-        tokens = tokens[order]
-    out = np.empty(n, dtype=np.float64)
-    stepper = _stepper(model)
-    with torch.inference_mode():
-        for lo in range(0, n, chunk_size):
-            _check_stop(stop)
-            out[lo:lo + chunk_size] = _finite_bits(model, _score_sorted_chunk(model, ctx, tokens[lo:lo + chunk_size],
-                                                                              stepper=stepper))
-            if progress:
-                progress(min(lo + chunk_size, n), n)
-    if order is not None:
-        unsorted = np.empty_like(out)
-        unsorted[order] = out
-        out = unsorted
-    return out
-
-
-def _token_route(model: LanguageModel):
-    """:mod:`ssviz.token_scoring` for a model that reads tokens of whole texts (a transformer), else None.
-
-    Every public scoring function below routes there, so exposure, the study, the scan and the audit
-    measure transformers with the same calls as character models.
-    """
-    if getattr(model, "token_level", False):
-        from ssviz import token_scoring
-        return token_scoring
-    return None
-
-
-def score_digits(model: LanguageModel, template: Template, digits: np.ndarray, **kw) -> np.ndarray:
+# --- public API --------------------------------------------------------------------------------------
+def score_digits(model: LanguageModel, template: Template, digits: np.ndarray, *, chunk_size: int | None = None,
+                 memory: int = DEFAULT_MEMORY, scorer: TrieScorer | None = None, progress: Progress | None = None,
+                 stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity (bits) of the full text of each filler given as alphabet offsets ``[N, F]``."""
-    tokens = _token_route(model)
-    if tokens is not None:
-        return tokens.score_digits(model, template, digits, progress=kw.get("progress"), stop=kw.get("stop"))
-    return score_tokens(model, template, digits_to_tokens(model, template, np.asarray(digits)), **kw)
+    digits = np.asarray(digits, dtype=np.int64)
+    ensure_memory(digits.size * 8 + len(digits) * 24 + memory, f"scoring {len(digits):,} fillers")
+    scorer = scorer or TrieScorer(model, template, chunk_size=chunk_size, memory=memory)
+    n = len(digits)
+    order = np.lexsort(digits.T[::-1]) if n > 1 and digits.shape[1] else np.arange(n)
+    out = np.empty(n, dtype=np.float64)
+    with torch.inference_mode():
+        for lo in range(0, n, scorer.chunk):
+            check_stop(stop)
+            idx = order[lo:lo + scorer.chunk]
+            out[idx] = scorer.score_digits(digits[idx])
+            if progress:
+                progress(min(lo + scorer.chunk, n), n)
+    return out
 
 
 def score_fillers(model: LanguageModel, template: Template, fillers: Sequence[str], **kw) -> np.ndarray:
@@ -331,102 +375,85 @@ def score_fillers(model: LanguageModel, template: Template, fillers: Sequence[st
     return score_digits(model, template, template.fillers_to_digits(list(fillers)), **kw)
 
 
-def range_rows(model: LanguageModel, template: Template, lo: int, hi: int,
-               lut: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Token rows of fillers ``lo..hi-1`` (in order) and where each starts a trie node.
-
-    For consecutive filler numbers the trie needs no comparisons: row ``i`` starts a
-    node at slot ``k`` when every later slot of its filler is at its first character
-    (a literal position follows the slot before it).
-    """
-    digits = template.digits_of_indices(np.arange(lo, hi, dtype=np.int64))
-    tokens = digits_to_tokens(model, template, digits, lut)
-    n, f = digits.shape
-    at_start = np.ones((n, f), dtype=bool)  # at_start[:, k]: slots k+1.. are all at their first character
-    for k in range(f - 2, -1, -1):
-        at_start[:, k] = at_start[:, k + 1] & (digits[:, k + 1] == 0)
-    new = np.zeros((n, len(template.positions)), dtype=bool)
-    slot_of = {p: k for k, p in enumerate(template.slot_positions)}
-    last = None
-    for p in range(len(template.positions)):
-        if p in slot_of:
-            last = at_start[:, slot_of[p]]
-        if last is not None:
-            new[:, p] = last
-    new[0] = True
-    return tokens, new
-
-
 def score_range(model: LanguageModel, template: Template, lo: int, hi: int, *, chunk_size: int = SPACE_CHUNK,
-                ctx: PrefixContext | None = None, stop: StopFlag | None = None) -> Iterable[tuple[int, np.ndarray]]:
+                scorer: TrieScorer | None = None, stop: StopFlag | None = None) -> Iterable[tuple[int, np.ndarray]]:
     """Log-perplexities of fillers ``lo..hi-1`` as ``(first_index, bits)`` chunks, cut at multiples of
     ``chunk_size`` (so any range, a shard or the whole space, scores each filler in the same batch)."""
-    tokens = _token_route(model)
-    if tokens is not None:
-        start = lo
-        while start < hi:
-            end = min(hi, (start // chunk_size + 1) * chunk_size)
-            yield start, tokens.score_digits(model, template, template.digits_of_indices(np.arange(start, end)),
-                                             stop=stop)
-            start = end
-        return
-    ctx = ctx or prefix_context(model, template)
-    lut = position_tokens(model, template)
-    stepper = _stepper(model)
+    chunk_size = chunk_size or SPACE_CHUNK
+    scorer = scorer or TrieScorer(model, template, chunk_size=chunk_size)
     with torch.inference_mode():
         start = lo
         while start < hi:
-            _check_stop(stop)
+            check_stop(stop)
             end = min(hi, (start // chunk_size + 1) * chunk_size)
-            tokens, new = range_rows(model, template, start, end, lut)
-            yield start, _finite_bits(model, _score_sorted_chunk(model, ctx, tokens, new, stepper=stepper))
+            yield start, scorer.score_range(start, end)
             start = end
 
 
 def score_space(model: LanguageModel, template: Template, *, limit: int = EXHAUSTIVE_LIMIT,
-                chunk_size: int = SPACE_CHUNK, progress: Progress | None = None,
+                chunk_size: int = SPACE_CHUNK, memory: int = DEFAULT_MEMORY, progress: Progress | None = None,
                 stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity of every filler, indexed by filler number (refuses spaces beyond ``limit``)."""
-    tokens = _token_route(model)
-    if tokens is not None:
-        return tokens.score_space(model, template, limit=limit, progress=progress, stop=stop)
     check_exhaustive(template, limit)
+    chunk_size = chunk_size or SPACE_CHUNK
     total = template.space_size
-    ctx = prefix_context(model, template)
-    per_row = len(template.positions) * 24 + state_nbytes(ctx.state) + 4 * len(model.vocab)
-    ensure_memory(total * 8 + chunk_size * per_row, f"scoring all {total:,} fillers",
-                  "use sampling / skew-normal or search instead")
+    ensure_memory(total * 8 + memory, f"scoring all {total:,} fillers", "use sampling / skew-normal or search instead")
+    scorer = TrieScorer(model, template, chunk_size=chunk_size, memory=memory)
     out = np.empty(total, dtype=np.float64)
-    for lo, bits in score_range(model, template, 0, total, chunk_size=chunk_size, ctx=ctx, stop=stop):
+    for lo, bits in score_range(model, template, 0, total, chunk_size=chunk_size, scorer=scorer, stop=stop):
         out[lo:lo + len(bits)] = bits
         if progress:
             progress(lo + len(bits), total)
     return out
 
 
-def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
-    """Naive reference: each text run in full from the initial state (batched by length)."""
-    tokens = _token_route(model)
-    if tokens is not None:
-        return tokens.score_texts(model, texts)
-    out = np.empty(len(texts), dtype=np.float64)
+def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Naive reference: every text encoded and run in full from the initial state, batched by length.
+
+    What a user writes by hand (run, log-softmax, gather, sum from the second
+    unit): no cache, no sharing.
+    """
+    out = np.zeros(len(texts), dtype=np.float64)
+    rows = model.encode_batch(list(texts))
     by_len: dict[int, list[int]] = {}
-    for i, t in enumerate(texts):
-        by_len.setdefault(len(t), []).append(i)
+    for i, r in enumerate(rows):
+        by_len.setdefault(len(r), []).append(i)
     with torch.inference_mode():
         for length, idx in by_len.items():
             if length < 2:
-                out[idx] = 0.0
                 continue
             for lo in range(0, len(idx), batch_size):
-                rows = idx[lo:lo + batch_size]
-                ids = torch.tensor([model.vocab.encode(texts[i]) for i in rows])
-                lp, _ = model.run(ids[:, :-1], model.initial_state(len(rows)))
-                bits = -lp.gather(2, ids[:, 1:, None])[..., 0].double().sum(1) / LN2
-                out[rows] = _finite_bits(model, bits.numpy())
+                part = idx[lo:lo + batch_size]
+                ids = torch.tensor([rows[i] for i in part])
+                lp, _ = model.run(ids[:, :-1], model.initial_state(len(part)))
+                check_finite(lp, model)
+                out[part] = (-lp.gather(2, ids[:, 1:, None])[..., 0].double().sum(1) / LN2).numpy()
     return out
 
 
 def log_perplexity(model: LanguageModel, text: str) -> float:
     """Log-perplexity of one text, in bits."""
     return float(score_texts(model, [text])[0])
+
+
+def unit_costs(model: LanguageModel, text: str) -> list[tuple[int, str, float | None]]:
+    """``(id, text, bits)`` of each unit of ``text``; the first unit is context (bits None).
+
+    The per-unit strip: where along the secret the model "knows" it.
+    """
+    ids = model.encode(text)
+    if not ids:
+        return []
+    with torch.inference_mode():
+        t = torch.tensor([ids])
+        lp, _ = model.run(t, model.initial_state(1))
+        check_finite(lp, model)
+        bits = (-lp[0, :-1].gather(1, t[0, 1:, None])[:, 0].double() / LN2).tolist()
+    return list(zip(ids, [model.unit_text(i) for i in ids], [None] + bits))
+
+
+def iter_space_chunks(template: Template, chunk_size: int = DEFAULT_CHUNK) -> Iterable[tuple[int, np.ndarray]]:
+    """The whole space in lexicographic order, as ``(first_index, digits)`` chunks."""
+    for lo in range(0, template.space_size, chunk_size):
+        hi = min(lo + chunk_size, template.space_size)
+        yield lo, template.digits_of_indices(np.arange(lo, hi, dtype=np.int64))

@@ -36,7 +36,8 @@ import pandas as pd
 
 import ssviz
 from ssviz import db
-from ssviz.errors import MissingFileError, SsvizError
+
+from ssviz.errors import InvalidValueError, MissingFileError, SsvizError
 from ssviz.paths import bundled, data_path
 from ssviz.records import ComparisonRow, UserResult, names
 
@@ -86,6 +87,34 @@ ORDER BY s."user", s.type, s.times_present DESC, s.last4
 """
 STUDY = db.Schema("ssviz-study", SCHEMA_VERSION, SCHEMA, "results store")
 
+# What every number read back may hold: table -> column -> least value (and finite). A file edited or
+# damaged by hand must never print NaN, infinite or negative counts as results.
+_EPS = 1e-6
+VALUE_RULES = {
+    "users": {"corpus_chars": 0, "messages": 0, "test_loss": -_EPS, "train_seconds": 0, "seconds": 0},
+    "secrets": {"times_present": 0, "times_trained": 0},
+    "measurements": {"exposure": -_EPS, "ci_low": None, "ci_high": None, "rank": 1, "log_perplexity": -_EPS,
+                     "log2_space_size": 0, "samples": 0, "times_present": 0, "seconds": 0},
+    "extractions": {"secret_rank": 1, "nodes": 0, "model_steps": 0, "seconds": 0, "max_nodes": 0},
+}
+
+
+def check_values(con, path) -> None:
+    """Refuse, in one line naming the file, table, column and user, a number no run can have stored.
+
+    Checked in SQL (a scan per column, no rows brought into Python), every time results are read.
+    """
+    for table, rules in VALUE_RULES.items():
+        for col, least in rules.items():
+            x = f'CAST("{col}" AS DOUBLE)'  # names from the fixed table above, never from input
+            cond = f"isnan({x}) OR isinf({x})" + ("" if least is None else f" OR {x} < {least}")
+            row = con.execute(f'SELECT "user", "{col}" FROM {table} WHERE "{col}" IS NOT NULL AND ({cond}) '
+                              "LIMIT 1").fetchone()
+            if row is not None:
+                raise InvalidValueError(f"{path}: {table}.{col} holds {row[1]!r} (user {str(row[0])[:60]!r}): not "
+                                        "a possible value (the file was edited or damaged); no result is shown "
+                                        "from it")
+
 
 class Store:
     """A results file; use as ``with Store(path) as s:`` (or call methods directly).
@@ -125,6 +154,8 @@ class Store:
         if not self.missing_ok and not self.path.exists():
             raise MissingFileError(f"results file not found: {self.path}")
         with db.reading(self.path, STUDY, self.lock_timeout) as con:
+            if con is not None:
+                check_values(con, self.path)
             yield con
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
@@ -149,6 +180,9 @@ class Store:
             else:
                 with self._write() as con:
                     value = con.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()[0]
+            if not isinstance(value, str) or len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
+                raise InvalidValueError(f"{self.path}: meta.salt is not 32 hex digits (the file was edited or "
+                                        "damaged): its secrets' hashes cannot be checked")
             self._salt = bytes.fromhex(value)
         return self._salt
 
@@ -264,3 +298,4 @@ class Store:
         finally:
             con.close()
         return path
+

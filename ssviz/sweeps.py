@@ -27,7 +27,8 @@ from itertools import product
 import pandas as pd
 
 from ssviz import db as sqldb
-from ssviz.errors import SettingsError, SsvizError, stop_requested
+from ssviz.errors import SettingsError, SsvizError
+from ssviz.executor import InlineExecutor
 from ssviz.paths import data_path
 from ssviz.records import SweepRun, names as record_names
 from ssviz.train import Canary, TrainConfig, option_specs, parse_option, train, whole_number
@@ -113,7 +114,7 @@ def _stored_runs(db, sweep: str) -> set[tuple[str, int]]:
                                                           [sweep]).fetchall()}
 
 
-def _save_run(db, run: SweepRun) -> None:
+def save_run(db, run: SweepRun) -> None:
     """One run in its own short transaction: between two runs the file is free for readers (the app)."""
     cols = record_names(SweepRun)
     with sqldb.writing(db, SWEEPS) as con:
@@ -151,9 +152,10 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
     """Train every (cell, seed) not yet stored under ``sweep`` and store its final exposure and losses.
 
     ``progress(done, total)`` counts runs; ``on_result(run)`` sees each stored :class:`SweepRun`;
-    ``stop`` ends the sweep between (or inside) runs: finished runs stay stored. With an ``executor``
-    (:mod:`ssviz.executor`: local processes or Ray) the runs are tasks, one CPU each, and this
-    process stores each as it arrives; the first failed run stops the sweep and is raised.
+    ``stop`` ends the sweep between (or inside) runs: finished runs stay stored. The runs are tasks,
+    one CPU each, on ``executor`` (:mod:`ssviz.executor`: local processes or Ray; this process, one
+    after another, when None); this process stores each as it arrives, and the first failed run
+    stops the sweep and is raised.
     """
     if seeds < 1:
         raise SsvizError("seeds must be >= 1")
@@ -167,8 +169,8 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
     runs = [(c, seed) for c, seed in todo if (cell_key(c), seed) not in done]
     tally = {"computed": 0, "skipped": len(todo) - len(runs)}
 
-    def store(run: SweepRun) -> None:  # one short transaction per run (see _save_run): no connection held while training
-        _save_run(db, run)
+    def store(run: SweepRun) -> None:  # one short transaction per run (see save_run): no connection held while training
+        save_run(db, run)
         tally["computed"] += 1
         if on_result:
             on_result(run)
@@ -178,29 +180,15 @@ def run_sweep(text: str, canary: Canary, base: TrainConfig, grid: dict[str, list
     if progress:
         progress(tally["skipped"], len(todo))
     if executor is None:
-        stopped = _run_here(text, canary, base, sweep, runs, store, stop)
-    else:
-        blob = executor.share(text.encode("utf-8"))
-        tasks = [{"text": blob, "canary": _cell_canary(canary, c).to_json(), "sweep": sweep, "cell": c,
-                  "config": asdict(replace(_cell_config(base, c), seed=seed))} for c, seed in runs]
-        report = executor.map(sweep_task, tasks, on_result=lambda i, run: store(run), stop=stop, fail_fast=True)
-        if report.failed:
-            raise report.failed[0].exception()
-        stopped = report.stopped
-    return SweepSummary(sweep, len(todo), tally["computed"], tally["skipped"], stopped, time.perf_counter() - t0)
-
-
-def _run_here(text, canary, base, sweep, runs, store, stop) -> bool:
-    """The runs one after another in this process; True when stopped."""
-    for c, seed in runs:
-        if stop_requested(stop):
-            return True
-        config = replace(_cell_config(base, c), seed=seed)
-        res = train(text, config, _cell_canary(canary, c), stop=stop)
-        if res.stopped or res.final is None:
-            return True
-        store(_run_record(sweep, c, seed, config, res))
-    return False
+        executor = InlineExecutor()
+    blob = executor.share(text.encode("utf-8"))
+    tasks = [{"text": blob, "canary": _cell_canary(canary, c).to_json(), "sweep": sweep, "cell": c,
+              "config": asdict(replace(_cell_config(base, c), seed=seed))} for c, seed in runs]
+    report = executor.map(sweep_task, tasks, on_result=lambda i, run: store(run), stop=stop, fail_fast=True)
+    if report.failed:
+        raise report.failed[0].exception()
+    return SweepSummary(sweep, len(todo), tally["computed"], tally["skipped"], report.stopped,
+                        time.perf_counter() - t0)
 
 
 def sweep_task(task: dict) -> SweepRun:

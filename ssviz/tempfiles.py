@@ -253,3 +253,64 @@ def private_file(name: str, data: bytes, directory=None) -> Path:
         part.unlink(missing_ok=True)
         raise
     return path
+
+
+def exclusive_temp(path) -> tuple[int, Path]:
+    """``(fd, temp path)``: a new, randomly named file beside ``path`` (same folder, so a rename is atomic),
+    created exclusively (``mkstemp``: O_EXCL, never through a planted link). The caller writes it and
+    renames it into place (:func:`replace_into`) or removes it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
+    return fd, Path(tmp)
+
+
+def _output_mode(path: Path) -> int:
+    """The mode an output gets: an existing regular file's, else what ``open()`` would give (0666 less umask)."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def replace_into(tmp, path) -> None:
+    """Rename the finished temp file ``tmp`` onto ``path``, refusing an existing ``path`` that is not a regular
+    file (a device, FIFO, socket or folder): it is never replaced by a plain file. ``tmp`` is removed on refusal."""
+    from ssviz.errors import SsvizError
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        Path(tmp).unlink(missing_ok=True)
+        raise SsvizError(f"{path} exists and is not a regular file (a device, FIFO, socket or folder): "
+                         f"not replaced; choose a file name")
+    try:
+        os.chmod(tmp, _output_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path, data) -> Path:
+    """Write ``data`` (bytes, or str as UTF-8) to ``path`` atomically: into an exclusively created temp file in
+    the same folder, then renamed into place. A reader never sees half a file, a planted link is never
+    written through, and a device or FIFO at ``path`` is refused, never replaced."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = exclusive_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    replace_into(tmp, path)
+    return path

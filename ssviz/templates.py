@@ -18,7 +18,8 @@ from functools import cached_property
 
 import numpy as np
 
-from ssviz.errors import TemplateError, clip
+from ssviz.errors import TemplateError
+from ssviz.messages import clip
 
 ALPHABETS = {"d": "0123456789", "a": "abcdefghijklmnopqrstuvwxyz", "x": "0123456789abcdef"}
 

@@ -14,10 +14,14 @@ plain transformers loads.
 One training core: every trainer (the CLI, the app, sweeps, the study, every
 defense) calls :func:`train`. The corpus is split once (:func:`split_text`:
 train | validation for early stopping | test for ``test_loss``); the optimizer
-side is a *backend* (:class:`PlainBackend`, or DP-SGD from
-:mod:`ssviz.defenses.dp`); randomness comes from generators seeded by
-``config.seed``, never torch's global RNG, so trainings running at once in
-threads stay reproducible.
+side is a *backend* chosen by name (:class:`PlainBackend`, or ``"dp"``: DP-SGD,
+which :mod:`ssviz.defenses.dp` registers), and what happens to the trained model
+afterwards (quantization) is a post-training hook, also by name
+(:mod:`ssviz.training_plugins`); this module imports no defense. What differs
+between a character RNN and a transformer, each model says itself (the training
+members of :class:`~ssviz.models.base.LanguageModel`). Randomness comes from
+generators seeded by ``config.seed``, never torch's global RNG, so trainings
+running at once in threads stay reproducible.
 """
 
 from __future__ import annotations
@@ -37,26 +41,24 @@ import torch
 from torch import nn
 
 from ssviz import exposure as exposure_mod
+from ssviz import training_plugins
 from ssviz.corpus import (  # noqa: F401  (re-exported: the training API's data helpers)
     MAX_INSERTED_CHARS,
     Split,
     build_vocab,
-    encode_text,
     insert_canary,
-    make_optimizer,
     read_corpus,
     split_corpus,
     split_text,
-    token_level,
-    torch_module,
-    training_forward,
     windows,
 )
-from ssviz.errors import NonFiniteError, SettingsError, SsvizError, clip, stop_requested
+from ssviz.errors import NonFiniteError, SettingsError, SsvizError
+from ssviz.messages import clip
+from ssviz.progress import stop_requested
 from ssviz.models.base import LanguageModel, Vocab
-from ssviz.models.checkpoint import save_checkpoint
 from ssviz.models.rnn import ARCHS, CharRNN
 from ssviz.templates import Template
+from ssviz.training_plugins import BACKENDS, HOOKS, register_backend, register_hook  # noqa: F401  (re-exported)
 
 SEED_LIMIT = 2 ** 63
 TRANSFORMER_ARCHS = ("gpt2", "llama")
@@ -120,7 +122,7 @@ class TrainConfig:
     weight_decay: float = option(0.0, "L2 weight decay (a transformer: AdamW's decoupled decay)", low=0, group="defenses", metavar="W")
     grad_clip: float | None = option(5.0, "gradient norm clipping of plain training (None: off)", low=0,
                                      low_open=True, cli=False)
-    exposure_method: str = option("auto", "per-epoch canary exposure", choices=exposure_mod.METHODS,
+    exposure_method: str = option("auto", "per-epoch canary exposure", choices=exposure_mod.ESTIMATES,
                                   cli=False, grid=False)
     exposure_samples: int = option(5_000, "samples of a per-epoch skew-normal or sampled exposure", low=10,
                                    high=10 ** 8, cli=False, grid=False)
@@ -148,6 +150,16 @@ class TrainConfig:
     @property
     def transformer(self) -> bool:
         return self.arch in TRANSFORMER_ARCHS
+
+    @property
+    def backend_name(self) -> str:
+        """The training backend this config asks for (:mod:`ssviz.training_plugins`): DP-SGD or plain."""
+        return "dp" if self.uses_dp else "plain"
+
+    @property
+    def post_training(self) -> tuple[str, ...]:
+        """The post-training hooks this config asks for, in order (:mod:`ssviz.training_plugins`)."""
+        return ("quantize",) if self.quantize else ()
 
     @property
     def early_stopping(self) -> bool:
@@ -338,20 +350,10 @@ class TrainResult:
     def save(self, path, extra: dict | None = None) -> Path:
         """A checkpoint file (character models) or a model folder plain transformers loads (transformers),
         carrying :meth:`metadata` and ``extra``."""
-        meta = {**self.metadata(), **(extra or {})}
-        if token_level(self.model):
-            return self.model.save(path, extra=meta)
-        return save_checkpoint(self.model, path, extra=meta)
+        return self.model.save(path, extra={**self.metadata(), **(extra or {})})
 
 
 # --- evaluation --------------------------------------------------------------------------------------------
-def _logits(model: LanguageModel, tokens: torch.Tensor) -> torch.Tensor:
-    """Logits ``[B, T, V]`` of every position of ``tokens`` (no state carried in)."""
-    if token_level(model):
-        return model.model(input_ids=tokens, use_cache=False).logits
-    return model(tokens)[0]
-
-
 def evaluate_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int, batch_size: int = 512) -> float:
     """Mean cross-entropy per predicted character or token (nats) over windows of a held-out text.
 
@@ -363,13 +365,13 @@ def evaluate_loss(model: LanguageModel, ids: torch.Tensor, seq_len: int, batch_s
             return float("nan")
         data = ids[None]
     total, count = 0.0, 0
-    net = torch_module(model)
+    net = model.training_module()
     was_training = net.training
     net.eval()
     with torch.inference_mode():
         for lo in range(0, len(data), batch_size):
             b = data[lo:lo + batch_size]
-            logits = _logits(model, b[:, :-1])
+            logits = model.logits(b[:, :-1])
             total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1),
                                                         reduction="sum"))
             count += b[:, 1:].numel()
@@ -405,7 +407,7 @@ def new_model(config: TrainConfig, text: str | Split, *templates: Template, like
     if not config.transformer:
         return CharRNN.from_config(like.vocab if like is not None else build_vocab(split.text, *templates), config)
     from ssviz.models.hf import HFLanguageModel
-    from ssviz.tokens import train_tokenizer
+    from ssviz.models.tokenizers import train_tokenizer
     if like is not None:
         tokenizer = like.tokenizer
     else:
@@ -448,16 +450,16 @@ def prepare(text: str | Split, config: TrainConfig, canary: Canary | None = None
     templates = [canary.template] if canary else []
     if model is None:
         model = CharRNN.from_config(vocab, config) if vocab is not None else new_model(config, split, *templates)
-    elif token_level(model) != config.transformer:
-        raise SettingsError(f"the model given is a {'transformer' if token_level(model) else 'character RNN'} "
-                            f"but arch is {config.arch}")
+    elif config.arch not in model.training_archs:
+        raise SettingsError(f"the model given is a {model.kind_name} but arch is {config.arch}")
     if canary is not None:
         canary.template.check_vocab(model.vocab)
     for name, part in (("validation", split.val), ("test", split.test)):
         if len(part) < 2:
             raise SsvizError(f"the corpus is too short to hold out a {name} split ({len(part)} characters); "
                              f"use a longer corpus")
-    return Prepared(model, *(encode_text(model, t) for t in (train_text, split.val, split.test)), canary)
+    return Prepared(model, *(torch.tensor(model.encode_corpus(t), dtype=torch.long)
+                             for t in (train_text, split.val, split.test)), canary)
 
 
 def _stream_seed(seed: int, stream: int) -> int:
@@ -467,24 +469,23 @@ def _stream_seed(seed: int, stream: int) -> int:
 
 # --- backends ----------------------------------------------------------------------------------------------
 class PlainBackend:
-    """Ordinary training: RMSProp (a transformer: AdamW) on the model itself, batches from a seeded permutation.
+    """Ordinary training: the model's own optimizer (RMSProp; a transformer: AdamW) on its own weights,
+    batches from a seeded permutation.
 
     A backend offers ``module`` (what ``.train()`` is called on), ``optimizer``, ``batches()`` ->
     ``(count, iterator of [B, seq_len + 1] windows)``, ``logits(tokens)``, ``clip()``, ``export()``
-    -> the ordinary model, ``finish()`` (training is over: leave the model as inference expects it),
-    and for DP ``epsilon()`` and ``noise_multiplier``.
+    -> the ordinary model, ``epoch_fields()`` (added to every epoch's record), ``result_fields()``
+    (set on the :class:`TrainResult`), and optionally ``finish()`` (training is over: leave the model as
+    inference expects it). Registered as ``"plain"`` (:mod:`ssviz.training_plugins`).
     """
-
-    epsilon = None
 
     def __init__(self, model: LanguageModel, config: TrainConfig, train_ids: torch.Tensor, rng: np.random.Generator,
                  generator: torch.Generator):
         self.model, self.config, self.train_ids, self.rng = model, config, train_ids, rng
-        self.net = torch_module(model)
-        if token_level(model):
-            self.net.requires_grad_(True)  # a loaded or built transformer is frozen for inference
-        self.optimizer = make_optimizer(self.net.parameters(), config, token_level(model))
-        self.module = training_forward(self.net, token_level(model), config.dropout, generator)
+        self.net = model.training_module()
+        model.begin_training()
+        self.optimizer = model.make_optimizer(self.net.parameters(), config)
+        self.module = model.training_forward(config.dropout, generator)
 
     def batches(self):
         cfg = self.config
@@ -503,18 +504,22 @@ class PlainBackend:
     def export(self) -> LanguageModel:
         return self.model
 
+    def epoch_fields(self) -> dict:
+        return {}
+
+    def result_fields(self) -> dict:
+        return {}
+
     def finish(self) -> None:
-        if token_level(self.model):
-            getattr(self.module, "close", lambda: None)()
-            self.net.requires_grad_(False)
+        self.model.end_training(self.module)
+
+
+register_backend("plain", PlainBackend)
 
 
 def default_backend(config: TrainConfig):
-    """The backend a config asks for: DP-SGD (Opacus, imported only then) or plain training."""
-    if config.uses_dp:
-        from ssviz.defenses.dp import DPBackend
-        return DPBackend
-    return PlainBackend
+    """The backend class a config asks for (``config.backend_name``; DP-SGD's module is imported only then)."""
+    return training_plugins.backend(config.backend_name)
 
 
 def divergence_text(d: dict) -> str:
@@ -525,7 +530,7 @@ def divergence_text(d: dict) -> str:
 
 
 def _finite_weights(model: LanguageModel) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in torch_module(model).parameters())
+    return all(bool(torch.isfinite(p).all()) for p in model.training_module().parameters())
 
 
 # --- the loop ----------------------------------------------------------------------------------------------
@@ -545,7 +550,8 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
     epoch finished). With ``config.dp_epsilon``/``dp_noise`` training runs DP-SGD
     (``backend`` defaults to :func:`default_backend`) and ``result.epsilon`` reports the
     privacy spent; with ``config.quantize`` the returned model's weights are quantized
-    and ``result.quantization`` holds test loss and exposure before and after.
+    (a post-training hook) and ``result.quantization`` holds test loss and exposure before
+    and after.
     """
     config = (config or TrainConfig()).validate()
     data = prepare(text, config, canary, model=model)
@@ -587,7 +593,7 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
         if result.diverged or count == 0:
             break
         model = backend.export()
-        torch_module(model).eval()
+        model.training_module().eval()
         record = {"epoch": epoch, "train_loss": total / count,
                   "val_loss": evaluate_loss(model, data.val_ids, config.seq_len),
                   "exposure": None, "seconds": time.perf_counter() - t0}
@@ -595,8 +601,7 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
             result.diverged = {"epoch": epoch, "batch": None, "loss": f"validation loss {record['val_loss']}"
                                if not math.isfinite(record["val_loss"]) else "non-finite weights"}
             break
-        if config.uses_dp:
-            record["epsilon"] = backend.epsilon()
+        record.update(backend.epoch_fields())
         if canary is not None:
             try:
                 record.update(canary_exposure(model, canary, config))
@@ -604,7 +609,7 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
                 result.diverged = {"epoch": epoch, "batch": None, "loss": "non-finite log-probabilities"}
                 break
         result.epochs.append(record)
-        last_state, last_record = copy.deepcopy(torch_module(model).state_dict()), record
+        last_state, last_record = copy.deepcopy(model.training_module().state_dict()), record
         if on_epoch:
             on_epoch(record)
         if record["val_loss"] < best_val:
@@ -624,27 +629,26 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
         result.diverged["kept_epoch"] = best_record["epoch"]
     if config.early_stopping or result.diverged is not None:
         if best_state is not None:
-            torch_module(model).load_state_dict(best_state)
+            model.training_module().load_state_dict(best_state)
     else:
         best_record = result.epochs[-1] if result.epochs else None
-    torch_module(model).eval()
+    model.training_module().eval()
     result.model = model
-    if config.uses_dp:
-        result.epsilon, result.dp_noise = backend.epsilon(), backend.noise_multiplier
+    for name, value in backend.result_fields().items():
+        setattr(result, name, value)
     result.test_loss = evaluate_loss(model, data.test_ids, config.seq_len)
     if best_record is not None and canary is not None:
         result.final = {k: best_record[k] for k in ("epoch", "exposure", "exposure_method", "rank",
                                                     "log_perplexity")}
-    if config.quantize:
-        from ssviz.defenses.quantize import quantize_model
-        before = {"test_loss": result.test_loss, "exposure": (result.final or {}).get("exposure")}
-        quantize_model(torch_module(model), config.quantize)
+
+    def remeasure() -> None:
+        """A hook changed the returned model's weights: its test loss and the canary's exposure again."""
         result.test_loss = evaluate_loss(model, data.test_ids, config.seq_len)
-        after = {"test_loss": result.test_loss, "exposure": None}
         if canary is not None:
             result.final = {"epoch": result.final["epoch"] if result.final else None,
                             **canary_exposure(model, canary, config)}
-            after["exposure"] = result.final["exposure"]
-        result.quantization = {"bits": config.quantize, "before": before, "after": after}
+
+    for name in config.post_training:
+        training_plugins.hook(name)(result, remeasure)
     result.seconds = time.perf_counter() - t0
     return result

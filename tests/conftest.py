@@ -52,7 +52,7 @@ def canary_model(canary_result) -> CharRNN:
     return canary_result.model
 
 
-# --- tiny transformers' tokenizers (issue 11): trained here, no download -----------------------------
+# --- tiny transformers' tokenizers: trained here, no download -----------------------------
 def token_corpus() -> str:
     """The demo corpus's start plus sentences full of numbers, so BPE learns digit tokens."""
     import numpy as np
@@ -65,12 +65,12 @@ def token_corpus() -> str:
 @pytest.fixture(scope="session")
 def digit_tokenizer():
     """Llama-style byte-level BPE: every digit its own token, BOS prepended."""
-    from ssviz.tokens import train_tokenizer
+    from ssviz.models.tokenizers import train_tokenizer
     return train_tokenizer([token_corpus()], vocab_size=600, split_digits=True)
 
 
 @pytest.fixture(scope="session")
 def merge_tokenizer():
     """GPT-2-style byte-level BPE: digit runs and the space before them merge, nothing prepended."""
-    from ssviz.tokens import train_tokenizer
+    from ssviz.models.tokenizers import train_tokenizer
     return train_tokenizer([token_corpus()], vocab_size=600, split_digits=False)

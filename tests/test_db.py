@@ -20,9 +20,9 @@ from ssviz.cli import main as cli_main
 from ssviz.errors import MissingFileError, SsvizError
 from ssviz.records import SweepRun
 from ssviz.store import BUNDLED_STUDY, COMPARISON_COLUMNS, Store
-from ssviz.sweeps import SWEEPS, _save_run, list_sweeps, load_runs
+from ssviz.sweeps import SWEEPS, save_run, list_sweeps, load_runs
 from ssviz.paths import bundled
-from tests.test_store import user_result
+from tests.study.test_store import user_result
 
 BUNDLED_SWEEP = bundled("defenses/demo-sweep.duckdb")
 PASSWD_LINE = "root:"  # what /etc/passwd starts with: must never come back
@@ -192,7 +192,7 @@ def test_another_tools_database_is_refused_not_modified(tmp_path):
     before = sha(path)
     run = SweepRun("s", "hidden=8", "hidden", "8", None, None, 0, 1.0, "exact", 1, 2.0, 2.0, 1, None, 1.0, "[]", "{}")
     for write in (lambda: Store(path).start_run({}), lambda: Store(path).save_user(1, user_result("alice")),
-                  lambda: _save_run(path, run)):
+                  lambda: save_run(path, run)):
         with pytest.raises(SsvizError, match="is not a (study results store|sweeps database)"):
             write()
     assert sha(path) == before
@@ -200,7 +200,7 @@ def test_another_tools_database_is_refused_not_modified(tmp_path):
         assert sorted(r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()) == ["orders"]
     # the two kinds of ssviz file are not confused either
     sweeps = tmp_path / "sweeps.duckdb"
-    _save_run(sweeps, run)
+    save_run(sweeps, run)
     with pytest.raises(SsvizError, match="is a sweeps database, not a study results store"):
         Store(sweeps).start_run({})
     study = tmp_path / "study.duckdb"
@@ -231,7 +231,7 @@ def test_bundled_files_made_before_the_marker_are_read_unchanged_and_marked_when
         if path == BUNDLED_STUDY:
             Store(copy).finish_run(int(Store(copy, read_only=True).rows()[0].run_id))
         else:
-            _save_run(copy, SweepRun("new", "hidden=8", "hidden", "8", None, None, 0, None, None, None, None, None,
+            save_run(copy, SweepRun("new", "hidden=8", "hidden", "8", None, None, 0, None, None, None, None, None,
                                      1, None, 1.0, "[]", "{}"))
         with duckdb.connect(str(copy), read_only=True) as con:
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
@@ -292,7 +292,7 @@ def test_checks_are_cached_only_while_the_file_is_unchanged(study):
 
 @pytest.mark.slow
 def test_the_comparison_page_refuses_a_hostile_upload_with_one_message(study):
-    from tests.test_app import open_page
+    from tests.app.test_app import open_page
     doctor(study, *ATTACKS["secrets-view-read_text"][0])
     at = open_page("comparison")
     at.selectbox(key="w_cmp_store").select("upload").run()

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ssviz.errors import CheckpointError, SettingsError, SsvizError, TemplateError
-from ssviz.executor import Blob, LocalExecutor, fetch, make_executor, stop_flag, task_name
+from ssviz.executor import Blob, InlineExecutor, LocalExecutor, fetch, make_executor, stop_flag, task_name
 
 ROOT = Path(__file__).resolve().parent.parent
 INNER = os.environ.get("SSVIZ_RAY_INNER") == "1"
@@ -69,7 +69,7 @@ def always_die(task):
 
 def obedient(task):
     """Runs until the run's stop flag is set (at most 60 s)."""
-    from ssviz.errors import stop_requested
+    from ssviz.progress import stop_requested
     (Path(task["dir"]) / f"running-{task['x']}").write_text(str(os.getpid()))
     end = time.monotonic() + 60
     while time.monotonic() < end:
@@ -133,6 +133,118 @@ def test_make_executor_refuses_unknown_kinds_and_an_address_for_local():
         make_executor("slurm")
     with pytest.raises(SettingsError, match="--address"):
         make_executor("local", address="127.0.0.1:6379")
+
+
+# --- the inline executor (this process, one task after another) --------------------------------
+def test_inline_map_runs_every_task_here_in_order():
+    got, seen = [], []
+    with InlineExecutor() as ex:
+        report = ex.map(square, [{"x": x} for x in range(5)], on_result=lambda i, r: got.append((i, r)),
+                        progress=lambda d, n: seen.append((d, n)))
+    assert report.complete and report.done == 5 and not report.stopped and report.retried == 0
+    assert [(i, r["y"]) for i, r in got] == [(x, x * x) for x in range(5)]
+    assert {r["pid"] for _, r in got} == {os.getpid()}
+    assert seen == [(d, 5) for d in range(1, 6)]
+    assert ex.describe() == {"kind": "inline", "workers": 1} and ex.map(square, []).complete
+
+
+def test_inline_failures_are_reported_like_on_the_other_executors():
+    got, errors = {}, []
+    report = InlineExecutor().map(picky, [{"x": x} for x in range(8)], on_result=lambda i, r: got.setdefault(i, r),
+                                  on_error=errors.append)
+    assert sorted(got) == [0, 1, 2, 5, 6, 7] and not report.complete and len(errors) == 2
+    user, bug = sorted(report.failed, key=lambda f: f.index)
+    assert (user.index, user.user, user.attempts, user.error) == (3, True, 1, "TemplateError")
+    assert isinstance(user.exception(), TemplateError)
+    assert str(user.exception()) == "template 'x{d:1}' is bad for task 3"
+    assert (bug.index, bug.user, bug.error) == (4, False, "KeyError") and "Traceback" not in str(bug)
+    report = InlineExecutor().map(picky, [{"x": 3}] + [{"x": x} for x in range(5, 9)], fail_fast=True)
+    assert report.stopped and len(report.failed) == 1 and report.done == 0  # nothing started after the failure
+
+
+def test_inline_refuses_what_the_others_refuse():
+    with pytest.raises(SettingsError):
+        InlineExecutor().map(lambda t: t, [{}])
+    with pytest.raises(SettingsError, match="CPUs"):
+        InlineExecutor().map(square, [{"x": 1}], cpus=(os.cpu_count() or 1) + 1)
+    with pytest.raises(SettingsError):
+        InlineExecutor(retries=-1)
+
+
+def flagged(task):
+    """Whether the task sees a stop flag, and its value; asks for the stop when told to."""
+    flag = stop_flag()
+    if task.get("stop"):
+        task["stop"].set()
+    return None if flag is None else bool(flag())
+
+
+def test_inline_stop_ends_the_run_between_tasks_and_keeps_what_finished():
+    stop = threading.Event()
+    got = []
+    report = InlineExecutor().map(flagged, [{}, {"stop": stop}, {}, {}], stop=stop,
+                                  on_result=lambda i, r: got.append(i))
+    assert report.stopped and got == [0, 1] and not report.failed  # the task that asked finished and is kept
+    assert stop_flag() is None  # outside a run
+    out = []
+    InlineExecutor().map(flagged, [{}], on_result=lambda i, r: out.append(r))
+    assert out == [None]  # no stop given: the task sees none, as when called directly
+
+
+def test_inline_stop_inside_a_task_is_a_stop_not_a_failure(tmp_path):
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.monotonic()
+    got = []
+    report = InlineExecutor().map(obedient, [{"x": x, "dir": str(tmp_path)} for x in range(3)], stop=stop,
+                                  on_result=lambda i, r: got.append(r))
+    assert report.stopped and not report.failed and got == [] and time.monotonic() - t0 < 30
+    assert len(list(tmp_path.glob("running-*"))) == 1
+
+
+def nested(task):
+    """An inline run inside an inline task: each level's tasks see their own run's flag."""
+    inner = []
+    InlineExecutor().map(flagged, [{}], stop=lambda: task["inner_stopped"],
+                         on_result=lambda i, r: inner.append(r))
+    return {"inner": inner, "outer": bool(stop_flag()())}
+
+
+def test_inline_runs_nest():
+    out = []
+    InlineExecutor().map(nested, [{"inner_stopped": False}], stop=lambda: False, on_result=lambda i, r: out.append(r))
+    assert out == [{"inner": [False], "outer": False}]
+
+
+def test_inline_shared_data_is_fetched_here_and_checked(tmp_path):
+    ex = InlineExecutor()
+    data = os.urandom(10_000)
+    blob = ex.share(data)
+    assert blob.path is None and blob.ref is None and fetch(blob) == data and str(len(data)) in repr(blob)
+    assert data.hex()[:16] not in repr(blob)  # the bytes stay out of the repr
+    out = []
+    ex.map(read_blob, [{"blob": blob}], on_result=lambda i, r: out.append(r))
+    assert out == [10_000]
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(data)
+    blob = ex.share_file(path)
+    path.write_bytes(data[:-1] + b"!")
+    report = ex.map(read_blob, [{"blob": blob}])
+    assert report.failed and "changed" in report.failed[0].message and report.failed[0].user
+
+
+def test_ctrl_c_in_an_inline_task_ends_the_run_and_keeps_what_finished():
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        InlineExecutor().map(interrupted, [{"x": 0}, {"x": 1, "interrupt": True}, {"x": 2}],
+                             on_result=lambda i, r: got.append(r))
+    assert got == [0] and stop_flag() is None
+
+
+def interrupted(task):
+    if task.get("interrupt"):
+        raise KeyboardInterrupt
+    return task["x"]
 
 
 # --- the local executor (one shared pool of spawned processes) ---------------------------------

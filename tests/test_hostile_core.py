@@ -12,8 +12,7 @@ from safetensors.torch import save as st_save
 
 from ssviz import exposure
 from ssviz.cli import main
-from ssviz.errors import (CheckpointError, MissingFileError, NonFiniteError, SettingsError, SpaceTooLargeError,
-                          TemplateError, VocabularyError)
+from ssviz.errors import CheckpointError, MissingFileError, NonFiniteError, SettingsError, SpaceTooLargeError, TemplateError, VocabularyError
 from ssviz.extraction import beam_search, extract, sample, shortest_path
 from ssviz.memory import available_bytes, ensure_memory
 from ssviz.models import Vocab, checkpoint_bytes, load_checkpoint, save_checkpoint

@@ -178,13 +178,13 @@ def test_another_process_can_read_between_a_running_sweeps_results(small_corpus,
 def test_missing_numbers_are_stored_as_null_and_infinite_epsilon_as_infinity(tmp_path):
     import math
     from ssviz.records import SweepRun
-    from ssviz.sweeps import _save_run
+    from ssviz.sweeps import save_run
 
     db = tmp_path / "s.duckdb"
     base = dict(sweep="s", param1="hidden", value1="8", param2=None, value2=None, exposure_method=None, rank=None,
                 test_loss=1.5, train_loss=1.4, epochs_run=1, seconds=1.0, history="[]", config="{}")
-    _save_run(db, SweepRun(cell="hidden=8", seed=0, exposure=None, epsilon=None, **base))
-    _save_run(db, SweepRun(cell="hidden=8", seed=1, exposure=3.0, epsilon=math.inf, **base))
+    save_run(db, SweepRun(cell="hidden=8", seed=0, exposure=None, epsilon=None, **base))
+    save_run(db, SweepRun(cell="hidden=8", seed=1, exposure=3.0, epsilon=math.inf, **base))
     runs = load_runs(db, "s").set_index("seed")
     assert runs.loc[0, ["exposure", "epsilon", "rank"]].isna().all()  # NULL, not a patched value
     assert runs.loc[1, "epsilon"] == math.inf and runs.loc[1, "exposure"] == 3.0

@@ -12,12 +12,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ssviz.errors import SsvizError, StoppedError, clip
-from ssviz.paths import ensure_writable
+from ssviz.errors import SsvizError, StoppedError
+from ssviz.messages import clip
+from ssviz.scoring import human_seconds
+from ssviz.paths import claim_unique
 
 QUICK_WAIT = 1.0  # seconds the page waits for a new job before showing progress (short runs show no panel)
 
@@ -105,7 +106,10 @@ class Job:
         seconds = (time.perf_counter() - self.started) if running else self.seconds
         frac = min(1.0, done / total) if total else 0.0
         detail = f": {status}" if status else (f" {done:,} / {total:,}" if total else "")
-        text = f"{self.label}{detail} ({seconds:.0f} s)" + (" · stopping..." if self.stop.is_set() else "")
+        left = ""
+        if running and total and 0 < done < total and seconds >= 2:  # a rate is known: the time left at it
+            left = f", about {human_seconds(seconds * (total - done) / done)} left"
+        text = f"{self.label}{detail} ({seconds:.0f} s{left})" + (" · stopping..." if self.stop.is_set() else "")
         return Snapshot(frac, text, records, running, seconds)
 
 
@@ -138,14 +142,24 @@ def train_and_save(text: str, config, canary, save_dir: Path, name: str) -> Job:
     """
     from ssviz.train import train
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    path = ensure_writable(Path(save_dir) / f"{name}-{stamp}.safetensors", "trained model")
+    # a name no other session can take (time plus a random part, created exclusively): two sessions training in
+    # the same second never share, overwrite or read each other's model
+    folder = config.transformer  # a transformer saves a model folder, a character model one file
+    path = claim_unique(save_dir, name, "" if folder else ".safetensors", directory=folder)
+    stamp = path.stem[len(name) + 1:]
 
     def run(on_epoch, on_batch, stop) -> dict:
-        result = train(text, config, canary, on_epoch=on_epoch, on_batch=on_batch, stop=stop)
-        if not result.epochs:
-            raise StoppedError("stopped before the first epoch finished: nothing to save")
-        result.save(path)
+        try:
+            result = train(text, config, canary, on_epoch=on_epoch, on_batch=on_batch, stop=stop)
+            if not result.epochs:
+                raise StoppedError("stopped before the first epoch finished: nothing to save")
+            result.save(path)
+        except BaseException:
+            if path.is_file() and path.stat().st_size == 0:
+                path.unlink(missing_ok=True)  # the empty placeholder that claimed the name
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+            raise
         return {"path": path, "stopped": result.stopped, "warning": result.warning}
 
     return training_job(("train", name, stamp), f"Training {name}", run, config.epochs,

@@ -15,7 +15,8 @@ from pathlib import Path
 import streamlit as st
 
 from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT, DEMO_CONTROL, DEMO_TRANSFORMER
-from ssviz.errors import SsvizError, clip
+from ssviz.errors import SsvizError
+from ssviz.messages import clip
 from ssviz.paths import data_path
 from ui import cache
 
@@ -156,6 +157,27 @@ PRESENTER = "ssviz_presenter"  # large type and high contrast, for a projector (
 
 def presenter() -> bool:
     return bool(st.session_state.get(PRESENTER, False))
+
+
+def typed_template() -> None:
+    """A template typed in a widget made with ``widget(TEMPLATE)`` (the Template and Model pages)."""
+    sync(TEMPLATE)
+    template_changed()
+
+
+OWN_SECRET = "ssviz_own_secret"  # the model for which the user typed the secret under test
+
+
+def secret_not_chosen(current) -> bool:
+    """Whether the current model (not the demo) records no canary and the user has not yet typed the secret
+    to test in it: the demo's secret would otherwise be measured in a model that never saw it."""
+    return current.key != DEMO_KEY and current.canary is None and st.session_state.get(OWN_SECRET) != current.key
+
+
+def secret_typed(model_key: str) -> None:
+    """The user typed the secret under test for ``model_key`` (a widget made with ``widget(SECRET)``)."""
+    sync(SECRET)
+    st.session_state[OWN_SECRET] = model_key
 
 
 def template_changed() -> None:

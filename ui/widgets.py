@@ -3,6 +3,7 @@ and the one background-job mechanism (start, progress panel with Stop, cached re
 
 from __future__ import annotations
 
+import html
 import re
 import traceback
 from pathlib import Path
@@ -13,9 +14,11 @@ import streamlit as st
 from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from ssviz.errors import SsvizError, clip
+from ssviz.errors import SsvizError
+from ssviz.messages import clip
 from ssviz.paths import SOURCE_ROOT
-from ui import cache, jobs, state
+from ssviz.plots.tokens import visible
+from ui import cache, jobs, sessions, state
 
 NAVIGATED = "ssviz_navigated"
 
@@ -182,7 +185,8 @@ def slug(text: str) -> str:
 
 
 def download_table(df: pd.DataFrame, name: str, key: str | None = None) -> None:
-    st.download_button("Download CSV", df.to_csv(index=False).encode("utf-8"), file_name=f"{slug(name)}.csv",
+    from ssviz.csvcells import to_csv_bytes  # user names like =HYPERLINK(...) must not run as formulas
+    st.download_button("Download CSV", to_csv_bytes(df), file_name=f"{slug(name)}.csv",
                        mime="text/csv", key=key or f"csv_{slug(name)}", icon=":material/download:",
                        on_click="ignore")
 
@@ -232,6 +236,7 @@ def start_job(slot: str, job: jobs.Job) -> jobs.Job:
     if old is not None:
         old.stop.set()
     st.session_state[slot] = job.start()
+    sessions.watch(job)  # a closed tab stops it
     job.wait(jobs.QUICK_WAIT * QUICK_WAIT_FACTORS.get(slot, 1.0))
     return job
 
@@ -306,3 +311,17 @@ def _job_panel(slot: str, live) -> None:
               disabled=job.stop.is_set())
     if live is not None:
         live(snap)
+
+
+CHIP = ("font-family:monospace;font-size:1.15rem;padding:0.15rem 0.45rem;border-radius:0.3rem;"
+        "border:2px solid #8fa8c8;background:#eef2f7;color:#111;white-space:pre")
+SECRET_CHIP = CHIP.replace("#8fa8c8", "#c0392b").replace("#eef2f7", "#fdecea")
+
+
+def unit_chips(tokens: list[str], secret: dict[int, float]) -> str:
+    """The units (characters or tokens) of a text side by side, large enough to point at; the secret's
+    outlined in red."""
+    cells = [f'<span style="{SECRET_CHIP}" title="part of the secret">{html.escape(visible(t))}</span>'
+             if i in secret else f'<span style="{CHIP}">{html.escape(visible(t))}</span>'
+             for i, t in enumerate(tokens)]
+    return '<div style="display:flex;flex-wrap:wrap;gap:0.35rem;margin:0.2rem 0 0.8rem">' + "".join(cells) + "</div>"

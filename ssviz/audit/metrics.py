@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from ssviz.errors import SsvizError, finite_array
+from ssviz.checks import finite_array
+from ssviz.errors import SsvizError
 
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
 

@@ -19,6 +19,7 @@ checkpoint. :func:`load_audit` recomputes the metrics from it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -30,8 +31,10 @@ import numpy as np
 from ssviz.audit import group_privacy, summarize
 from ssviz.audit.metrics import AuditError, auc, from_groups, membership_scores
 from ssviz.corpus import Split, insert_canary, split_text
-from ssviz.errors import MissingFileError, SettingsError, clip
+from ssviz.errors import MissingFileError, SettingsError, SsvizError
+from ssviz.tempfiles import atomic_write
 from ssviz.jsonable import finite_json
+from ssviz.messages import clip
 from ssviz.scoring import score_fillers, score_texts
 from ssviz.templates import Template, parse_template
 from ssviz.train import TrainConfig, new_model, train
@@ -42,6 +45,8 @@ CHECKPOINT = "model.safetensors"
 CSV_COLUMNS = ("filler", "included", "log_perplexity", "score")
 MIA_LINES = 1_000     # lines per side of the loss-based attack
 MIA_MIN_CHARS = 20    # shorter lines say little about membership
+MIN_CONFIDENCE = 0.5  # a lower bound held with less than even odds is no bound
+MAX_EPSILON = 1e6     # a claimed epsilon beyond this is not a privacy guarantee anyone computed
 
 
 @dataclass(frozen=True)
@@ -67,11 +72,18 @@ class AuditSettings:
             raise SettingsError(f"insertions must be a whole number >= 1, got {self.insertions!r}")
         if not (isinstance(self.inclusion, float | int) and 0 < self.inclusion < 1):
             raise SettingsError(f"inclusion must be a probability in (0, 1), got {self.inclusion!r}")
-        if not 0 <= self.delta < 1 or not 0 < self.confidence < 1:
-            raise SettingsError("delta must be in [0, 1) and confidence in (0, 1)")
+        if not _real(self.delta) or not 0 <= self.delta < 1:
+            raise SettingsError(f"delta must be in [0, 1), got {self.delta!r}")
+        if not _real(self.confidence) or not MIN_CONFIDENCE <= self.confidence < 1:
+            raise SettingsError(f"confidence must be in [{MIN_CONFIDENCE}, 1), got {self.confidence!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise SettingsError(f"seed must be a whole number >= 0, got {self.seed!r}")
         return self
+
+
+def _real(v) -> bool:
+    """A finite number that is not a bool (JSON ``true`` is not 1 here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -201,14 +213,16 @@ def save_audit(audit: AuditResult, out_dir, model=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if model is not None:
         audit.checkpoint = str(model.save(out / CHECKPOINT))
-    with open(out / CANARIES_CSV, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for filler, inc, lp, score in zip(audit.fillers, audit.included, audit.log_perplexities, audit.scores):
-            w.writerow([filler, "true" if inc else "false", repr(float(lp)), repr(float(score))])
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(CSV_COLUMNS)
+    for filler, inc, lp, score in zip(audit.fillers, audit.included, audit.log_perplexities, audit.scores):
+        w.writerow([filler, "true" if inc else "false", repr(float(lp)), repr(float(score))])
     doc = {"settings": asdict(audit.settings), "config": audit.config, "train": audit.train,
            "results": audit.to_json()}
-    (out / AUDIT_JSON).write_text(json.dumps(finite_json(doc), indent=1, allow_nan=False), encoding="utf-8")
+    # each file through an exclusive temp file renamed into place: no planted link is written through
+    atomic_write(out / CANARIES_CSV, rows.getvalue())
+    atomic_write(out / AUDIT_JSON, json.dumps(finite_json(doc), indent=1, allow_nan=False))
     return out
 
 
@@ -216,12 +230,17 @@ def read_canaries(path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(fillers, included, log_perplexities)`` from a ``canaries.csv``, each row checked."""
     fillers, included, lps = [], [], []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
             reader = csv.DictReader(f)
             missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise AuditError(f"{path}: missing column(s) {', '.join(missing)}")
             for n, row in enumerate(reader, start=2):
+                if any(row.get(c) is None for c in CSV_COLUMNS):
+                    raise AuditError(f"{path} line {n}: missing field(s) "
+                                     f"{', '.join(c for c in CSV_COLUMNS if row.get(c) is None)}")
+                if None in row:
+                    raise AuditError(f"{path} line {n}: more fields than the {len(reader.fieldnames)} columns")
                 inc = row["included"].strip().lower()
                 if inc not in ("true", "false"):
                     raise AuditError(f"{path} line {n}: included must be true or false, got "
@@ -230,6 +249,9 @@ def read_canaries(path) -> tuple[list[str], np.ndarray, np.ndarray]:
                     lp = float(row["log_perplexity"])
                 except ValueError:
                     raise AuditError(f"{path} line {n}: log_perplexity is not a number") from None
+                if not math.isfinite(lp) or lp < 0:
+                    raise AuditError(f"{path} line {n}: log_perplexity is {row['log_perplexity'].strip()[:20]}: it "
+                                     "must be a finite number of bits >= 0")
                 fillers.append(row["filler"])
                 included.append(inc == "true")
                 lps.append(lp)
@@ -252,13 +274,17 @@ def load_audit(out_dir, *, delta: float | None = None, confidence: float | None 
         raise AuditError(f"{out / AUDIT_JSON} is not valid JSON") from None
     if not isinstance(doc, dict):
         raise AuditError(f"{out / AUDIT_JSON} must be a JSON object")
-    settings = doc.get("settings") or {}
-    previous = doc.get("results") or {}
+    settings, previous = check_audit_doc(doc, out / AUDIT_JSON)
     fillers, included, lps = read_canaries(out / CANARIES_CSV)
     template = settings.get("template")
-    scores = membership_scores(lps, parse_template(template).space_size if template else None)
-    delta = settings.get("delta", 1e-5) if delta is None else delta
-    confidence = settings.get("confidence", 0.95) if confidence is None else confidence
+    try:
+        space = parse_template(template).space_size if template else None
+    except SsvizError as e:
+        raise AuditError(f"{out / AUDIT_JSON}: settings.template is not a valid template ({e})") from None
+    scores = membership_scores(lps, space)
+    delta = settings.get("delta", 1e-5) if delta is None else _level(delta, "delta", "--delta")
+    confidence = settings.get("confidence", 0.95) if confidence is None else \
+        _level(confidence, "confidence", "--confidence")
     if settings.get("inclusion", 0.5) == 0.5:
         metrics = summarize(scores, included, delta=delta, confidence=confidence)
     else:
@@ -268,3 +294,69 @@ def load_audit(out_dir, *, delta: float | None = None, confidence: float | None 
             "template", "seed", "message")
     return {**metrics, **{k: previous.get(k) for k in keep}, "scores": scores, "included_mask": included,
             "name": out.name}
+
+
+def _level(v, field: str, where: str):
+    low, high = (MIN_CONFIDENCE, 1.0) if field == "confidence" else (0.0, 1.0)
+    if not _real(v) or not low <= v < high:
+        raise AuditError(f"{where}: {field} must be a number in [{low:g}, 1), got {clip(repr(v), 40)}")
+    return v
+
+
+# every field audit.json may hold: settings (the run's options) and results (shown beside the recomputed ones)
+_SETTING_CHECKS = {
+    "template": (lambda v: isinstance(v, str) and v != "", "a template"),
+    "canaries": (lambda v: type(v) is int and v >= 1, "a whole number >= 1"),
+    "insertions": (lambda v: type(v) is int and v >= 1, "a whole number >= 1"),
+    "inclusion": (lambda v: _real(v) and 0 < v < 1, "a probability in (0, 1)"),
+    "delta": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "confidence": (lambda v: _real(v) and MIN_CONFIDENCE <= v < 1, f"a number in [{MIN_CONFIDENCE}, 1)"),
+    "seed": (lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
+}
+_RESULT_CHECKS = {
+    "epsilon_claimed": (lambda v: v is None or (_real(v) and 0 <= v <= MAX_EPSILON),
+                        f"null or a number in [0, {MAX_EPSILON:g}]"),
+    "epsilon_claimed_per_canary": (lambda v: v is None or (_real(v) and 0 <= v), "null or a number >= 0"),
+    "mia_auc": (lambda v: v is None or (_real(v) and 0 <= v <= 1), "null or a number in [0, 1]"),
+    "checkpoint": (lambda v: v is None or isinstance(v, str), "null or a path"),
+    "insertions": _SETTING_CHECKS["insertions"],
+    "inclusion": _SETTING_CHECKS["inclusion"],
+    "template": (lambda v: v is None or isinstance(v, str), "a template"),
+    "seed": (lambda v: v is None or (type(v) is int and v >= 0), "a whole number >= 0"),
+    "message": (lambda v: v is None or isinstance(v, str), "text"),
+}
+
+
+def check_audit_doc(doc: dict, path) -> tuple[dict, dict]:
+    """``(settings, results)`` of an ``audit.json``, every field that is read back checked for type and range.
+
+    A string where a number belongs (``"inclusion": "0.5"``), a confidence that makes the bound
+    meaningless, a negative or absurd claimed epsilon: one line naming the file and field.
+    """
+    parts = []
+    for section, checks in (("settings", _SETTING_CHECKS), ("results", _RESULT_CHECKS)):
+        part = doc.get(section)
+        if part is None:
+            part = {}
+        if not isinstance(part, dict):
+            raise AuditError(f"{path}: {section} must be a JSON object")
+        for key, (ok, what) in checks.items():
+            if key in part and not ok(part[key]):
+                raise AuditError(f"{path}: {section}.{key} is {clip(json.dumps(part[key]), 40)}: it must be {what}")
+        parts.append(part)
+    return parts[0], parts[1]
+
+
+def is_audit(folder) -> bool:
+    """Whether ``folder`` holds a finished audit (its ``canaries.csv``: all the numbers are recomputed from it)."""
+    return (Path(folder) / CANARIES_CSV).is_file()
+
+
+def training_config(folder) -> dict:
+    """The training options recorded in an audit's ``audit.json`` ({} if absent or unreadable)."""
+    try:
+        doc = json.loads((Path(folder) / AUDIT_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    config = doc.get("config") if isinstance(doc, dict) else None
+    return config if isinstance(config, dict) else {}

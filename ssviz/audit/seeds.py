@@ -1,4 +1,4 @@
-"""Repeated audits: the same audit over several seeds, as independent tasks (here, on local processes or Ray).
+"""Repeated audits: the same audit over several seeds, as independent tasks (inline, on local processes or Ray).
 
 One one-run audit is one draw: its epsilon lower bound and AUC move with the seed
 (which canaries, which coins, which training noise). Running it over seeds shows
@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ssviz.audit.run import AUDIT_JSON, CANARIES_CSV, CHECKPOINT, AuditSettings, load_audit, run_audit
-from ssviz.errors import SettingsError, SsvizError, StoppedError, stop_requested
+from ssviz.errors import SettingsError, SsvizError
+from ssviz.executor import InlineExecutor
 from ssviz.jsonable import finite_json
 from ssviz.train import TrainConfig
 
@@ -128,8 +129,8 @@ def run_audits(text: str, settings: AuditSettings, config: TrainConfig, seeds: i
                progress=None, stop=None) -> AuditsSummary:
     """The audit for seeds ``settings.seed .. + seeds - 1`` into ``out_dir``; seeds already there are reused.
 
-    The training seed follows the audit seed (one seed: canaries, coins and training). Without an
-    ``executor`` the seeds run here one after another; with one, as tasks (one CPU each).
+    The training seed follows the audit seed (one seed: canaries, coins and training). Each seed is a
+    task (one CPU) on ``executor``; without one they run in this process, one after another.
     """
     if not isinstance(seeds, int) or seeds < 1:
         raise SettingsError(f"seeds must be a whole number >= 1, got {seeds!r}")
@@ -148,38 +149,23 @@ def run_audits(text: str, settings: AuditSettings, config: TrainConfig, seeds: i
 
     if progress:
         progress(len(every) - len(todo), len(every))
-    stopped = False
     if executor is None:
-        for s in todo:
-            if stop_requested(stop):
-                stopped = True
-                break
-            part = partial_dir(out, s)
-            shutil.rmtree(part, ignore_errors=True)  # a killed run's leftovers
-            try:
-                run_audit(text, replace(settings, seed=s), replace(config, seed=s), out_dir=part, stop=stop)
-            except StoppedError:
-                stopped = True
-                break
-            _place(part, seed_dir(out, s))
-            kept()
-    else:
-        corpus = executor.share(text.encode("utf-8"))
-        tasks = [{"corpus": corpus, "settings": asdict(replace(settings, seed=s)),
-                  "config": asdict(replace(config, seed=s))} for s in todo]
+        executor = InlineExecutor()
+    corpus = executor.share(text.encode("utf-8"))
+    tasks = [{"corpus": corpus, "settings": asdict(replace(settings, seed=s)),
+              "config": asdict(replace(config, seed=s))} for s in todo]
 
-        def arrived(i: int, res: dict) -> None:
-            _keep(out, res["seed"], res["files"])
-            kept()
+    def arrived(i: int, res: dict) -> None:
+        _keep(out, res["seed"], res["files"])
+        kept()
 
-        report = executor.map(audit_task, tasks, on_result=arrived, stop=stop, fail_fast=True)
-        if report.failed:
-            raise report.failed[0].exception()
-        stopped = report.stopped
+    report = executor.map(audit_task, tasks, on_result=arrived, stop=stop, fail_fast=True)
+    if report.failed:
+        raise report.failed[0].exception()
     results = [{k: v for k, v in load_audit(seed_dir(out, s)).items() if k not in ARRAYS}
                for s in every if finished(seed_dir(out, s))]
-    summary = AuditsSummary(str(out), every, computed, len(every) - len(todo), stopped, time.perf_counter() - t0,
-                            results, spread(results))
+    summary = AuditsSummary(str(out), every, computed, len(every) - len(todo), report.stopped,
+                            time.perf_counter() - t0, results, spread(results))
     (out / SUMMARY_JSON).write_text(json.dumps(summary.to_json(), indent=1, allow_nan=False), encoding="utf-8")
     return summary
 

@@ -18,11 +18,12 @@ import sys
 
 from ssviz.errors import SsvizError, StoppedError
 from ssviz.jsonable import finite_json
+from ssviz.messages import hide_credentials
 
 # each module defines register(subparsers, parent) and sets a handler via set_defaults(run=...)
 COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan")
 # what each module registers, in order, with its one-line help: `python -m ssviz --help` lists these without
-# importing the modules (tests/test_cli_core.py checks the table against every module's register)
+# importing the modules (tests/cli/test_cli_core.py checks the table against every module's register)
 COMMANDS = {
     "train": (("train", "train a char-LM or a small transformer, optionally with an inserted canary"),),
     "core": (("score", "log-perplexity (bits) of fillers of a template"),
@@ -76,7 +77,7 @@ def progress_printer(label: str, enabled: bool):
     return report
 
 
-def _number(kind, low: float | None, low_open: bool, what: str):
+def _number(kind, low: float | None, low_open: bool, what: str, high: float | None = None):
     """An argparse type: parsed, finite, and within range where the option is declared."""
     def parse(text: str):
         try:
@@ -86,6 +87,8 @@ def _number(kind, low: float | None, low_open: bool, what: str):
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
         if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
+        if high is not None and value > high:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
         return value
     parse.__name__ = what  # argparse names the type in its messages
@@ -97,6 +100,12 @@ nonnegative_int = _number(int, 0, False, "a whole number >= 0")
 positive_float = _number(float, 0, True, "a finite number > 0")
 nonnegative_float = _number(float, 0, False, "a finite number >= 0")
 finite_float = _number(float, None, False, "a finite number")
+
+
+def count(high: int, low: int = 1):
+    """An argparse type for a count option with an upper bound the machine can hold (a typo such as 10^9
+    users, seeds or results is refused at once, not after it filled the memory or the disk)."""
+    return _number(int, low, False, f"a whole number from {low:,} to {high:,}", high)
 
 
 def build_parser(only: str | None = "") -> argparse.ArgumentParser:
@@ -148,13 +157,13 @@ def _run(args) -> int:
     try:
         return int(args.run(args) or 0)
     except StoppedError as e:
-        print(f"stopped: {e}", file=sys.stderr)
+        print(f"stopped: {hide_credentials(e)}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("stopped: interrupted", file=sys.stderr)
         return 130
     except SsvizError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {hide_credentials(e)}", file=sys.stderr)  # never a password typed in an address
         return 2
     except MemoryError:
         print("error: out of memory: ask for a smaller space, fewer samples or a smaller batch", file=sys.stderr)
@@ -162,5 +171,6 @@ def _run(args) -> int:
     except Exception as e:  # a bug: one line unless asked for detail
         if getattr(args, "debug", False):
             raise
-        print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)", file=sys.stderr)
+        print(f"internal error: {type(e).__name__}: {hide_credentials(e)} (rerun with --debug for a traceback)",
+              file=sys.stderr)
         return 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssviz.cli import emit, positive_int, progress_printer
-from ssviz.cli.cluster import add_executor_options, executor_given, executor_or_here
+from ssviz.cli import count, emit, positive_int, progress_printer
+from ssviz.cli.cluster import add_executor_options, executor_given, executor_or_inline
 from ssviz.cli.train import add_training_options, check_output, config_from_args
 from ssviz.errors import SsvizError
 
@@ -40,7 +40,7 @@ def register(sub, parent) -> None:
     p.add_argument("--confidence", type=_probability, default=0.95, help="confidence of the lower bound")
     p.add_argument("--out", help="folder to write canaries.csv, audit.json and the checkpoint")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
-    p.add_argument("--seeds", type=positive_int, default=1,
+    p.add_argument("--seeds", type=count(10_000), default=1,
                    help="repeat the audit over seeds --seed, --seed+1, ... into --out/seed-N (resumes: seeds "
                         "already there are kept) and report the spread")
     add_executor_options(p, "repeated audits (--seeds: one CPU per seed; --out is written by this process only)",
@@ -73,6 +73,8 @@ def run_audit(args) -> int:
     text = read_corpus(args.corpus)
     if repeated:
         return _run_seeds(args, text, settings, config, out)
+    for name in ("canaries.csv", "audit.json"):  # every file the audit writes, never over the corpus
+        check_output(out / name, inputs=[args.corpus], what="--out")
     check_output(out / "model.safetensors", inputs=[args.corpus], what="--out")
     on_epoch = None if args.json else (lambda r: print(
         f"epoch {r['epoch']}: train {r['train_loss']:.4f} val {r['val_loss']:.4f}"
@@ -86,7 +88,11 @@ def run_audit(args) -> int:
 def _run_seeds(args, text: str, settings, config, out: Path) -> int:
     from ssviz.audit.seeds import run_audits
     check_output(out / "audits.json", inputs=[args.corpus], what="--out")
-    with executor_or_here(args) as executor:
+    corpus = Path(args.corpus).resolve()  # a seed folder's files never replace the corpus either
+    if corpus.is_relative_to(out.resolve()) and corpus.name in ("canaries.csv", "audit.json", "model.safetensors"):
+        raise SsvizError(f"--out {out} would replace the input file {args.corpus} in a seed folder: choose "
+                         f"another folder")
+    with executor_or_inline(args) as executor:
         summary = run_audits(text, settings, config, args.seeds, out, executor=executor,
                              progress=progress_printer("seeds", not args.json))
     payload = summary.to_json()

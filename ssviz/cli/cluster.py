@@ -6,8 +6,6 @@ options, so a user who knows one knows them all (see :mod:`ssviz.executor`).
 
 from __future__ import annotations
 
-import contextlib
-
 from ssviz.cli import positive_int
 
 EXECUTOR_OPTIONS = ("executor", "address", "workers")
@@ -35,11 +33,10 @@ def executor_from_args(args, default: str = "local"):
     return make_executor(args.executor or default, address=args.address, workers=args.workers)
 
 
-@contextlib.contextmanager
-def executor_or_here(args):
-    """The executor the options ask for, or None (run in this process) when none is given and ``--workers`` is 1."""
+def executor_or_inline(args):
+    """The executor the options ask for, or this process's inline one when none is given and ``--workers`` is 1
+    (a context manager either way)."""
     if executor_given(args) or (args.workers or 1) > 1:
-        with executor_from_args(args) as executor:
-            yield executor
-    else:
-        yield None
+        return executor_from_args(args)
+    from ssviz.executor import InlineExecutor
+    return InlineExecutor()

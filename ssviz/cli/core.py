@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from ssviz import exposure as exposure_mod
-from ssviz.cli import emit, nonnegative_int, positive_int, progress_printer
+from ssviz.cli import count, emit, nonnegative_int, positive_int, progress_printer
 from ssviz.cli.cluster import add_executor_options, executor_from_args
 from ssviz.errors import MissingFileError, SettingsError, SsvizError
 from ssviz.memory import ensure_memory
 from ssviz.models import load_model
-from ssviz.paths import data_path, ensure_writable
+from ssviz.paths import check_outputs, data_path, ensure_writable
 from ssviz.scoring import human_seconds, score_fillers
 from ssviz.templates import parse_template
 
@@ -32,23 +32,24 @@ def register(sub, parent) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--template", required=True)
     p.add_argument("--secret", required=True)
-    p.add_argument("--method", default="auto", choices=list(exposure_mod.METHODS) + ["search"])
+    p.add_argument("--method", default="auto", choices=[*exposure_mod.ESTIMATES, "search"])
     p.add_argument("--samples", type=positive_int, default=10_000)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--max-nodes", type=positive_int, default=200_000, help="node budget for --method search")
     g = add_executor_options(p, "sharded exact enumeration (--method exact over spaces up to 10^10)")
-    g.add_argument("--shard-size", type=positive_int, default=None, help="fillers per task (default: about 4M)")
+    g.add_argument("--shard-size", type=count(100_000_000), default=None, help="fillers per task (default: about 4M)")
     g.add_argument("--shards-db", metavar="FILE", default=None,
                    help="finished shards, to resume a stopped run (default: exact-shards.duckdb in the data folder)")
     p.set_defaults(run=run_exposure)
     for name in ("score", "exposure"):
-        sub.choices[name].add_argument("--threads", type=positive_int, default=None,
+        sub.choices[name].add_argument("--threads", type=count(1_000_000), default=None,
                                        help="torch CPU threads (1 is often fastest on a shared machine)")
 
 
 def _set_threads(args) -> None:
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
+        from ssviz.memory import cap_to_cpus
+        torch.set_num_threads(cap_to_cpus(args.threads, "--threads"))  # 10^4 threads hang, 10^5 panic
 
 
 def run_score(args) -> int:
@@ -108,25 +109,30 @@ def rate_printer(enabled: bool):
 
 def run_exposure(args) -> int:
     _set_threads(args)
+    store = args.shards_db or data_path("exact-shards.duckdb")
+    check_outputs({"--shards-db": store}, {"--checkpoint": args.checkpoint})  # before loading anything
     model = load_model(args.checkpoint)
     template = parse_template(args.template)
     progress = progress_printer("scoring", not args.json)
-    if args.method == "search":
-        from ssviz.extraction import search_exposure  # provided by the extraction issue
-        res = search_exposure(model, template, args.secret, max_nodes=args.max_nodes, progress=progress)
-    elif _sharded(args, template):
+    if _sharded(args, template):
         template.check_vocab(model.vocab)
         secret = template.normalize(args.secret)
-        store = ensure_writable(args.shards_db or data_path("exact-shards.duckdb"), "shards file")
+        store = ensure_writable(store, "shards file")
         with executor_from_args(args) as executor:
             res = exposure_mod.exact(model, template, secret, executor=executor, shard_size=args.shard_size,
                                      store=store, progress=rate_printer(not args.json))
     else:
         res = exposure_mod.measure(model, template, args.secret, args.method, samples=args.samples,
-                                   seed=args.seed, progress=progress)
+                                   seed=args.seed, max_nodes=args.max_nodes, progress=progress,
+                                   announce=None if args.json else _announce)
     payload = res.to_json()
     run = (f"; {res.shards['shards']:,} shards on {res.shards['executor']['kind']}, "
            f"{res.shards['fillers_per_second'] or 0:,.0f} fillers/s") if res.shards else ""
     emit(args, payload, f"exposure {res.exposure:.2f} bits ({res.method}; log2|R| = {payload['log2_space_size']:.1f}"
-                        + (f", rank {res.rank}" if res.rank else "") + run + ")")
+                        + (f", rank {res.rank}" if res.rank else "") + run + ")\n  " + res.quality()
+                        + (f"\n  warning: {res.warning}" if res.warning else ""))
     return 0
+
+
+def _announce(plan) -> None:
+    print(f"auto: {plan.method}, because {plan.reason}", file=sys.stderr, flush=True)

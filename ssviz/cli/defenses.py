@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ssviz.cli import emit, progress_printer
-from ssviz.cli.cluster import add_executor_options, executor_or_here
+from ssviz.cli import count, emit, progress_printer
+from ssviz.cli.cluster import add_executor_options, executor_or_inline
 from ssviz.cli.train import add_training_options, canary_from_args, check_output, config_from_args
 from ssviz.errors import SsvizError
 from ssviz.train import read_corpus
@@ -31,10 +31,10 @@ def register(sub, parent) -> None:
     s.add_argument("corpus", help="UTF-8 text file")
     s.add_argument("--canary", metavar="TEMPLATE", required=True)
     s.add_argument("--secret", metavar="FILLER")
-    s.add_argument("--insertions", type=int, default=1, help="times the canary is inserted (default: 1)")
+    s.add_argument("--insertions", type=count(1_000_000), default=1, help="times the canary is inserted (default: 1)")
     s.add_argument("--grid", action="append", required=True, metavar="NAME=V1,V2",
                    help="a TrainConfig setting (or 'insertions') and its values; give one or two")
-    s.add_argument("--seeds", type=int, default=2, help="seeds per cell (seed, seed+1, ...)")
+    s.add_argument("--seeds", type=count(10_000), default=2, help="seeds per cell (seed, seed+1, ...)")
     s.add_argument("--db", default=None, help="DuckDB file (default data/sweeps.duckdb)")
     s.add_argument("--name", help="sweep name (default: a hash of corpus, canary, config and grid)")
     add_executor_options(s, "parallel runs (one CPU each; the database is written by this process only)",
@@ -52,7 +52,8 @@ def run_sanitize(args) -> int:
     text = read_corpus(args.corpus)
     out = check_output(args.out, inputs=[args.corpus])  # before the (LPD: two trainings of) work
     result = sanitize(text, args.method, **options)
-    out.write_text(result.text, encoding="utf-8")
+    from ssviz.tempfiles import atomic_write
+    atomic_write(out, result.text)
     payload = {"out": str(out), **result.to_json(max_removed=args.show)}
     summary = (f"{args.method}: removed {len(result.removed)} match(es), {result.chars_removed} characters"
                if args.method == "regex" else
@@ -80,7 +81,7 @@ def run_sweep_cmd(args) -> int:
     if len(grid) != len(args.grid):
         raise SsvizError("each --grid must name a different setting")
     db = check_output(args.db or DEFAULT_SWEEP_DB, inputs=[args.corpus], what="--db")
-    with executor_or_here(args) as executor:
+    with executor_or_inline(args) as executor:
         summary = run_sweep(text, canary, base, grid, args.seeds, db=db, sweep=args.name, executor=executor,
                             progress=progress_printer("sweep runs", not args.json))
     table = summarize(load_runs(db, summary.sweep))

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import sys
 
-from ssviz.cli import emit, progress_printer
-from ssviz.cli.cluster import add_executor_options, executor_or_here
+from ssviz.cli import count, emit, progress_printer
+from ssviz.cli.cluster import add_executor_options, executor_or_inline
 from ssviz.cli.train import add_training_options, config_from_args
 from ssviz.errors import SsvizError
+
+
+MAX_SYNTH_MESSAGES = 1_000_000  # synthetic mails enron-synth writes at most
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -39,27 +42,28 @@ def register(sub, parent) -> None:
     p.add_argument("maildir", help="a maildir directory, .tar.gz or .zip (public Enron layout)")
     p.add_argument("--db", default=str(DEFAULT_DB), help=f"results store (default {DEFAULT_DB})")
     p.add_argument("--users", help="comma-separated user names (default: every user with secrets)")
-    p.add_argument("--min-secrets", type=int, default=1, help="study users with at least this many secrets")
+    p.add_argument("--min-secrets", type=count(1_000_000, low=0), default=1,
+                   help="study users with at least this many secrets")
     add_executor_options(p, "parallel users (one CPU each; the store is written by this process only)",
                          "users at once (default: 1 here; all CPUs with --executor)")
     p.add_argument("--cache-dir", help="where trained checkpoints are cached (default data/enron-cache)")
-    p.add_argument("--exposure-samples", type=int, default=d.exposure_samples,
+    p.add_argument("--exposure-samples", type=count(10_000_000), default=d.exposure_samples,
                    help="random fillers for the skew-normal estimate")
-    p.add_argument("--exact-limit", type=int, default=d.exact_limit,
+    p.add_argument("--exact-limit", type=count(10_000_000_000, low=0), default=d.exact_limit,
                    help="largest space whose exposure is computed exactly")
-    p.add_argument("--search-nodes", type=int, default=d.search_nodes,
+    p.add_argument("--search-nodes", type=count(100_000_000), default=d.search_nodes,
                    help="node budget of search-based exposure (exact rank)")
-    p.add_argument("--extraction-nodes", type=int, default=d.extraction_nodes,
+    p.add_argument("--extraction-nodes", type=count(100_000_000), default=d.extraction_nodes,
                    help="node budget of shortest-path extraction")
     add_training_options(p)
     p.set_defaults(run=run_enron)
 
     s = sub.add_parser("enron-synth", parents=[parent], help="write a synthetic Enron-style maildir with known secrets")
     s.add_argument("out", help="output directory (maildir/ and ground_truth.json are written in it)")
-    s.add_argument("--users", type=int, default=3)
-    s.add_argument("--messages", type=int, default=120, help="distinct sent messages per user")
+    s.add_argument("--users", type=count(10_000), default=3)
+    s.add_argument("--messages", type=count(100_000), default=120, help="distinct sent messages per user")
     s.add_argument("--times", default="1,5,20,50", help="how often each user's secret appears, cycled over users")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=count(2**63 - 1, low=0), default=0)
     s.set_defaults(run=run_synth)
 
     for name, helptext in (("enron-show", "print the per-user comparison (Table 5) of a results store"),
@@ -81,7 +85,10 @@ def run_enron(args) -> int:
                              exact_limit=args.exact_limit, search_nodes=args.search_nodes,
                              extraction_nodes=args.extraction_nodes)
     users = [u.strip() for u in args.users.split(",") if u.strip()] if args.users else None
-    with executor_or_here(args) as executor:
+    from ssviz.paths import check_outputs, ensure_writable
+    check_outputs({"--db": args.db, "--cache-dir": args.cache_dir}, {"maildir": args.maildir})
+    ensure_writable(args.db, "--db")
+    with executor_or_inline(args) as executor:
         rows = run_study(args.maildir, args.db, settings=settings, users=users, min_secrets=args.min_secrets,
                          executor=executor, cache_dir=args.cache_dir,
                          log=lambda msg: print(msg, file=sys.stderr, flush=True),
@@ -92,12 +99,14 @@ def run_enron(args) -> int:
 
 
 def _table(rows: list[dict]) -> str:
+    from ssviz.redaction import stored_tail
     if not rows:
         return "no secrets found"
     lines = [f"{'user':<16} {'type':<4} {'last4':<5} {'times':>5} {'exposure':>9} {'method':<9} extracted"]
     for r in rows:
         exp = "-" if r["exposure"] is None else f"{r['exposure']:.1f}"
-        lines.append(f"{r['user']:<16} {r['type']:<4} {r['last4']:<5} {r['times_present']:>5} {exp:>9} "
+        tail = stored_tail(r["last4"], r["type"])  # at most a third of the secret
+        lines.append(f"{r['user']:<16} {r['type']:<4} {tail:<5} {r['times_present']:>5} {exp:>9} "
                      f"{str(r['exposure_method'] or '-'):<9} {'yes' if r['extracted'] else 'no'}")
     return "\n".join(lines)
 
@@ -105,8 +114,18 @@ def _table(rows: list[dict]) -> str:
 def run_synth(args) -> int:
     from ssviz.enron.synthetic import generate_maildir
 
+    if args.users * args.messages > MAX_SYNTH_MESSAGES:  # each is a file: bound the disk and the time
+        raise SsvizError(f"--users x --messages is {args.users * args.messages:,} mails; at most "
+                         f"{MAX_SYNTH_MESSAGES:,}")
+    times = _int_list(args.times)
+    if max(times) > 10_000:
+        raise SsvizError("--times: at most 10,000 copies of a secret")
+    from pathlib import Path
+
+    from ssviz.paths import ensure_writable
+    ensure_writable(Path(args.out) / "ground_truth.json", "ground truth")  # OUT must be (or become) a folder
     truth = generate_maildir(args.out, users=args.users, messages=args.messages, seed=args.seed,
-                             times=_int_list(args.times))
+                             times=times)
     emit(args, truth, f"wrote {args.users} users' maildir under {args.out}/maildir and {args.out}/ground_truth.json")
     return 0
 
@@ -121,8 +140,17 @@ def run_show(args) -> int:
 
 
 def run_export(args) -> int:
+    from ssviz.paths import check_outputs, ensure_writable
     from ssviz.store import Store
 
-    path = Store(args.db, read_only=True, missing_ok=False).export(args.out, table=args.table)
+    from pathlib import Path
+
+    from ssviz.csvcells import CsvSafeTables
+    check_outputs({"--out": args.out}, {"--db": args.db})  # the export never replaces the store it reads
+    ensure_writable(args.out, "--out")
+    store = Store(args.db, read_only=True, missing_ok=False)
+    if Path(args.out).suffix.lower() == ".csv":  # text cells a spreadsheet would run as formulas get a '
+        store = CsvSafeTables(store)
+    path = store.export(args.out, table=args.table)
     emit(args, {"path": str(path)}, f"wrote {path}")
     return 0

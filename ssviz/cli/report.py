@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from ssviz.cli import emit, nonnegative_int, positive_int
+from ssviz.cli.scan import add_budget_options, budget_summary
 from ssviz.errors import SsvizError
-from ssviz.exposure import METHODS
-from ssviz.paths import ensure_writable
+from ssviz.exposure import ESTIMATES
+from ssviz.paths import check_outputs, ensure_writable
+from ssviz.tempfiles import atomic_write
 
 
 def register(sub, parent) -> None:
@@ -26,22 +28,27 @@ def register(sub, parent) -> None:
     p.add_argument("--out", required=True, help="the HTML file to write")
     p.add_argument("--pdf", action="store_true", help="also print it to PDF (next to --out) with headless Chromium")
     p.add_argument("--reveal", action="store_true", help="show secrets in full (the report's first line says so)")
-    p.add_argument("--method", default="auto", choices=list(METHODS), help="exposure estimator")
+    p.add_argument("--method", default="auto", choices=list(ESTIMATES), help="exposure estimator")
     p.add_argument("--samples", type=positive_int, default=10_000, help="random fillers for sampled estimators")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--max-nodes", type=positive_int, default=100_000, help="extraction search node budget")
+    add_budget_options(p)  # of the --corpus scan
     p.set_defaults(run=run_report)
 
 
 def run_report(args) -> int:
     from ssviz.corpus import read_corpus
-    from ssviz.measure import scan_corpus
     from ssviz.models import load_model
     from ssviz.report import Report, measure, model_summary, print_pdf, render
+    from ssviz.scan import scan_corpus
     from ssviz.templates import parse_template
 
-    out = ensure_writable(args.out, "report")  # before any measuring
-    pdf = ensure_writable(out.with_suffix(".pdf"), "PDF") if args.pdf else None
+    pdf = Path(args.out).with_suffix(".pdf") if args.pdf else None
+    check_outputs({"--out": args.out, "PDF": pdf},  # before any measuring: never over what is read
+                  {"--checkpoint": args.checkpoint, "--corpus": args.corpus, "--study": args.study,
+                   "--audit": args.audit, "--defenses": args.defenses})
+    out = ensure_writable(args.out, "report")
+    pdf = ensure_writable(pdf, "PDF") if pdf is not None else None
     model = load_model(args.checkpoint)
     template = parse_template(args.template)
     template.check_vocab(model.vocab)
@@ -55,34 +62,35 @@ def run_report(args) -> int:
     findings = measure(model, template, secrets, method=args.method, samples=args.samples, seed=args.seed,
                        max_nodes=args.max_nodes) if secrets else []
     scanned = (scan_corpus(model, text, samples=args.samples, search_nodes=args.max_nodes,
-                           extraction_nodes=args.max_nodes, seed=args.seed) if text is not None else None)
+                           extraction_nodes=args.max_nodes, seed=args.seed, max_secrets=args.max_secrets,
+                           max_seconds=args.max_seconds) if text is not None else None)
     settings = {"exposure estimator": args.method, "samples": args.samples, "seed": args.seed,
                 "extraction node budget": args.max_nodes,
-                "command": "python -m ssviz " + " ".join(shlex.quote(a) for a in _argv_redacted(args))}
+                "command": "python -m ssviz " + " ".join(shlex.quote(a) for a in _argv_redacted(args, secrets))}
     report = Report(model_summary(model, args.checkpoint), findings, reveal=args.reveal, scan=scanned, study=study,
                     audit=audit, defenses=defenses, settings=settings)
-    out.write_text(render(report), encoding="utf-8")
+    atomic_write(out, render(report))
     if pdf is not None:
         print_pdf(out, pdf)
     payload = {"report": str(out), "pdf": str(pdf) if pdf else None, "reveal": args.reveal,
                "secrets": [{"secret": report.shown(f.secret), "verdict": f.verdict, "exposure": f.exposure.exposure,
                             "rank": f.exposure.rank, "extracted": f.extracted} for f in findings],
-               "scan": None if scanned is None else [x.to_json() for x in scanned]}
+               "scan": None if scanned is None else [x.to_json() for x in scanned],
+               **({} if scanned is None else budget_summary(scanned, args)[0])}
     emit(args, payload, f"wrote {out}" + (f" and {pdf}" if pdf else "") + ": " +
          "; ".join([f"{s['secret']} {s['verdict']} ({s['exposure']:.1f} bits)" for s in payload["secrets"]]
-                   + ([f"{len(scanned)} secret(s) found in the training data"] if scanned is not None else [])))
+                   + ([f"{len(scanned)} secret(s) found in the training data"] if scanned is not None else [])
+                   + ([budget_summary(scanned, args)[1]] if scanned and budget_summary(scanned, args)[1] else [])))
     return 0
 
 
-def _argv_redacted(args) -> list[str]:
-    """The command line, secrets redacted unless revealed, so a reviewer can rerun it (with the secrets)."""
-    from ssviz.redaction import redact
-    argv, hide = list(sys.argv[1:]), False
-    for i, a in enumerate(argv):
-        if hide and not args.reveal:
-            argv[i] = redact(a)
-        hide = a == "--secret"
-    return argv
+def _argv_redacted(args, normalized=()) -> list[str]:
+    """The command line, secrets redacted unless revealed, so a reviewer can rerun it (with the secrets).
+
+    Redaction goes by the parsed values, not by the words: argparse also accepts ``--secret=V``,
+    abbreviations (``--sec V``, ``--secr=V``), so every word holding a secret's value is redacted."""
+    from ssviz.redaction import redact_words
+    return redact_words(sys.argv[1:], [*args.secret, *normalized], reveal=args.reveal)
 
 
 def _study(path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ssviz.cli import emit
 from ssviz.errors import CheckpointError, SsvizError
-from ssviz.paths import ensure_writable
+from ssviz.paths import check_outputs, ensure_writable, same_file  # noqa: F401 (same_file: re-exported)
 from ssviz.templates import parse_template
 from ssviz.train import Canary, TrainConfig, option_specs, read_corpus, train, whole_number
 
@@ -57,14 +57,6 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig(**values).validate()
 
 
-def same_file(a, b) -> bool:
-    """Whether two paths name the same file (through symlinks, hard links and relative spellings)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return Path(a).resolve() == Path(b).resolve()
-
-
 def check_output(path, *, inputs=(), what: str = "--out", checkpoint: bool = False, force: bool = False,
                  folder: bool = False) -> Path:
     """Refuse an output that is one of the ``inputs`` or (``checkpoint``) an existing non-checkpoint file
@@ -73,10 +65,7 @@ def check_output(path, *, inputs=(), what: str = "--out", checkpoint: bool = Fal
     ``folder``: the output is a model folder (a transformer's), checked by :func:`check_folder_output`.
     """
     path = Path(path)
-    for src in inputs:
-        if same_file(path, src):
-            raise SsvizError(f"{what} {path} is the input file {src}: writing it would destroy the input; "
-                             f"choose another file")
+    check_outputs({what: path}, [("input", src) for src in inputs])
     if folder:
         return check_folder_output(path, inputs=inputs, what=what, force=force)
     if checkpoint and path.is_file() and not force:
@@ -94,7 +83,7 @@ def check_folder_output(path: Path, *, inputs=(), what: str = "--out", force: bo
     in it); a folder holding other files only with ``force``, and then only the model's files are added
     (:meth:`ssviz.models.hf.HFLanguageModel.save` never removes a file it did not write). Never a file, never
     over an input, and the folder beside it must be writable (the model is written there, then moved in)."""
-    from ssviz.models.hf import _is_model_file, is_model_folder
+    from ssviz.models.hf import is_model_file, is_model_folder
     if path.exists() and not path.is_dir():
         raise SsvizError(f"{what} {path} exists and is a file: a transformer is saved as a folder; choose a "
                          f"folder name")
@@ -103,7 +92,7 @@ def check_folder_output(path: Path, *, inputs=(), what: str = "--out", force: bo
         raise SsvizError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
     if path.is_dir():
         for src in inputs:
-            if Path(src).resolve().parent == path.resolve() and _is_model_file(Path(src).name):
+            if Path(src).resolve().parent == path.resolve() and is_model_file(Path(src).name):
                 raise SsvizError(f"{what} {path} holds the input file {src} under a name the model's files "
                                  f"take: choose another folder")
         if not force and not is_model_folder(path):

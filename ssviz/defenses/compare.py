@@ -22,7 +22,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ssviz.errors import InvalidValueError, MissingFileError, SsvizError, clip
+from ssviz.errors import InvalidValueError, MissingFileError, SsvizError
+from ssviz.messages import clip
 from ssviz.records import DEFENSE_REQUIRED, DefenseEpoch, DefenseResult
 from ssviz.train import Canary, TrainConfig, insert_canary, split_text, train
 

@@ -5,14 +5,17 @@ The model is made DP-compatible by Opacus' own module fixing
 whose per-example gradients exist, and copies the weights), trained with
 RMSProp as in the paper, with per-example clipping and Gaussian noise; the
 privacy spent comes from Opacus' accountant (RDP = the moments accountant by
-default). The DP layers name their tensors like torch's, so after every epoch
-the weights are copied back into the ordinary :class:`~ssviz.models.rnn.CharRNN`:
-everything else (scoring, exposure, checkpoints) sees a normal model.
+default). The model makes its DP-compatible copy itself (``model.dp_module()``)
+and takes the trained weights back after every epoch
+(``model.load_training_weights``): everything else (scoring, exposure,
+checkpoints) sees a normal model.
 
 Batches are drawn by Poisson sampling over fixed windows of the training text
 (the accountant's assumption); the plain trainer's random window offset per
 epoch is not used here. This module depends on the data helpers and the model,
-never on :mod:`ssviz.train` (which picks this backend when DP is configured).
+never on :mod:`ssviz.train`: importing it registers :class:`DPBackend` as the
+``"dp"`` backend (:mod:`ssviz.training_plugins`), which training looks up when
+DP is configured.
 
 Speed: Opacus' hook mode computes the per-example gradients of a DP RNN layer
 once per time step and accumulates them (20 outer products and sums per
@@ -21,7 +24,9 @@ gradients in one vectorized pass per layer over all time steps, and hands them
 to Opacus' own DP optimizer (``grad_sample_mode="no_op"``): clipping, noise,
 Poisson sampling and the accountant are Opacus' unchanged, so the privacy
 guarantee is the same. ``DPBackend.grad_sample_mode = "hooks"`` gives Opacus'
-own path (tests and ``bench/bench_dp.py`` compare the two).
+own path (tests and ``bench/bench_dp.py`` compare the two). The vectorized pass
+covers modules whose weights all sit in linear and embedding layers; other
+modules get ``DPBackend.uncovered_grad_sample_mode``.
 
 Transformers (gpt2, llama) train a copy of the model's torch module with AdamW
 under Opacus' own per-layer hooks: a transformer reads a window in one pass per
@@ -35,48 +40,32 @@ with Opacus' accountant for the same settings.
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
-from ssviz.corpus import make_optimizer, token_level, training_forward, windows
+from ssviz.corpus import windows
 from ssviz.errors import SsvizError
 from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel
+from ssviz.training_plugins import register_backend
 
 # Opacus hooks the embedding, whose integer inputs never need gradients: harmless, silence it.
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
-PARTS = ("embedding", "rnn", "head")
-
-
 def dp_module(model: LanguageModel) -> nn.Module:
-    """A copy of ``model``'s torch module made DP-compatible by Opacus (a CharRNN: DP RNN layers holding the
-    same weights; a transformer: its module as it is, checked)."""
+    """The copy of ``model``'s torch module that the model makes DP-compatible (a CharRNN: Opacus' DP RNN
+    layers holding the same weights; a transformer: its module as it is), checked by Opacus."""
     from opacus.validators import ModuleValidator
 
-    if token_level(model):
-        fixed = copy.deepcopy(model.model).requires_grad_(True)
-    else:
-        fixed = ModuleValidator.fix(model)
+    fixed = model.dp_module()
+    training = fixed.training
     errors = ModuleValidator.validate(fixed.train(), strict=False)  # Opacus checks modules in training mode
     if errors:
         raise SsvizError(f"DP training cannot handle this model: {errors[0]}")
-    return fixed.train(fixed.training if token_level(model) else model.training)
-
-
-def copy_weights(source: nn.Module, target: nn.Module) -> None:
-    """Copy embedding, RNN and head weights between a CharRNN and its DP copy (either way).
-
-    Done per part: the DP layers map torch's tensor names only on their own state dict.
-    """
-    with torch.no_grad():
-        for name in PARTS:
-            state = {k: v.detach().clone() for k, v in getattr(source, name).state_dict().items()}
-            getattr(target, name).load_state_dict(state)
+    return fixed.train(training)
 
 
 class PerSampleGradients:
@@ -91,14 +80,24 @@ class PerSampleGradients:
     """
 
     def __init__(self, module: nn.Module):
-        self.layers = [m for m in module.modules()
-                       if isinstance(m, (nn.Linear, nn.Embedding)) and any(p.requires_grad for p in m.parameters())]
-        covered = {id(p) for m in self.layers for p in m.parameters()}
-        if any(id(p) not in covered for p in module.parameters() if p.requires_grad):
+        if not self.covers(module):
             raise SsvizError("vectorized per-example gradients cover linear and embedding layers only")
+        self.layers = self.trained_layers(module)
         self.capturing = False
         self.calls: dict[nn.Module, list] = {m: [] for m in self.layers}
         self.handles = [m.register_forward_hook(self._forward) for m in self.layers]
+
+    @staticmethod
+    def trained_layers(module: nn.Module) -> list[nn.Module]:
+        return [m for m in module.modules()
+                if isinstance(m, (nn.Linear, nn.Embedding)) and any(p.requires_grad for p in m.parameters())]
+
+    @classmethod
+    def covers(cls, module: nn.Module) -> bool:
+        """Whether every trained weight of ``module`` sits in a linear or embedding layer (a character RNN's
+        DP copy; not a transformer, whose norms and GPT-2's ``Conv1D`` hold weights too)."""
+        covered = {id(p) for m in cls.trained_layers(module) for p in m.parameters()}
+        return all(id(p) in covered for p in module.parameters() if p.requires_grad)
 
     def _forward(self, layer, inputs, output):
         if not (self.capturing and layer.training and torch.is_grad_enabled()):
@@ -135,17 +134,17 @@ class PerSampleGradients:
 
 
 class DPBackend:
-    """The training backend :func:`ssviz.train.train` uses when DP is configured."""
+    """The training backend :func:`ssviz.train.train` uses when DP is configured (registered as ``"dp"``)."""
 
     grad_sample_mode = "vectorized"  # or "hooks": Opacus' per-time-step hooks (same gradients, slower)
-    transformer_grad_sample_mode = "hooks"  # or "functorch": every layer's per-example gradients by vmap
+    # modules the vectorized pass does not cover (transformers): "hooks", or "functorch" (every layer by vmap)
+    uncovered_grad_sample_mode = "hooks"
 
     def __init__(self, model: LanguageModel, config, train_ids: torch.Tensor, rng: np.random.Generator,
                  generator: torch.Generator):
         from opacus import PrivacyEngine
 
         self.model, self.config = model, config
-        tokens = token_level(model)
         self.raw = dp_module(model)
         data = windows(train_ids, config.seq_len)
         if len(data) < 2:
@@ -158,10 +157,11 @@ class DPBackend:
         loader_generator = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 31)))
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=batch,
                                              generator=loader_generator)
-        net = training_forward(self.raw, tokens, config.dropout, generator)
-        self.per_sample = PerSampleGradients(net) if self.grad_sample_mode == "vectorized" and not tokens else None
-        optimizer = make_optimizer(net.parameters(), config, tokens)
-        mode = "no_op" if self.per_sample else self.transformer_grad_sample_mode if tokens else "hooks"
+        net = model.training_forward(config.dropout, generator, self.raw)
+        covered = PerSampleGradients.covers(net)
+        self.per_sample = PerSampleGradients(net) if covered and self.grad_sample_mode == "vectorized" else None
+        optimizer = model.make_optimizer(net.parameters(), config)
+        mode = "no_op" if self.per_sample else "hooks" if covered else self.uncovered_grad_sample_mode
         common = dict(module=net, optimizer=optimizer, data_loader=loader, max_grad_norm=config.dp_clip,
                       noise_generator=torch.Generator().manual_seed(config.seed + 1),
                       grad_sample_mode=mode)
@@ -190,13 +190,15 @@ class DPBackend:
             self.per_sample.assign()
 
     def export(self) -> LanguageModel:
-        """Copy the DP layers' weights into the ordinary model (same tensor names)."""
-        if token_level(self.model):
-            with torch.no_grad():
-                self.model.model.load_state_dict(self.raw.state_dict())
-        else:
-            copy_weights(self.raw, self.model)
+        """Copy the DP copy's weights into the ordinary model."""
+        self.model.load_training_weights(self.raw)
         return self.model
+
+    def epoch_fields(self) -> dict:
+        return {"epsilon": self.epsilon()}
+
+    def result_fields(self) -> dict:
+        return {"epsilon": self.epsilon(), "dp_noise": self.noise_multiplier}
 
     def epsilon(self) -> float:
         """Epsilon spent so far at ``config.dp_delta`` (inf when no noise is added).
@@ -211,3 +213,6 @@ class DPBackend:
                 warnings.simplefilter("ignore")
                 self._epsilon = (key, float(self.engine.get_epsilon(self.config.dp_delta)))
         return self._epsilon[1]
+
+
+register_backend("dp", DPBackend)

@@ -5,6 +5,10 @@ and maximum and immediately dequantized, so the model keeps its float format
 (and its checkpoint stays loadable) while carrying only ``bits`` bits of
 information per weight. The paper found that 8 bits changes neither test loss
 nor the canary's exposure: memorization is not a matter of spare capacity.
+
+Importing this module registers :func:`quantize_after_training` as the
+``"quantize"`` post-training hook (:mod:`ssviz.training_plugins`), which
+training runs when ``TrainConfig.quantize`` is set.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import torch
 from torch import nn
 
 from ssviz.errors import SsvizError
+from ssviz.training_plugins import register_hook
 
 
 def quantize_tensor(t: torch.Tensor, bits: int = 8) -> torch.Tensor:
@@ -40,3 +45,18 @@ def quantize_model(model: nn.Module, bits: int = 8) -> nn.Module:
 def distinct_values(model: nn.Module) -> int:
     """The largest number of distinct values in any one tensor (<= 2**bits after quantization)."""
     return max(int(torch.unique(p.detach()).numel()) for p in model.parameters())
+
+
+def quantize_after_training(result, remeasure) -> None:
+    """Quantize the trained model's weights to ``result.config.quantize`` bits; ``result.quantization`` holds
+    test loss and exposure before and after (``remeasure`` measures the quantized model)."""
+    bits = result.config.quantize
+    before = {"test_loss": result.test_loss, "exposure": (result.final or {}).get("exposure")}
+    quantize_model(result.model.training_module(), bits)
+    remeasure()
+    after = {"test_loss": result.test_loss,
+             "exposure": result.final["exposure"] if result.canary is not None else None}
+    result.quantization = {"bits": bits, "before": before, "after": after}
+
+
+register_hook("quantize", quantize_after_training)

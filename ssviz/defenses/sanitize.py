@@ -99,7 +99,7 @@ def lpd_scores(text: str, config=None, *, seed: int = 0, score: str = "raw", on_
     tokenizer trained on the whole text), so every line scores and both models
     read it as the same tokens.
     """
-    from ssviz.train import Split, TrainConfig, new_model, token_level, train
+    from ssviz.train import Split, TrainConfig, new_model, train
 
     if score not in LPD_SCORES:
         raise SsvizError(f"unknown LPD score {score!r}: expected one of {LPD_SCORES}")
@@ -122,7 +122,7 @@ def lpd_scores(text: str, config=None, *, seed: int = 0, score: str = "raw", on_
         models.append(res.model)
         info[f"test_loss_{'FG'[half]}"] = res.test_loss
     candidates = [lines[i] for i in idx]
-    if token_level(shared):
+    if shared.max_positions:  # bounded positions: a long line is read in training windows
         lf, lg = (windowed_token_bits(m, candidates, config.seq_len) for m in models)
     else:
         from ssviz.scoring import score_texts
@@ -142,14 +142,13 @@ def windowed_token_bits(model, texts: list[str], window: int, batch_size: int = 
     trained on), so each text's tokens (the scoring semantics': ``tokenizer(text)["input_ids"]``)
     are read in pieces of ``window`` predicted tokens, each piece starting from the token before
     it as context. A text of at most ``window + 1`` tokens is scored exactly as
-    :func:`ssviz.token_scoring.score_texts` scores it.
+    :func:`ssviz.scoring.score_texts` scores it.
     """
     import torch
 
     from ssviz.models.base import check_finite
-    from ssviz.tokens import encode_batch
     pieces: dict[int, list[tuple[int, list[int]]]] = {}
-    for i, row in enumerate(encode_batch(model.tokenizer, texts)):
+    for i, row in enumerate(model.encode_batch(texts)):
         for lo in range(0, len(row) - 1, window):
             piece = row[lo:lo + window + 1]
             pieces.setdefault(len(piece), []).append((i, piece))
@@ -159,7 +158,7 @@ def windowed_token_bits(model, texts: list[str], window: int, batch_size: int = 
             for lo in range(0, len(group), batch_size):
                 part = group[lo:lo + batch_size]
                 ids = torch.tensor([p for _, p in part])
-                lp = check_finite(torch.log_softmax(model.model(input_ids=ids).logits.float(), dim=-1), model)
+                lp = check_finite(torch.log_softmax(model.logits(ids).float(), dim=-1), model)
                 bits = -lp[:, :-1].gather(2, ids[:, 1:, None])[..., 0].double().sum(1).numpy() / np.log(2)
                 np.add.at(out, [i for i, _ in part], bits)
     return out

@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ssviz.archives import member_parts
-from ssviz.errors import MissingFileError, SsvizError, StoppedError, clip, stop_requested
+from ssviz.errors import MissingFileError, SsvizError, StoppedError
+from ssviz.messages import clip
+from ssviz.progress import stop_requested
 from ssviz.scan import MESSAGE_SEPARATOR
 from ssviz.tempfiles import open_private
 
@@ -190,6 +192,20 @@ def split_member(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
     return user, "/".join(folders), name
 
 
+def member_root(name: str) -> str:
+    """The folder a member's user names are read relative to: up to its last ``maildir`` ("" for the top)."""
+    parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
+    if "maildir" not in parts:
+        return ""
+    return "/".join(parts[:len(parts) - parts[::-1].index("maildir")]) + "/"
+
+
+def _two_roots(path: Path, roots) -> SsvizError:
+    shown_roots = ", ".join(repr(r or "(top)") for r in sorted(roots)[:3])
+    return SsvizError(f"{shown(str(path))} holds more than one maildir root ({shown_roots}): users of the same name "
+                      "would be merged; archive one maildir at a time")
+
+
 def _escapes(name: str) -> bool:
     """An archive member named outside the archive's folder (``..``, an absolute path, a drive, a NUL)."""
     return member_parts(name) is None
@@ -323,6 +339,11 @@ def _iter_zip(path: Path, users, log: IngestLog) -> Iterator[RawMessage]:
     except _ARCHIVE_ERRORS as e:
         raise SsvizError(f"{shown(str(path))} is not a readable .zip archive ({clip(e, 80)})") from None
     with zf:
+        # every root is known from the index before any mail is read: two roots are refused up front
+        roots = {member_root(i.filename) for i in zf.infolist() if not i.is_dir() and not _escapes(i.filename)
+                 and split_member(tuple(i.filename.replace("\\", "/").split("/")))}
+        if len(roots) > 1:
+            raise _two_roots(path, roots)
         for info in zf.infolist():
             if info.is_dir():
                 continue
@@ -363,6 +384,7 @@ def _iter_tar(path: Path, users, log: IngestLog) -> Iterator[RawMessage]:
     except _ARCHIVE_ERRORS as e:
         raise SsvizError(f"{shown(str(path))} is not a readable tar archive ({clip(e, 80)})") from None
     members = 0
+    root = None
 
     def damaged(reason) -> None:
         log.skip(path.name, f"truncated or corrupt after {members:,} member(s) ({clip(reason, 80)}); "
@@ -378,6 +400,11 @@ def _iter_tar(path: Path, users, log: IngestLog) -> Iterator[RawMessage]:
                         damaged(end or type(end).__name__)
                     return
                 members += 1
+                if not _escapes(member.name) and split_member(tuple(member.name.replace("\\", "/").split("/"))):
+                    here = member_root(member.name)  # a stream has no index: refused when the second root shows
+                    if root is not None and here != root:
+                        raise _two_roots(path, {root, here})
+                    root = here
                 hit = _archive_member(member.name, users, log)
                 if hit is None:
                     continue

@@ -17,13 +17,14 @@ mail (the paper trains one model per such user):
 
 Re-running with the same settings on the same mail (see :func:`source_fingerprint`)
 resumes the same run and skips users whose rows are committed for the same
-corpus; a killed run loses at most the users in progress. With ``workers > 1`` or an executor (local
-processes or Ray, :mod:`ssviz.executor`), users are tasks run in parallel (one torch thread each) and
-this process is the only writer.
+corpus; a killed run loses at most the users in progress. Users are tasks (:mod:`ssviz.executor`): in this
+process one after another, or with ``workers > 1`` or an executor (local processes or Ray) in parallel, one
+torch thread each; this process is the only writer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -33,9 +34,11 @@ from typing import Callable
 
 from ssviz.enron.maildir import build_corpora, shown, user_key
 from ssviz.scan import redact, scan
-from ssviz.errors import SsvizError, StoppedError, stop_requested, summarize
-from ssviz.executor import make_executor
+from ssviz.errors import SsvizError, StoppedError
+from ssviz.executor import InlineExecutor, LocalExecutor
+from ssviz.messages import summarize
 from ssviz.paths import data_path
+from ssviz.progress import Progress
 from ssviz.records import ComparisonRow, Extraction, Measurement, SecretResult, UserResult
 from ssviz.store import Store
 from ssviz.tempfiles import private_dir
@@ -72,7 +75,7 @@ class StudySettings:
         return self
 
 
-def _sha(text: str) -> str:
+def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -86,7 +89,7 @@ def checkpoint_path(cache_dir, user: str, corpus_hash: str, train_settings: dict
     transformer (arch gpt2 or llama) is cached as a model folder, a character model as one file.
     """
     from ssviz.train import TRAINING_VERSION, TRANSFORMER_ARCHS
-    key = _sha(corpus_hash + json.dumps({"train": train_settings, "version": TRAINING_VERSION}, sort_keys=True))[:20]
+    key = text_sha256(corpus_hash + json.dumps({"train": train_settings, "version": TRAINING_VERSION}, sort_keys=True))[:20]
     suffix = "" if train_settings.get("arch") in TRANSFORMER_ARCHS else ".safetensors"
     return Path(cache_dir) / f"{user_key(user)}-{key}{suffix}"
 
@@ -98,7 +101,7 @@ def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, 
     from ssviz.models.hf import read_training
     from ssviz.train import new_model, train
 
-    path = checkpoint_path(cache_dir, user, _sha(text), asdict(config))
+    path = checkpoint_path(cache_dir, user, text_sha256(text), asdict(config))
     if path.exists():
         model = load_model(path)
         extra = read_training(path) if config.transformer else model.extra_config
@@ -117,7 +120,7 @@ def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, 
 def measure_secret(model, template, secret: str, settings: StudySettings, seed: int, stop=None
                    ) -> tuple[list[Measurement], Extraction]:
     """Exposure by each applicable method and a shortest-path extraction of one secret (the study's budgets)."""
-    from ssviz.measure import measure_secret as measure
+    from ssviz.exposure.secret import measure_secret as measure
     return measure(model, template, secret, exact_limit=settings.exact_limit, search_nodes=settings.search_nodes,
                    extraction_nodes=settings.extraction_nodes, samples=settings.exposure_samples,
                    batch_size=settings.batch_size, seed=seed, stop=stop)
@@ -156,7 +159,7 @@ def measure_user(job: dict, stop=None, text: str | None = None) -> UserResult:
                                     times_present=s["times_present"], times_trained=found.count if found else 0,
                                     measurements=tuple(measurements), extractions=(extraction,)))
     return UserResult(user=job["user"], corpus_chars=len(text), messages=job["messages"], secrets=tuple(secrets),
-                      corpus_hash=_sha(text), test_loss=test_loss, train_seconds=train_seconds,
+                      corpus_hash=text_sha256(text), test_loss=test_loss, train_seconds=train_seconds,
                       seconds=time.perf_counter() - t0, cached_model=cached, notes=tuple(notes))
 
 
@@ -175,7 +178,7 @@ def source_fingerprint(corpus_hashes: dict[str, str]) -> str:
     the same user names, or the same one with new mail or other ``--users``, gives another (a new run;
     unchanged users' models still come from the checkpoint cache, keyed by corpus).
     """
-    return _sha(json.dumps(sorted(corpus_hashes.items())))
+    return text_sha256(json.dumps(sorted(corpus_hashes.items())))
 
 
 def user_jobs(corpora: dict, settings: StudySettings, cache_dir, min_secrets: int = 1,
@@ -204,7 +207,7 @@ def user_jobs(corpora: dict, settings: StudySettings, cache_dir, min_secrets: in
 
 def run_study(source, db, *, settings: StudySettings | None = None, users=None, min_secrets: int = 1,
               workers: int = 1, executor=None, cache_dir=None, source_label: str | None = None, log: Callable[[str], None] | None = None,
-              progress: Callable[[int, int], None] | None = None, stop=None) -> list[dict]:
+              progress: Progress | None = None, stop=None) -> list[dict]:
     """Run (or resume) the study of ``source`` into the store at ``db``; returns the result rows
     (the :meth:`Store.rows` of the users studied, as dicts; a missing number is None). ``source_label``
     names the source in the store when its path means nothing later (e.g. a temporary folder).
@@ -212,8 +215,9 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
     A run is resumed only for the same settings *and* the same mail (:func:`source_fingerprint`): a
     different maildir whose users have the same names starts its own run instead of mixing in.
 
-    Users run in this process (``workers`` 1), in ``workers`` local processes, or as tasks on
-    ``executor`` (:mod:`ssviz.executor`: local or Ray); this process is the only writer of the store."""
+    Users are tasks on ``executor`` (:mod:`ssviz.executor`: local or Ray), else in ``workers`` local
+    processes, else (``workers`` 1, or one user to run) in this process; this process is the only writer
+    of the store. A stop ends the run between users (or inside one): finished users stay stored."""
     settings = (settings or StudySettings()).validate()
     if workers < 1:
         raise SsvizError("workers must be >= 1")
@@ -230,7 +234,7 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
                              f"{shown(str(source), 200)}")
         jobs = user_jobs(corpora, settings, cache_dir, min_secrets, log)
         values = {j["user"]: [s["value"] for s in j["secrets"]] for j in jobs}
-        hashes = {user: _sha(corpus.text()) for user, corpus in corpora.items()}
+        hashes = {user: text_sha256(corpus.text()) for user, corpus in corpora.items()}
         run_id = store.start_run(settings.to_json(), source=source_label or str(source),
                                  source_id=source_fingerprint(hashes))
         done = store.stored_corpora(run_id)
@@ -254,22 +258,10 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
         def skip(user: str, error: SsvizError) -> None:
             log(f"{shown(user)}: skipped: {redact(str(error), values.get(user, ()))}")
 
-        if executor is None and (workers == 1 or len(todo) <= 1):
-            for job in todo:
-                if stop_requested(stop):
-                    raise StoppedError("stopped between users")
-                try:
-                    result = measure_user(job, stop=stop)
-                except StoppedError:
-                    raise
-                except SsvizError as e:  # e.g. a corpus too short to train on: the other users still run
-                    skip(job["user"], e)
-                    continue
-                save(result)
-        elif executor is None:
-            with make_executor("local", workers=workers) as local:
-                _run_on(local, todo, save, skip, stop)
-        else:
+        with contextlib.ExitStack() as owned:
+            if executor is None:
+                executor = owned.enter_context(LocalExecutor(workers) if workers > 1 and len(todo) > 1
+                                               else InlineExecutor())
             _run_on(executor, todo, save, skip, stop)
         if {j["user"] for j in jobs} <= store.done_users(run_id):
             store.finish_run(run_id)
@@ -278,7 +270,9 @@ def run_study(source, db, *, settings: StudySettings | None = None, users=None, 
 
 
 def _run_on(executor, jobs: list[dict], save, skip, stop) -> None:
-    """Every user as a task on ``executor``, one CPU each; results are stored here, as each arrives."""
+    """Every user as a task on ``executor``, one CPU each; results are stored here, as each arrives.
+
+    A user that fails (e.g. a corpus too short to train on) is skipped: the other users still run."""
     tasks = [{"job": job, "corpus": executor.share_file(job["corpus_path"])} for job in jobs]
     report = executor.map(user_task, tasks, on_result=lambda i, result: save(result),
                           on_error=lambda failure: skip(jobs[failure.index]["user"], failure.exception()), stop=stop)

@@ -6,9 +6,12 @@ exact batched Dijkstra search; ``search_exposure`` turns its best-first
 enumeration into an exact rank. All return an :class:`ExtractionResult`
 (``search_exposure`` an :class:`~ssviz.exposure.ExposureResult`).
 
-Every algorithm takes a character model or a transformer: a transformer is
-searched over tokens (:mod:`.lattice` says when that is exact, :mod:`.token_search`
-how), and its fillers are reported at their canonical log-perplexity.
+Every algorithm has one implementation, for every model: it walks the
+:class:`~.lattice.Lattice` of unit paths that spell the template's texts
+(characters, or a transformer's tokens; :mod:`.lattice` says when that is
+exact), and reports fillers at their canonical log-perplexity. Budgets, settings
+and trace options are one :class:`~.options.SearchOptions`, passed as keywords
+or as ``options=``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from ssviz.errors import SettingsError
 from ssviz.extraction.beam import beam_search
 from ssviz.extraction.brute import brute_force
+from ssviz.extraction.options import SearchOptions
 from ssviz.extraction.rank import search_exposure
 from ssviz.extraction.result import ExtractionResult, SearchBudgetError
 from ssviz.extraction.sampling import sample
@@ -26,7 +30,7 @@ ALGORITHMS = {"dijkstra": shortest_path, "beam": beam_search, "sampling": sample
 
 
 def extract(model, template, algorithm: str = "dijkstra", **options) -> ExtractionResult:
-    """Run one extraction algorithm by name (options as the algorithm's keyword arguments)."""
+    """Run one extraction algorithm by name (``top_k``, and options as keywords or ``options=SearchOptions``)."""
     try:
         run = ALGORITHMS[algorithm]
     except KeyError:
@@ -35,5 +39,5 @@ def extract(model, template, algorithm: str = "dijkstra", **options) -> Extracti
     return run(model, template, **options)
 
 
-__all__ = ["ALGORITHMS", "ExtractionResult", "SearchBudgetError", "beam_search", "brute_force", "extract",
-           "load_trace", "sample", "save_trace", "search_exposure", "shortest_path", "validate_trace"]
+__all__ = ["ALGORITHMS", "ExtractionResult", "SearchBudgetError", "SearchOptions", "beam_search", "brute_force",
+           "extract", "load_trace", "sample", "save_trace", "search_exposure", "shortest_path", "validate_trace"]

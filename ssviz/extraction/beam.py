@@ -1,95 +1,188 @@
 """Beam search, faithful to the paper's section 5.3: it can miss the secret, and that is the lesson.
 
-The beam starts as the empty filler. At each slot character every beam member
-is extended with every character of the slot's alphabet and only the
-``beam_width`` cheapest extensions are kept (cost so far, literals forced
-after the character are added once it is kept, as in the paper's per-position
-sets). A prefix of the secret that is not among the best prefixes is lost for
-good, even when the complete secret is the most likely filler of all.
+The beam starts as the root. At each position with a choice every beam member
+is extended with every unit the lattice allows there and only the
+``beam_width`` cheapest extensions are kept; forced (literal) units are read
+right after, without pruning (their cost added once the unit before is kept,
+as in the paper's per-position sets). A prefix of the secret that is not among
+the best prefixes is lost for good, even when the complete secret is the most
+likely filler of all. Every row advances one unit per model call, so rows always
+share one length (a transformer's key/value caches need that).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from ssviz.extraction.result import ExtractionResult, make_result
-from ssviz.extraction.space import is_token_model, start_run
-from ssviz.extraction.trace import (
-    DEFAULT_MAX_CHILDREN,
-    DEFAULT_MAX_STEPS,
-    child,
-    found_entry,
-    node,
-    recorder_for,
-)
+from ssviz.extraction.counting import CountingModel
+from ssviz.extraction.lattice import Completions, Lattice
+from ssviz.extraction.options import SearchOptions
+from ssviz.extraction.result import Deadline, ExtractionResult, check_positive, make_result
+from ssviz.extraction.trace import found_entry, node, recorder_for
 from ssviz.memory import ensure_memory
-from ssviz.models.base import LanguageModel, state_nbytes
+from ssviz.models.base import LanguageModel
 
 
-def beam_search(model: LanguageModel, template, *, beam_width: int = 1000, top_k: int = 1,
-                max_seconds: float | None = None, trace: bool = False, max_trace_steps: int = DEFAULT_MAX_STEPS,
-                max_trace_children: int = DEFAULT_MAX_CHILDREN, progress=None, stop=None) -> ExtractionResult:
+class Extensions:
+    """Every (row, edge) extension of the beam's rows at positions ``pos``, in row then edge order.
+
+    ``bits`` and ``cand`` (``[C]`` tensors) are their edge bits and costs; :meth:`pick`
+    describes the chosen ones. Every row at one position (always, on an exact
+    lattice) is the fast path: no index arrays over all candidates.
+    """
+
+    def __init__(self, lat: Lattice, log_probs: torch.Tensor, costs: torch.Tensor, pos: np.ndarray):
+        self.lat, self.pos = lat, pos
+        first = int(pos[0])
+        self.place = first if (pos == first).all() else None
+        if self.place is not None:
+            e = self.edges = lat.edges(first)
+            self.forced = lat.forced[first]
+            bits = lat.edge_bits(log_probs, e.ids)
+            self.bits, self.cand = bits.reshape(-1), (costs[:, None] + bits).reshape(-1)
+            return
+        places = np.unique(pos).tolist()
+        self.forced = all(lat.forced[p] for p in places)
+        parts = []
+        for p in places:
+            rows = np.flatnonzero(pos == p)
+            e = lat.edges(p)
+            if not len(e):  # no unit fits here: the row ends
+                continue
+            t_rows = torch.from_numpy(rows)
+            bits = lat.edge_bits(log_probs[t_rows], e.ids)
+            parts.append((np.repeat(rows, len(e)), np.tile(np.arange(len(e)), len(rows)),
+                          bits.reshape(-1), (costs[t_rows][:, None] + bits).reshape(-1)))
+        if not parts:
+            self.par = self.arc = np.zeros(0, dtype=np.int64)
+            self.bits = self.cand = torch.zeros(0, dtype=torch.float64)
+            return
+        par, arc = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        order = np.lexsort((arc, par))
+        t_order = torch.from_numpy(order)
+        self.par, self.arc = par[order], arc[order]
+        self.bits = torch.cat([p[2] for p in parts])[t_order]
+        self.cand = torch.cat([p[3] for p in parts])[t_order]
+
+    def pick(self, idx: np.ndarray):
+        """Parent rows, edge indices, positions, completion flags, units, next positions and slot characters
+        of extensions ``idx``."""
+        lat = self.lat
+        if self.place is not None:
+            e = self.edges
+            par, arc = np.divmod(idx, max(len(e), 1))
+            at = np.full(len(idx), self.place, dtype=np.int64)
+            chars = np.array(e.chars, dtype=object)[arc].tolist()
+            return par, arc, at, e.term[arc], e.ids[arc], e.nxt[arc], chars
+        par, arc = self.par[idx], self.arc[idx]
+        at = self.pos[par]
+        nxt = lat.edge_next[at, arc]
+        return par, arc, at, nxt > lat.last_slot, lat.edge_ids[at, arc], nxt, lat.edge_chars[at, arc].tolist()
+
+
+def beam_search(model: LanguageModel, template, *, top_k: int = 1, options: SearchOptions | None = None,
+                **kwargs) -> ExtractionResult:
     """The best complete fillers left in a beam of ``beam_width`` partial fillers.
 
-    Ties between extensions keep the earlier one (beam order, then alphabet
-    order). Stopped or out of time before the last slot: no complete filler,
-    ``complete=False``. A transformer is searched over tokens
-    (:func:`~ssviz.extraction.token_search.token_beam`).
+    Options (keywords or ``options``): ``beam_width`` (1,000), ``max_seconds``,
+    ``trace``, ``max_trace_steps``, ``max_trace_children``, ``progress``,
+    ``stop``. Ties between extensions keep the earlier one (beam order, then edge
+    order). Stopped or out of time: the fillers completed so far (none before the
+    last choice of a one-path-per-filler lattice), ``complete=False``.
     """
-    deadline, counter, space = start_run(model, template, max_seconds, stop, beam_width=beam_width, top_k=top_k)
-    if is_token_model(model):
-        from ssviz.extraction.token_search import token_beam
-        recorder = recorder_for(trace, "beam", space, max_trace_steps, max_trace_children)
-        result = token_beam(counter, space, deadline, beam_width=beam_width, top_k=top_k, recorder=recorder,
-                            progress=progress)
-        if recorder is not None:
-            result.trace = recorder.finish(result)
-        return result
-    width = max(len(a) for a in space.alphabets)
-    rows = min(int(beam_width), space.template.space_size)
-    ensure_memory(rows * (width * 24 + state_nbytes(model.initial_state(1)) + 100 + space.depth),
-                  f"a beam of {int(beam_width):,}", "use a smaller beam width")
-    recorder = recorder_for(trace, "beam", space, max_trace_steps, max_trace_children)
-    fillers = [""]
-    costs = torch.tensor([space.prefix_bits], dtype=torch.float64)
-    log_probs, state = space.ctx.log_probs, space.ctx.state
-    nodes = 0
+    opts = SearchOptions.from_kwargs("beam_search", kwargs, options)
+    check_positive("top_k", top_k)
+    deadline = Deadline(opts.max_seconds, opts.stop)
+    counter = CountingModel(model)
+    lat = Lattice(counter, template)
+    width = int(opts.beam_width)
+    rows_max = min(width, lat.template.space_size)
+    widest = max(len(lat.edges(p)) for p in range(lat.root_pos, lat.end)) or 1
+    ensure_memory(rows_max * (counter.row_bytes(lat.max_units) + widest * 48 + 200),
+                  f"a beam of {width:,}", "use a smaller beam width")
+    recorder = recorder_for(opts, "beam", lat)
+    costs = torch.tensor([lat.prefix_bits], dtype=torch.float64)
+    pos = np.array([lat.root_pos], dtype=np.int64)
+    fillers, names = [""], [""]
+    log_probs, state = lat.ctx.log_probs, lat.ctx.state
+    completions = Completions(lat)
+    ranked: list[tuple[float, str]] = []
+    step = None  # the recorded step being completed by its forced reads: expanded, children, kept, found
+    nodes = steps = 0
+    total = lat.choices
+    why = None
+
+    def record() -> None:
+        if step is None:
+            return
+        if recorder.full:
+            recorder.step([], [], 0, [])
+        else:
+            expanded, kids, kept, found = step
+            recorder.step(expanded, kids, kept, [found_entry(f, c) for c, f in sorted(found)])
+
     with torch.inference_mode():
-        for k, alphabet in enumerate(space.alphabets):
-            why = deadline.why_not_continue()
-            if why is not None:
-                return make_result("beam", [], int(top_k), nodes=nodes, counter=counter, started=deadline.started,
-                                   complete=False, message=f"{why} at slot character {k + 1} of {space.depth}")
-            edges = space.edge_bits(log_probs, k)                      # [n, A]
-            cand = (costs[:, None] + edges).reshape(-1)
-            keep = torch.argsort(cand, stable=True)[:int(beam_width)]
-            width = len(alphabet)
-            parents, chars = keep // width, keep % width
-            nodes += len(fillers)
-            if recorder is not None and not recorder.full:
-                kept = set(keep.tolist())
-                kids = [child(fillers[i // width] + alphabet[i % width], e, c, i in kept)
-                        for i, (e, c) in enumerate(zip(edges.reshape(-1).tolist(), cand.tolist()))]
-                kids.sort(key=lambda d: d["cost"])
-                expanded = [node(f, c) for f, c in zip(fillers, costs.tolist())]
-            fillers = [fillers[p] + alphabet[c] for p, c in zip(parents.tolist(), chars.tolist())]
-            costs = cand[keep]
-            last = k == space.depth - 1
-            if not (last and not space.literals_after[k]):
-                tokens = torch.from_numpy(space.slot_tokens[k])[chars]
-                log_probs, state = counter.step(tokens, counter.select_state(state, parents))
-                costs, log_probs, state = space.force_literals(counter, k, costs, log_probs, state,
-                                                               need_state=not last)
-            if recorder is not None:
-                if recorder.full:
-                    recorder.step([], [], 0, [])
+        while len(pos):
+            ext = Extensions(lat, log_probs, costs, pos)
+            forced = ext.forced
+            if not forced:
+                why = deadline.why_not_continue()
+                if why is not None:
+                    why = f"{why} after {steps} of {total} {lat.unit_name} step(s)"
+                    break
+            cand = ext.cand
+            if forced:  # one extension per row: nothing to prune
+                best = np.arange(len(cand))
+            else:
+                best = torch.argsort(cand, stable=True).numpy()[:width]
+                nodes += len(pos)
+                if recorder is not None:
+                    record()
+                    step = ([], [], 0, [])
+                    if not recorder.full:
+                        par, arc, at, *_ = ext.pick(np.arange(len(cand)))
+                        kept = np.zeros(len(cand), dtype=bool)
+                        kept[best] = True
+                        kids = [lat.child(names[p], q, a, b, c, k)
+                                for p, q, a, b, c, k in zip(par.tolist(), at.tolist(), arc.tolist(),
+                                                            ext.bits.tolist(), cand.tolist(), kept.tolist())]
+                        kids.sort(key=lambda d: d["cost"])
+                        step = ([node(n, c) for n, c in zip(names, costs.tolist())], kids, len(best), [])
+            parents, arcs, at, term, tokens, nxt, chars = ext.pick(best)
+            if term.any():
+                done = np.flatnonzero(term)
+                completions.extend(cand[torch.from_numpy(best[done])].tolist(),
+                                   [fillers[p] + chars[i] for p, i in zip(parents[done].tolist(), done.tolist())])
+                new = completions.flush()
+                ranked.extend(new)
+                if step is not None:
+                    step[3].extend(new)
+                keep = np.flatnonzero(~term)
+                parents, arcs, at, tokens, nxt = parents[keep], arcs[keep], at[keep], tokens[keep], nxt[keep]
+                chars = [chars[i] for i in keep.tolist()]
+                best = best[keep]
+            if len(best):
+                fillers = [fillers[p] + c for p, c in zip(parents.tolist(), chars)]
+                if recorder is not None and not recorder.full:
+                    names = [lat.name(names[p], q, a)
+                             for p, q, a in zip(parents.tolist(), at.tolist(), arcs.tolist())]
                 else:
-                    found = sorted(zip(costs.tolist(), fillers))[:max_trace_children] if last else []
-                    recorder.step(expanded, kids, len(fillers), [found_entry(f, c) for c, f in found])
-            if progress is not None:
-                progress(k + 1, space.depth)
-    result = make_result("beam", list(zip(costs.tolist(), fillers)), int(top_k), nodes=nodes, counter=counter,
-                         started=deadline.started)
+                    names = fillers  # read only when recording
+                costs = cand[torch.from_numpy(best)]
+                pos = nxt
+                state = counter.select_state(state, torch.from_numpy(parents))
+                log_probs, state = counter.step(torch.from_numpy(tokens), state)
+            else:
+                pos = pos[:0]
+            if not forced:
+                steps += 1
+                if opts.progress is not None:
+                    opts.progress(min(steps, total), total)
+    if recorder is not None:
+        record()
+    result = make_result("beam", ranked, int(top_k), nodes=nodes, counter=counter, started=deadline.started,
+                         complete=why is None, message=why or "")
     if recorder is not None:
         result.trace = recorder.finish(result)
     return result

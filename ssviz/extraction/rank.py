@@ -13,9 +13,9 @@ When the budget runs out first, :class:`SearchBudgetError` is raised (no
 number is returned that could be mistaken for exact exposure); it carries the
 rank lower bound found so far and the exposure upper bound it implies.
 
-On a transformer the enumeration is over token paths and each filler counts
-once, at its canonical log-perplexity: exact when slot characters are single
-tokens, certified under a sampled check of the root for merging tokenizers
+Each filler counts once, at its canonical log-perplexity: exact on the
+one-path-per-filler lattice (character models, digit-splitting tokenizers),
+certified under a sampled check of the root for merging tokenizers
 (:mod:`ssviz.extraction.lattice`).
 """
 
@@ -26,26 +26,29 @@ import math
 import numpy as np
 
 from ssviz.errors import StoppedError
-from ssviz.exposure import ExposureResult
+from ssviz.exposure.result import ExposureResult
+from ssviz.extraction.options import SearchOptions
 from ssviz.extraction.result import Deadline, SearchBudgetError
-from ssviz.extraction.shortest_path import DEFAULT_MAX_MEMORY_MB, best_first
+from ssviz.extraction.shortest_path import BestFirstSearch
 from ssviz.models.base import LanguageModel
 from ssviz.templates import as_template
 
 
-def search_exposure(model: LanguageModel, template, secret: str, *, max_nodes: int = 200_000,
-                    batch_size: int = 64, max_seconds: float | None = None,
-                    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, progress=None, stop=None) -> ExposureResult:
+def search_exposure(model: LanguageModel, template, secret: str, *, options: SearchOptions | None = None,
+                    **kwargs) -> ExposureResult:
     """Exact rank of ``secret`` among all fillers, by enumerating fillers from the most likely.
 
-    Raises :class:`SearchBudgetError` if the rank is not certain within the
-    budgets, :class:`~ssviz.errors.StoppedError` when stopped.
+    Options (keywords or ``options``): ``max_nodes`` (200,000), ``batch_size``,
+    ``max_seconds``, ``max_memory_mb``, ``progress``, ``stop``. Raises
+    :class:`SearchBudgetError` if the rank is not certain within the budgets,
+    :class:`~ssviz.errors.StoppedError` when stopped.
     """
+    opts = SearchOptions.from_kwargs("search_exposure", kwargs, options)
     template = as_template(template)
     template.check_vocab(model.vocab)
     secret = template.normalize(secret)
-    deadline = Deadline(max_seconds, stop)
-    search = best_first(model, template, batch_size=batch_size, max_memory_mb=max_memory_mb)
+    deadline = Deadline(opts.max_seconds, opts.stop)
+    search = BestFirstSearch(model, template, opts)
     secret_cost = None
     seen = 0
 
@@ -59,7 +62,7 @@ def search_exposure(model: LanguageModel, template, secret: str, *, max_nodes: i
             seen = len(search.finished)
         return secret_cost is not None and search.frontier_min > secret_cost
 
-    why = search.drive(done, max_nodes=max_nodes, deadline=deadline, progress=progress)
+    why = search.drive(done, max_nodes=opts.max_nodes, deadline=deadline, progress=opts.progress)
     costs = np.fromiter((c for c, _ in search.finished), dtype=np.float64, count=len(search.finished))
     if why is not None:
         if deadline.stopped():

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import heapq
 import math
 import time
 from dataclasses import dataclass, field
 
-from ssviz.errors import SettingsError, SsvizError, clip, stop_requested
+from ssviz.errors import SettingsError, SsvizError
+from ssviz.messages import clip
+from ssviz.progress import stop_requested
 
 
 class SearchBudgetError(SsvizError):
@@ -49,6 +53,16 @@ class ExtractionResult:
     message: str = ""
     trace: dict | None = field(default=None, repr=False)
     model_calls: int = 0  # batched model invocations (not in the JSON)
+
+    def against(self, secret: str) -> dict:
+        """Where ``secret`` stands in this result: its rank among the fillers found (None: not found), and
+        the longest prefix any found filler shares with it (how close a search that missed came)."""
+        fillers = [t["filler"] for t in self.top]
+        shared = [len(os.path.commonprefix([f, secret])) for f in fillers]
+        best = max(range(len(fillers)), key=shared.__getitem__) if fillers else None
+        return {"secret_rank": fillers.index(secret) + 1 if secret in fillers else None,
+                "shared_prefix": shared[best] if best is not None else 0,
+                "closest": fillers[best] if best is not None else None}
 
     def to_json(self) -> dict:
         """The CLI's JSON (the trace is written separately)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssviz.errors import MissingFileError, SettingsError, SsvizError, clip
+from ssviz.errors import MissingFileError, SettingsError, SsvizError
+from ssviz.messages import clip
 
 DEFAULT_MAX_STEPS = 500
 DEFAULT_MAX_CHILDREN = 100
@@ -85,10 +86,12 @@ def found_entry(filler: str, cost: float) -> dict:
     return {"filler": filler, "log_perplexity": float(cost)}
 
 
-def recorder_for(trace: bool, algorithm: str, space, max_trace_steps: int,
-                 max_trace_children: int) -> TraceRecorder | None:
-    return TraceRecorder(algorithm, space.template.text, space.prefix_bits, max_trace_steps,
-                         max_trace_children, getattr(space, "separator", None)) if trace else None
+def recorder_for(options, algorithm: str, lattice) -> TraceRecorder | None:
+    """A recorder when ``options.trace`` asks for one (a :class:`~ssviz.extraction.options.SearchOptions`)."""
+    if not options.trace:
+        return None
+    return TraceRecorder(algorithm, lattice.template.text, lattice.prefix_bits, options.max_trace_steps,
+                         options.max_trace_children, lattice.separator)
 
 
 def validate_trace(data) -> dict:
@@ -109,9 +112,12 @@ def validate_trace(data) -> dict:
 
 
 def save_trace(trace: dict, path) -> Path:
+    """Written through an exclusive temp file renamed into place: a planted link or a device is never
+    written through, and an interrupted save leaves the old file or none."""
+    from ssviz.tempfiles import atomic_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(trace), encoding="utf-8")
+    atomic_write(path, json.dumps(trace))
     return path
 
 

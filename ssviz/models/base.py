@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ssviz.errors import NonFiniteError, VocabularyError, clip
+from ssviz.errors import NonFiniteError, VocabularyError
+from ssviz.messages import clip
 
 State = Any  # opaque to callers; only the model that made it reads it
 
@@ -140,3 +141,156 @@ class LanguageModel(ABC):
     def description(self) -> dict:
         """A short summary for people (architecture, sizes)."""
         return {"arch": type(self).__name__, "vocab_size": len(self.vocab)}
+
+    @property
+    def parameter_count(self) -> int:
+        """How many weights the model has (0 when it keeps them where ssviz cannot see)."""
+        return sum(p.numel() for p in self.parameters()) if isinstance(self, torch.nn.Module) else 0
+
+    @property
+    def facts(self) -> list[tuple[str, str]]:
+        """``(label, value)`` pairs that describe the model to people (the Model page's header)."""
+        return [("Architecture", str(self.description.get("arch", type(self).__name__))),
+                ("Vocabulary", f"{len(self.vocab):,} {self.unit_name}s")]
+
+    @property
+    def reading(self) -> str:
+        """How the model reads a text, in one sentence for people."""
+        u = self.unit_name
+        return (f"The model scores a text {u} by {u}: the first {u} is context, every other costs "
+                f"-log2 P({u} | the {u}s before it).")
+
+    # --- units: what a text is to this model (defaults: one unit per character of ``vocab``) ------------
+    unit_name = "character"  # what one unit is called in messages and on pages
+    max_positions: int | None = None  # the longest text the model reads, in units (None: unbounded)
+
+    def encode(self, text: str) -> list[int]:
+        """The unit ids of ``text`` under the scoring semantics (the first unit is context)."""
+        return self.vocab.encode(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.vocab.decode(ids)
+
+    def unit_texts(self) -> list[str | None]:
+        """The text each unit id spells on its own (None: a unit that spells no whole character)."""
+        return list(self.vocab.chars)
+
+    def unit_text(self, unit: int) -> str:
+        """How a unit is shown to people."""
+        return self.vocab.chars[int(unit)]
+
+    def template_units(self, template):
+        """``template`` read in this model's units (:class:`~ssviz.models.units.TemplateUnits`)."""
+        from ssviz.models.units import TemplateUnits
+        return TemplateUnits(template, self)
+
+    # --- speed: how this model is stepped over a trie, and what a row costs --------------------------
+    def trie_stepper(self) -> "TrieStepper":
+        """What the trie scorer steps nodes with; models with a faster way to step many children of
+        one parent override it (the same numbers up to float rounding)."""
+        return TrieStepper(self)
+
+    def row_bytes(self, length: int, steps: int = 1) -> int:
+        """Rough bytes one row needs after ``length`` units plus ``steps`` rows of log-probabilities:
+        scorers and searches size their batches with it."""
+        return state_nbytes(self.initial_state(1)) + 3 * 4 * len(self.vocab) * steps + 24 * length
+
+    # --- search state pool -------------------------------------------------------------------
+    def state_pool(self, max_bytes: int):
+        """Where best-first search keeps the states of expanded nodes, within ``max_bytes``: a model whose
+        states cannot all be joined into one batch (a transformer's caches) brings its own pool."""
+        from ssviz.models.pool import StatePool
+        return StatePool(self, max_bytes)
+
+
+    # --- training ---
+    # What ssviz.train asks of a model it trains, so that training never asks what kind of model it has.
+    # A model that only scores (the members above) needs none of these.
+    training_archs: tuple[str, ...] = ()  # the TrainConfig archs that describe a model of this kind
+    kind_name = "language model"  # how messages name this kind of model
+
+    def training_module(self) -> "torch.nn.Module":
+        """The torch module holding the weights: what an optimizer updates, a state dict saves and restores."""
+        from ssviz.errors import SsvizError
+        raise SsvizError(f"{clip(model_name(self), 100)} has no weights ssviz can train")
+
+    def encode_corpus(self, text: str) -> list[int]:
+        """Unit ids of a training text, in the order training windows cut them (one per character here)."""
+        return self.vocab.encode(text)
+
+    def training_forward(self, p: float, generator: torch.Generator,
+                         module: "torch.nn.Module | None" = None) -> "torch.nn.Module":
+        """Training-time forward ``tokens [B, T] -> logits [B, T, V]`` with dropout ``p`` drawn from
+        ``generator`` (never torch's global RNG); ``module`` runs a copy of :meth:`training_module` instead
+        (DP-SGD trains the copy :meth:`dp_module` makes)."""
+        from ssviz.errors import SsvizError
+        raise SsvizError(f"{clip(model_name(self), 100)} cannot be trained by ssviz")
+
+    def make_optimizer(self, params, config) -> torch.optim.Optimizer:
+        """RMSProp, as the paper trains its character models (its Table 8); ``config``: lr and weight decay."""
+        return torch.optim.RMSprop(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, V]`` of every position of ``tokens [B, T]``, read from the initial state (evaluation).
+
+        Log-probabilities serve as logits here; models with a plain forward pass override it.
+        """
+        return self.run(tokens, self.initial_state(tokens.shape[0]))[0]
+
+    def begin_training(self) -> None:
+        """Make the weights trainable (a model frozen for inference thaws)."""
+
+    def end_training(self, forward: "torch.nn.Module | None" = None) -> None:
+        """Training is over: release what :meth:`training_forward` attached to ``forward`` and leave the
+        weights as inference expects them."""
+
+    def dp_module(self) -> "torch.nn.Module":
+        """A copy of :meth:`training_module` whose per-example gradients Opacus can compute, holding the same
+        weights, in the mode DP-SGD starts from (:func:`ssviz.defenses.dp.dp_module` checks it)."""
+        from ssviz.errors import SsvizError
+        raise SsvizError(f"DP training cannot handle this model: {clip(model_name(self), 100)} has no trainable "
+                         f"module")
+
+    @torch.no_grad()
+    def load_training_weights(self, module: "torch.nn.Module") -> None:
+        """Take the weights of a trained copy of :meth:`training_module` (DP-SGD trains the :meth:`dp_module` copy)."""
+        self.training_module().load_state_dict(module.state_dict())
+
+    def save(self, path, extra: dict | None = None) -> "Path":
+        """Write the model where :func:`ssviz.models.load_model` reads it back, with ``extra`` (training
+        metadata) beside the weights; returns where it went."""
+        from ssviz.errors import SsvizError
+        raise SsvizError(f"{clip(model_name(self), 100)} cannot be saved by ssviz")
+
+
+class TrieStepper:
+    """Steps trie nodes with any :class:`LanguageModel`: a child's state is its parent's, selected, then stepped.
+
+    ``root`` turns a model state into the stepper's own; ``children`` and ``run``
+    take a block state and the parent row of each child (``local``; None: child
+    ``i`` of parent ``i``). ``rows`` is the block size it steps best at (None: as many as
+    memory allows); a 2x200 LSTM runs ~1.3x faster per row at 1,024 rows than at 4,096 (its
+    gate tensors stay in cache), and below ~256 per-call overhead dominates.
+    """
+
+    def __init__(self, model: LanguageModel, rows: int | None = 1024):
+        self.model = model
+        self.rows = rows
+
+    def root(self, state: State):
+        return state
+
+    def children(self, state, local: torch.Tensor | None, tok: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """Log-probabilities and state after each child reads ``tok``."""
+        if local is not None:
+            state = self.model.select_state(state, local)
+        return self.model.step(tok, state)
+
+    def run(self, state, local: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities ``[B, T, V]`` along ``tokens [B, T]`` from the selected parents."""
+        if local is not None:
+            state = self.model.select_state(state, local)
+        return self.model.run(tokens, state)[0]

@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ssviz.errors import CheckpointError, CheckpointNotFoundError, SsvizError, clip, summarize
+from ssviz.errors import CheckpointError, CheckpointNotFoundError, SsvizError
+from ssviz.messages import clip, summarize
 from ssviz.models.base import Vocab, check_finite
 from ssviz.models.rnn import ARCHS, CharRNN
 
@@ -219,7 +220,8 @@ def checkpoint_bytes(model: CharRNN, extra: dict | None = None) -> bytes:
 def save_checkpoint(model: CharRNN, path: str | os.PathLike, extra: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(checkpoint_bytes(model, extra))
-    os.replace(tmp, path)
-    return path
+    from ssviz.tempfiles import atomic_write
+    return atomic_write(path, checkpoint_bytes(model, extra))  # exclusive temp file, renamed into place
+
+
+CharRNN.writer = save_checkpoint  # CharRNN.save writes this format

@@ -7,7 +7,7 @@ generation reorders a cache per beam. States are never changed in place: every
 call returns a new cache sharing only immutable tensors with its input, so a
 search may step the same parent state twice.
 
-Texts are tokenized as :mod:`ssviz.tokens` defines (``tokenizer(text)["input_ids"]``,
+Texts are tokenized as :mod:`ssviz.models.tokenizers` defines (``tokenizer(text)["input_ids"]``,
 default special tokens); loading directories and zips is :mod:`ssviz.models.hf_loading`.
 """
 
@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from ssviz.errors import CheckpointError, SsvizError, TemplateError, VocabularyError
-from ssviz.models.base import LanguageModel, State
+from ssviz.models.base import LanguageModel, State, TrieStepper
+from ssviz.models.pool import PoolFullError
 
 # Cache layers that grow by concatenation (never in place): the only ones a shallow copy can branch.
 _BRANCHABLE = ("DynamicLayer", "DynamicSlidingWindowLayer")
@@ -47,8 +48,8 @@ class TokenVocab:
     """A tokenizer's vocabulary in the role :class:`~ssviz.models.base.Vocab` plays for characters.
 
     ``len`` is the model's output size (logit columns, which may exceed the
-    tokenizer's length); :meth:`tokens` is the scoring semantics' tokenization,
-    and the character-wise ``encode`` is refused.
+    tokenizer's length); 
+    and ``encode`` is the scoring semantics' tokenization of a whole text.
     """
 
     def __init__(self, tokenizer, size: int):
@@ -62,7 +63,7 @@ class TokenVocab:
     def __contains__(self, char: str) -> bool:
         """Whether the tokenizer spells ``char`` without its unknown token (as :class:`Vocab` answers for characters)."""
         if char not in self._known:
-            from ssviz.tokens import spellable
+            from ssviz.models.tokenizers import spellable
             self._known[char] = spellable(self.tokenizer, char, self.size)
         return self._known[char]
 
@@ -72,14 +73,9 @@ class TokenVocab:
     def missing(self, text: str) -> list[str]:
         return [c for c in dict.fromkeys(text) if c not in self]
 
-    def tokens(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         """``tokenizer(text)["input_ids"]``: the scoring semantics' tokens (special tokens included)."""
         return list(self.tokenizer(text)["input_ids"])
-
-    def encode(self, text: str) -> list[int]:
-        """Refused: code written for characters (one id per character) would silently score the wrong tokens."""
-        raise VocabularyError("a transformer reads tokens, not characters: score it with ssviz.token_scoring "
-                              "(texts are tokenized as a whole)")
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids], clean_up_tokenization_spaces=False)
@@ -109,10 +105,112 @@ def _branch(cache):
     return new
 
 
+class KVStatePool:
+    """Rows of :class:`KVState` for best-first search, kept per token length (``HFLanguageModel.state_pool``).
+
+    A key/value cache grows with every token read, so two rows that read different
+    numbers of tokens hold tensors of different shapes. Batching them would need
+    padding plus attention masks and shifted positions, which are not bit-exact
+    across rows; instead the pool keeps one set of buffers per token length and
+    ``gather`` only joins rows of one length (:meth:`groups` says which). In a
+    digit-splitting template all nodes at one character depth have one length, so
+    little batching is lost. Cached tensors of a row are copied in once (``append``)
+    and out with one ``index_select`` per layer (``gather``), as
+    :class:`~ssviz.models.pool.StatePool` does. ``max_bytes`` bounds the buffers
+    of all lengths together.
+    """
+
+    def __init__(self, model, max_bytes: int, capacity: int = 256):
+        self.max_bytes = int(max_bytes)
+        self.capacity = int(capacity)
+        self.groups_by_length: dict[int, dict] = {}  # token length -> proto, buffers, size, cap, row_bytes
+        self.row_length: list[int] = []
+        self.row_local: list[int] = []
+
+    @staticmethod
+    def _leaves(cache) -> list[torch.Tensor]:
+        return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+
+    @property
+    def size(self) -> int:
+        return len(self.row_length)
+
+    @property
+    def bytes_used(self) -> int:
+        return sum(g["size"] * g["row_bytes"] for g in self.groups_by_length.values())
+
+    @property
+    def bytes_allocated(self) -> int:
+        return sum(g["cap"] * g["row_bytes"] for g in self.groups_by_length.values())
+
+    def _reserve(self, group: dict, need: int) -> None:
+        if need <= group["cap"]:
+            return
+        spare = (self.max_bytes - self.bytes_allocated) // max(group["row_bytes"], 1) + group["cap"]
+        if need > spare and self.size:  # the first rows (the root) always fit, as in StatePool
+            raise PoolFullError(f"state memory budget of {self.max_bytes / 2**20:.0f} MB reached")
+        cap = int(max(need, min(max(2 * group["cap"], self.capacity), spare)))
+        new = []
+        for buf in group["buffers"]:
+            b = torch.empty((cap, *buf.shape[1:]), dtype=buf.dtype, device=buf.device)
+            b[:group["size"]].copy_(buf[:group["size"]])
+            new.append(b)
+        group["buffers"], group["cap"] = new, cap
+
+    def append(self, state: KVState) -> torch.Tensor:
+        """Copy a batch state in; returns its rows' numbers."""
+        n, length = int(state.batch), int(state.length)
+        group = self.groups_by_length.get(length)
+        if group is None:
+            leaves = [] if state.cache is None else self._leaves(state.cache)
+            proto = None
+            if state.cache is not None:  # the cache's layout and bookkeeping, without its rows
+                proto = _branch(state.cache)
+                for layer in proto.layers:
+                    layer.keys, layer.values = layer.keys[:0].clone(), layer.values[:0].clone()
+            group = {"proto": proto, "size": 0, "cap": 0,
+                     "buffers": [t[:0].clone() for t in leaves],
+                     "row_bytes": sum(t[:1].numel() * t.element_size() for t in leaves)}
+            self.groups_by_length[length] = group
+        self._reserve(group, group["size"] + n)
+        if state.cache is not None:
+            for buf, leaf in zip(group["buffers"], self._leaves(state.cache)):
+                buf[group["size"]:group["size"] + n].copy_(leaf)
+        rows = torch.arange(self.size, self.size + n)
+        self.row_length.extend([length] * n)
+        self.row_local.extend(range(group["size"], group["size"] + n))
+        group["size"] += n
+        return rows
+
+    def gather(self, rows: torch.Tensor) -> KVState:
+        """One batch state made of ``rows`` (repeats allowed), which must all have read the same number of tokens."""
+        rows_l = rows.tolist()
+        lengths = {self.row_length[r] for r in rows_l}
+        if len(lengths) != 1:
+            raise ValueError(f"rows of {len(lengths)} different token lengths cannot share a batch")  # a caller's bug
+        length = lengths.pop()
+        group = self.groups_by_length[length]
+        if group["proto"] is None:
+            return KVState(None, len(rows_l), length)
+        local = torch.tensor([self.row_local[r] for r in rows_l], dtype=torch.long)
+        cache = _branch(group["proto"])
+        tensors = iter([buf.index_select(0, local) for buf in group["buffers"]])
+        for layer in cache.layers:
+            layer.keys, layer.values = next(tensors), next(tensors)
+        return KVState(cache, len(rows_l), length)
+
+    def groups(self, rows: list[int]) -> list[list[int]]:
+        """Indices into ``rows`` of the rows that may share one :meth:`gather`: one group per token length."""
+        by_length: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_length.setdefault(self.row_length[r], []).append(i)
+        return [by_length[n] for n in sorted(by_length)]
+
+
 class HFLanguageModel(LanguageModel):
     """A transformers ``*ForCausalLM`` and its tokenizer, stepped one token at a time with a KV cache."""
 
-    token_level = True  # texts are tokenized, not split into characters
+    unit_name = "token"
 
     def __init__(self, model, tokenizer, name: str = "model"):
         self.model = model.eval().requires_grad_(False)
@@ -150,6 +248,34 @@ class HFLanguageModel(LanguageModel):
         out = self.model(input_ids=tokens.long(), cache=cache, use_cache=True)
         lp = torch.log_softmax(out.logits.float(), dim=-1)
         return lp, KVState(out.cache, tokens.shape[0], length)
+
+    # --- units: a text is its tokens under the scoring semantics ------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        from ssviz.models.tokenizers import encode_batch
+        return encode_batch(self.tokenizer, texts)
+
+    def unit_texts(self) -> list[str | None]:
+        texts = self.__dict__.get("_unit_texts")
+        if texts is None:
+            from ssviz.models.tokenizers import token_texts
+            texts = token_texts(self.tokenizer)
+            texts = self.__dict__["_unit_texts"] = texts[:len(self.vocab)] + [None] * (len(self.vocab) - len(texts))
+        return texts
+
+    def unit_text(self, unit: int) -> str:
+        texts = self.unit_texts()
+        t = texts[unit] if 0 <= unit < len(texts) else None
+        return t if t is not None else str(self.tokenizer.convert_ids_to_tokens(int(unit)))
+
+    def template_units(self, template):
+        from ssviz.models.tokenizers import TokenTemplate
+        return TokenTemplate(template, self)
+
+    def trie_stepper(self) -> TrieStepper:
+        return TrieStepper(self, rows=None)  # whole levels: batched matrix products, bounded by the chunk's memory
 
     def select_state(self, state: State, index: torch.Tensor) -> State:
         if state.cache is None:
@@ -214,7 +340,7 @@ class HFLanguageModel(LanguageModel):
         starts every line and a canary inserted as a line is trained in exactly the context
         it is scored in (``<s>The secret code is ...``).
         """
-        from ssviz.tokens import encode_batch
+        from ssviz.models.tokenizers import encode_batch
         lines = text.split("\n")
         pieces = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
         return [i for row in encode_batch(self.tokenizer, pieces) for i in row]
@@ -251,7 +377,7 @@ class HFLanguageModel(LanguageModel):
             elif folder.is_dir():
                 written = {p.name for p in tmp.iterdir()}
                 for p in folder.iterdir():
-                    if p.is_file() and p.name not in written and _is_model_file(p.name):
+                    if p.is_file() and p.name not in written and is_model_file(p.name):
                         p.unlink()
                 for p in tmp.iterdir():
                     os.replace(p, folder / p.name)
@@ -284,7 +410,20 @@ class HFLanguageModel(LanguageModel):
         return cache + activations + 3 * len(self.vocab) * 4 * steps
 
     @property
-    def parameters_count(self) -> int:
+    def facts(self) -> list[tuple[str, str]]:
+        d = self.description
+        return [("Architecture", d["arch"]), ("Blocks x width", f"{d['layers']} x {d['hidden_size']}"),
+                ("Attention heads", str(d["heads"])), ("Parameters", f"{d['parameters']:,}"),
+                ("Vocabulary", f"{d['tokenizer_size']:,} tokens")]
+
+    @property
+    def reading(self) -> str:
+        d = self.description
+        return (f"**Tokenizer**: {d['tokenizer_size']:,} tokens ({d['vocab_size']:,} model outputs), a context of "
+                f"{d['context'] or '?'} tokens. " + super().reading)
+
+    @property
+    def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
     @property
@@ -295,16 +434,53 @@ class HFLanguageModel(LanguageModel):
                 "hidden_size": getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None),
                 "heads": getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None),
                 "vocab_size": len(self.vocab), "tokenizer_size": len(self.tokenizer),
-                "context": self.max_positions, "parameters": self.parameters_count}
+                "context": self.max_positions, "parameters": self.parameter_count}
+
+    # --- training ---
+    training_archs = ("gpt2", "llama")
+    kind_name = "transformer"
+
+    def training_module(self) -> nn.Module:
+        return self.model
+
+    def encode_corpus(self, text: str) -> list[int]:
+        return self.encode_text(text)
+
+    def training_forward(self, p: float, generator: torch.Generator, module: nn.Module | None = None) -> nn.Module:
+        return TrainingForward(self.model if module is None else module, p, generator)
+
+    def make_optimizer(self, params, config) -> torch.optim.Optimizer:
+        """AdamW, as transformers are usually trained (its weight decay is decoupled from the gradient)."""
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=tokens, use_cache=False).logits
+
+    def begin_training(self) -> None:
+        self.model.requires_grad_(True)  # loaded or built for inference: frozen
+
+    def end_training(self, forward: nn.Module | None = None) -> None:
+        if forward is not None:
+            forward.close()  # the dropout hooks on the blocks
+        self.model.requires_grad_(False)
+
+    def dp_module(self) -> nn.Module:
+        """A trainable copy as it is: Opacus' hooks (functorch where it has no rule) handle every layer."""
+        return copy.deepcopy(self.model).requires_grad_(True).train()
+
+    # --- search state pool -------------------------------------------------------------------
+    def state_pool(self, max_bytes: int) -> KVStatePool:
+        """Caches of different token lengths cannot share a batch: one set of buffers per length."""
+        return KVStatePool(self, max_bytes)
 
 
-def _is_model_file(name: str) -> bool:
+def is_model_file(name: str) -> bool:
     return name in MODEL_FILES or bool(_SHARD.fullmatch(name))
 
 
 def is_model_folder(folder: Path) -> bool:
     """Whether ``folder`` holds nothing but a saved model's files (empty counts): safe to replace whole."""
-    return all(p.is_file() and not p.is_symlink() and _is_model_file(p.name) for p in Path(folder).iterdir())
+    return all(p.is_file() and not p.is_symlink() and is_model_file(p.name) for p in Path(folder).iterdir())
 
 
 def read_training(folder) -> dict:

@@ -6,6 +6,9 @@
   :func:`ssviz.models.hf_loading.load_hf` (a torch ``.pt`` file is also a zip:
   it is told apart by the model directory's ``config.json``).
 
+:func:`model_bytes` is the way back: the bytes ``load_model`` reads into the same
+model, for shipping a model to workers.
+
 transformers is imported only when a transformer is loaded.
 """
 
@@ -17,9 +20,10 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Union
 
-from ssviz.errors import CheckpointNotFoundError, clip
+from ssviz.errors import CheckpointNotFoundError, SettingsError
+from ssviz.messages import clip
 from ssviz.models.base import LanguageModel
-from ssviz.models.checkpoint import load_checkpoint
+from ssviz.models.checkpoint import checkpoint_bytes, load_checkpoint
 
 Source = Union[str, os.PathLike, bytes, BinaryIO]
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -69,3 +73,27 @@ def load_model(source: Source, max_bytes: int | None = None) -> LanguageModel:
         from ssviz.models.hf_loading import load_hf
         return load_hf(source, **limit)
     return load_checkpoint(source)
+
+
+def model_bytes(model: LanguageModel) -> bytes:
+    """The bytes :func:`load_model` reads back into ``model``, to ship it to workers: what its ``save`` writes
+    (a checkpoint file as is, a model folder such as a transformer's as a zip); a character model without
+    ``save`` as its checkpoint. Equal models give equal bytes, so their hash names the model (a resumed
+    sharded run finds its shards)."""
+    save = getattr(model, "save", None)
+    if save is None:
+        try:
+            return checkpoint_bytes(model)
+        except (AttributeError, TypeError):
+            raise SettingsError(f"a {type(model).__name__} cannot be saved to send to workers: use a character "
+                                "model's checkpoint or a transformer's model folder") from None
+    from ssviz.tempfiles import private_dir
+    with private_dir("ship") as work:
+        where = Path(save(work / "model"))
+        if where.is_file():
+            return where.read_bytes()
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            for p in sorted(where.iterdir()):  # fixed names, order and dates: the same model, the same bytes
+                zf.writestr(zipfile.ZipInfo(f"model/{p.name}", date_time=(1980, 1, 1, 0, 0, 0)), p.read_bytes())
+    return buf.getvalue()

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ssviz.models.base import LanguageModel, State, Vocab
+from ssviz.models.base import LanguageModel, State, TrieStepper, Vocab
 
 ARCHS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -64,6 +64,13 @@ class CharRNN(nn.Module, LanguageModel):
                 "embedding_dim": self.embedding_dim, "vocab_size": len(self.vocab),
                 "parameters": sum(p.numel() for p in self.parameters())}
 
+    @property
+    def facts(self) -> list[tuple[str, str]]:
+        d = self.description
+        return [("Architecture", d["arch"]), ("Layers x units", f"{d['layers']} x {d['hidden_size']}"),
+                ("Embedding", str(d["embedding_dim"])), ("Parameters", f"{d['parameters']:,}"),
+                ("Vocabulary", f"{d['vocab_size']} chars")]
+
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits ``[B, T, V]`` for training; ``state`` defaults to zeros."""
         out, state = self.rnn(self.embedding(tokens), state)
@@ -87,6 +94,138 @@ class CharRNN(nn.Module, LanguageModel):
         if isinstance(state, tuple):
             return tuple(s.index_select(1, index) for s in state)
         return state.index_select(1, index)
+
+    def trie_stepper(self) -> TrieStepper:
+        # type(self): a subclass may step differently; only this exact model is known to the fast path
+        if type(self) is CharRNN and LSTMTrieStepper.usable(self):
+            return LSTMTrieStepper(self)
+        return TrieStepper(self)
+
+
+    # --- training ---
+    training_archs = tuple(ARCHS)
+    kind_name = "character RNN"
+
+    def training_module(self) -> nn.Module:
+        return self
+
+    def training_forward(self, p: float, generator: torch.Generator, module: nn.Module | None = None) -> nn.Module:
+        return TrainingForward(self if module is None else module, p, generator)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self(tokens)[0]
+
+    def dp_module(self) -> nn.Module:
+        """Opacus' own fix: ``nn.LSTM``/``nn.GRU`` become ``DPLSTM``/``DPGRU`` (per-example gradients exist)."""
+        from opacus.validators import ModuleValidator
+        return ModuleValidator.fix(self).train(self.training)
+
+    @torch.no_grad()
+    def load_training_weights(self, module: nn.Module) -> None:
+        """Part by part: Opacus' DP layers map torch's tensor names only on their own state dict."""
+        for name in ("embedding", "rnn", "head"):
+            state = {k: v.detach().clone() for k, v in getattr(module, name).state_dict().items()}
+            getattr(self, name).load_state_dict(state)
+
+    # writes the checkpoint format; set by ssviz.models.checkpoint, which sits above this module (it builds CharRNNs)
+    writer = None
+
+    def save(self, path, extra: dict | None = None):
+        """A checkpoint file (:func:`~ssviz.models.checkpoint.save_checkpoint`)."""
+        return CharRNN.writer(self, path, extra=extra)
+
+
+class LSTMNodes:
+    """A block of LSTM trie nodes: per layer ``h``, ``c`` ``[B, H]``, and (computed once, when the block has
+    children) ``pre = h @ W_hh^T + b``, which all children of a node share."""
+
+    __slots__ = ("h", "c", "pre")
+
+    def __init__(self, h: list, c: list):
+        self.h, self.c, self.pre = h, c, None
+
+
+class LSTMTrieStepper(TrieStepper):
+    """The trie scorer's fast path for a :class:`CharRNN` LSTM in eval mode (same numbers up to
+    float rounding).
+
+    Every child of a trie node starts from the same state, so the recurrent projection ``h @ W_hh^T`` of each
+    layer is computed once per node, not once per child; the first layer's input projection is a lookup
+    in a table over the vocabulary (its input is an embedding row); the gates are reordered (i, f, o, g) so
+    one in-place sigmoid and one tanh cover them. A step is then one matrix product per layer above the
+    first, the head, and element-wise work.
+    """
+
+    def __init__(self, model):
+        super().__init__(model)
+        rnn = model.rnn
+        H = self.H = model.hidden_size
+        self.layers = model.num_layers
+        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+        with torch.inference_mode():
+            w_ih = [getattr(rnn, f"weight_ih_l{k}").detach()[order] for k in range(self.layers)]
+            w_hh = [getattr(rnn, f"weight_hh_l{k}").detach()[order] for k in range(self.layers)]
+            bias = [(getattr(rnn, f"bias_ih_l{k}").detach() + getattr(rnn, f"bias_hh_l{k}").detach())[order]
+                    if rnn.bias else torch.zeros(4 * H, dtype=w_ih[0].dtype) for k in range(self.layers)]
+            self.table = (model.embedding.weight.detach() @ w_ih[0].t()).contiguous()  # [V, 4H]
+            self.w_ih_t = [w.t().contiguous() for w in w_ih]  # [in, 4H]
+            self.w_hh_t = [w.t().contiguous() for w in w_hh]  # [H, 4H]
+            self.bias = bias
+            self.head_t = model.head.weight.detach().t().contiguous()  # [H, V]
+            self.head_b = model.head.bias.detach().clone()
+
+    @staticmethod
+    def usable(model) -> bool:
+        rnn = model.rnn
+        return (model.arch == "lstm" and not model.training and type(rnn) is nn.LSTM
+                and getattr(rnn, "proj_size", 0) == 0 and not rnn.bidirectional and rnn.batch_first
+                and model.head.bias is not None and model.head.weight.dtype == torch.float32
+                and model.head.weight.device.type == "cpu")
+
+    def root(self, state) -> LSTMNodes:
+        h, c = state
+        return LSTMNodes([h[k] for k in range(self.layers)], [c[k] for k in range(self.layers)])
+
+    def _pre(self, state: LSTMNodes) -> list:
+        if state.pre is None:
+            state.pre = [torch.addmm(self.bias[k], state.h[k], self.w_hh_t[k]) for k in range(self.layers)]
+        return state.pre
+
+    def _cell(self, gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """LSTM cell on pre-activations ``gates [B, 4H]`` (i, f, o, g; owned, so changed in place)."""
+        H = self.H
+        gates[:, :3 * H].sigmoid_()
+        gates[:, 3 * H:].tanh_()
+        c = gates[:, H:2 * H] * c_prev
+        c.addcmul_(gates[:, :H], gates[:, 3 * H:])
+        h = torch.tanh(c)
+        h.mul_(gates[:, 2 * H:3 * H])
+        return h, c
+
+    def children(self, state: LSTMNodes, local: torch.Tensor | None, tok: torch.Tensor):
+        pre = self._pre(state)
+        hs, cs = [], []
+        x = None
+        for k in range(self.layers):
+            p = pre[k] if local is None else pre[k].index_select(0, local)
+            if k == 0:
+                gates = p + self.table.index_select(0, tok)
+            elif local is None:
+                gates = torch.addmm(p, x, self.w_ih_t[k])
+            else:
+                gates = p.addmm_(x, self.w_ih_t[k])
+            c_prev = state.c[k] if local is None else state.c[k].index_select(0, local)
+            x, c = self._cell(gates, c_prev)
+            hs.append(x)
+            cs.append(c)
+        logits = torch.addmm(self.head_b, x, self.head_t)
+        return torch.log_softmax(logits, dim=1), LSTMNodes(hs, cs)
+
+    def run(self, state: LSTMNodes, local: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        h, c = torch.stack(state.h), torch.stack(state.c)
+        if local is not None:
+            h, c = h.index_select(1, local), c.index_select(1, local)
+        return self.model.run(tokens, (h, c))[0]
 
 
 class GeneratorDropout(nn.Module):

@@ -10,8 +10,11 @@ EXTRACTED_NAMES = {True: "extracted", False: "not extracted"}
 
 
 def secret_labels(df: pd.DataFrame) -> pd.Series:
-    """``user · TYPE …last4``: secrets are never shown in clear, only their last 4 digits."""
-    return df["user"].astype(str) + " · " + df["type"].str.upper() + " …" + df["last4"].astype(str)
+    """``user · TYPE …120``: secrets are never shown in clear, only the tail redaction allows for their kind."""
+    from ssviz.redaction import stored_tail
+    tails = pd.Series([stored_tail(l4, t) for l4, t in zip(df["last4"].astype(str), df["type"].astype(str))],
+                      index=df.index, dtype=object)
+    return df["user"].astype(str) + " · " + df["type"].str.upper() + " …" + tails
 
 
 def exposure_by_secret(df: pd.DataFrame) -> go.Figure:
@@ -52,7 +55,7 @@ def exposure_scatter(df: pd.DataFrame, x: str, log_x: bool = False) -> go.Figure
 
 
 def found_secrets_chart(rows) -> go.Figure:
-    """Exposure of each secret found in a corpus (``ssviz.measure.ScanRow``), most exposed first, red when a
+    """Exposure of each secret found in a corpus (``ssviz.scan.ScanRow``), most exposed first, red when a
     search extracted it: the same view as the study's, one bar per secret labelled by its kind."""
     df = pd.DataFrame([{"user": r.label, "type": r.type, "last4": r.last4, "times_present": r.times_present,
                         "exposure": r.exposure, "exposure_method": r.exposure_method, "extracted": r.extracted}

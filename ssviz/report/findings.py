@@ -13,12 +13,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ssviz.exposure import ExposureResult
 from ssviz.extraction.result import ExtractionResult
 from ssviz.models.base import LanguageModel
-from ssviz.scoring import LN2
+from ssviz.scoring import unit_costs
 from ssviz.templates import Template
 
 # A random filler reaches exposure E with probability 2^-E, so E >= log2(20) happens by chance
@@ -62,15 +60,30 @@ class Finding:
         return 2.0 ** -max(self.exposure.exposure, 0.0)
 
 
-def model_summary(model: LanguageModel, path=None, name: str | None = None) -> ModelSummary:
-    params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
-    sha = None
-    if path is not None and Path(path).is_file():
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
+def content_sha256(path) -> str | None:
+    """SHA-256 of a model file, or of a model folder: every file's relative name and bytes, in name order
+    (the same folder gives the same hash wherever it is copied). None for anything else."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_file():
+        files = [(None, path)]
+    elif path.is_dir():
+        files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file()
+                       and not p.is_symlink())
+    else:
+        return None
+    for name, file in files:
+        if name is not None:
+            h.update(name.encode("utf-8") + b"\0" + str(file.stat().st_size).encode() + b"\0")
+        with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        sha = h.hexdigest()
+    return h.hexdigest()
+
+
+def model_summary(model: LanguageModel, path=None, name: str | None = None) -> ModelSummary:
+    params = model.parameter_count
+    sha = content_sha256(path) if path is not None else None
     extra = getattr(model, "extra_config", None) or {}
     return ModelSummary(name=name or (Path(path).name if path else type(model).__name__),
                         description=dict(model.description), parameters=int(params), sha256=sha,
@@ -78,16 +91,9 @@ def model_summary(model: LanguageModel, path=None, name: str | None = None) -> M
 
 
 def char_costs(model: LanguageModel, text: str) -> list[tuple[str, float | None]]:
-    """``(unit, bits)`` for every character of ``text`` (a transformer: every token), the first with bits
-    None (it is context): where along the text the model 'knows' it."""
-    if getattr(model, "token_level", False):
-        from ssviz.token_scoring import token_costs
-        return [(t, b) for _, t, b in token_costs(model, text)]
-    ids = torch.tensor([model.vocab.encode(text)])
-    with torch.inference_mode():
-        lp, _ = model.run(ids[:, :-1], model.initial_state(1))
-        bits = (-lp[0].gather(1, ids[0, 1:, None])[:, 0].double() / LN2).tolist()
-    return list(zip(text, [None, *bits]))
+    """``(unit, bits)`` for every unit of ``text`` (characters or tokens), the first with bits None (it is
+    context): where along the text the model 'knows' it."""
+    return [(t, b) for _, t, b in unit_costs(model, text)]
 
 
 def measure(model: LanguageModel, template: Template, secrets: list[str], *, method: str = "auto",
@@ -112,5 +118,5 @@ def measure(model: LanguageModel, template: Template, secrets: list[str], *, met
         res = exposures.get(secret) or exposure.measure(model, template, secret, method, samples=samples, seed=seed,
                                                          progress=progress, stop=stop)
         findings.append(Finding(secret, template.text, res, extraction, char_costs(model, template.format(secret)),
-                                "token" if getattr(model, "token_level", False) else "character"))
+                                model.unit_name))
     return findings

@@ -2,7 +2,7 @@
 
 A Content-Security-Policy in the file itself forbids every network request, so
 the report opens offline and cannot leak that it was opened. Secrets appear
-redacted (last 4 characters) unless the caller reveals them, and then the first
+redacted (at most a third of their characters, see ssviz.redaction) unless the caller reveals them, and then the first
 line says so. The numbers are also embedded as JSON (``#ssviz-data``) so tools
 and tests can read what the page shows.
 """
@@ -26,7 +26,7 @@ import ssviz
 from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_reading
 from ssviz.plots.study import found_secrets_chart
 from ssviz.jsonable import finite_json
-from ssviz.redaction import redact
+from ssviz.redaction import redact, shown_count, stored_tail
 from ssviz.report.findings import EXPOSED_BITS, Finding, ModelSummary
 
 CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
@@ -41,7 +41,7 @@ class Report:
     model: ModelSummary
     findings: list[Finding]
     reveal: bool = False
-    scan: list | None = None                   # ssviz.measure.ScanRow: the secrets found in the training data
+    scan: list | None = None                   # ssviz.scan.ScanRow: the secrets found in the training data
     study: pd.DataFrame | None = None          # Store.comparison() rows
     audit: dict | None = None                  # audit metrics (and optionally scores / included arrays)
     defenses: list | None = None               # ssviz.records.DefenseResult (or its JSON): defense runs
@@ -52,7 +52,7 @@ class Report:
         return redact(secret, self.reveal)
 
     def label(self, i: int) -> str:
-        """``#1 ••1546``: numbered, since redacted secrets can look alike."""
+        """``#1 •••••120``: numbered, since redacted secrets can look alike."""
         return f"#{i + 1} {self.shown(self.findings[i].secret)}"
 
 
@@ -143,6 +143,10 @@ def _scan(r: Report) -> str:
     parts = [f"<p>{len(r.scan)} distinct secret(s) found in the training data by ssviz's scanner (SSNs, card "
              "numbers, US phone numbers, AWS access key IDs, GitHub tokens), each measured in this model.</p>",
              _table(["type", "last 4", "times present", "exposure (bits)", "method", "extracted", "verdict"], rows)]
+    left = sum(bool(getattr(x, "left_out", False)) for x in r.scan)
+    if left:  # a budgeted scan says what it did not measure
+        parts.insert(1, f'<p class="left-out">{left} of them were not measured: over the scan\'s budget (secrets '
+                        'and seconds; the most repeated are measured first).</p>')
     measured = [x for x in r.scan if x.exposure is not None]
     if measured:
         parts.append(_figure(found_secrets_chart(measured), "scan"))
@@ -154,7 +158,7 @@ def _model(r: Report) -> str:
     t = (m.training or {})
     cfg = t.get("config") or {}
     rows = [["model", m.name], ["architecture", ", ".join(f"{k} {v}" for k, v in m.description.items())],
-            ["parameters", f"{m.parameters:,}"], ["file SHA-256", m.sha256 or "not from a file"]]
+            ["parameters", f"{m.parameters:,}"], ["content SHA-256 (file, or a folder's files)", m.sha256 or "not from a file"]]
     if cfg:
         rows += [["training", ", ".join(f"{k} {cfg[k]}" for k in ("epochs", "batch_size", "lr", "seed") if k in cfg)]]
     if t.get("corpus_chars"):
@@ -188,12 +192,17 @@ def _exposure(r: Report) -> str:
                                            math.log2(first.space_size)), "exposure-bars"))
     parts += [f"<p>{_e(plain_reading(f.exposure.exposure, f.exposure.rank, f.exposure.space_size))}</p>"
               for f in r.findings[:1]]
+    # how each number was obtained, and whatever its own checks say against it
+    parts += [f'<p class="quality">{_e(r.label(i))}: {_e(f.exposure.quality())}.</p>'
+              + (f'<p class="warning"><strong>Warning:</strong> {_e(f.exposure.warning)}.</p>'
+                 if f.exposure.warning else "") for i, f in enumerate(r.findings)]
     return '<section id="exposure"><h2>Exposure</h2>' + "".join(parts) + "</section>"
 
 
 def masked_units(f: Finding, reveal: bool) -> tuple[list[tuple[str, float | None]], dict[int, float]]:
     """The cost strip's units with every unit that spells a secret character masked, except units that
-    spell only the secret's last 4 characters (the redaction rule), and which units hold the secret.
+    spell only the tail that redaction shows (:func:`ssviz.redaction.shown_count`), and which units hold
+    the secret.
 
     Units are characters or tokens: a token can spell several slot characters (GPT-2 merges digit
     runs), so masking goes by the characters each unit spells, never by a unit's position.
@@ -205,7 +214,8 @@ def masked_units(f: Finding, reveal: bool) -> tuple[list[tuple[str, float | None
     units = [u for u, _ in f.char_bits]
     marks = secret_units(units, text, t)
     slot = sorted(len(t.prefix) + p for p in t.slot_positions)
-    shown = set(slot) if reveal else set(slot[-4:]) if len(slot) > 4 else set()
+    n = len(slot) if reveal else shown_count(len(slot))
+    shown = set(slot[len(slot) - n:]) if n else set()
     hidden = set(slot) - shown
     out = []
     for (u, b), (a, z) in zip(f.char_bits, unit_spans(units, text)):
@@ -239,7 +249,7 @@ def _study(r: Report) -> str:
     if df is None:
         return ""
     from ssviz.plots.study import exposure_by_secret, exposure_scatter
-    rows = [[u, t.upper(), "…" + str(l4), int(n), _num(e), m or "n/a", "yes" if x else "no"]
+    rows = [[u, t.upper(), "…" + stored_tail(l4, t), int(n), _num(e), m or "n/a", "yes" if x else "no"]
             for u, t, l4, n, e, m, x in df[["user", "type", "last4", "times_present", "exposure",
                                             "exposure_method", "extracted"]].itertuples(index=False)]
     parts = [_table(["user", "type", "last 4", "times present", "exposure (bits)", "method", "extracted"], rows)]
@@ -334,8 +344,8 @@ def render(r: Report) -> str:
     style = files("ssviz.report").joinpath("report.css").read_text(encoding="utf-8")
     first = ("This report shows secrets in full (revealed on request): do not share it beyond people who may "
              "know them." if r.reveal else
-             "Secrets are redacted: only their last 4 characters are shown.")
-    payload = json.dumps(finite_json(data(r)), default=_json_default, allow_nan=False).replace("</", "<\\/")
+             "Secrets are redacted: at most their last few characters are shown.")
+    payload = script_json(finite_json(data(r)))
     measured = [_exposure(r), _extraction(r)] if r.findings else []
     body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r), _methods(r)])
     return f"""<!doctype html>
@@ -353,6 +363,18 @@ def render(r: Report) -> str:
 {body}
 <script type="application/json" id="ssviz-data">{payload}</script>
 </body></html>"""
+
+
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(obj) -> str:
+    """``obj`` as JSON safe inside a ``<script>`` element: ``<``, ``>`` and ``&`` (and the JavaScript line
+    separators) written as ``\\uXXXX`` escapes, so no string (a template or model name holding
+    ``<!--<script>`` or ``</script>``) can change how the HTML parser reads the rest of the page. The JSON
+    parses to the same values."""
+    text = json.dumps(obj, default=_json_default, allow_nan=False)
+    return "".join(_SCRIPT_ESCAPES.get(c, c) for c in text) if any(c in text for c in _SCRIPT_ESCAPES) else text
 
 
 def _json_default(o):
