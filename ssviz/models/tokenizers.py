@@ -189,56 +189,43 @@ def _has_digit(text) -> bool:
     return isinstance(text, str) and not ASCII_DIGITS.isdisjoint(text)
 
 
-def _normalizer_safe(spec) -> bool:
+def _literal_without_digits(pattern) -> bool:
+    """A Replace or Split pattern that is a plain string holding no digit (a regex may single one out)."""
+    string = pattern.get("String") if isinstance(pattern, dict) and set(pattern) == {"String"} else None
+    return bool(string) and not _has_digit(string)
+
+
+def _component_safe(spec, children: str, safe: set, check) -> bool:
+    """A tokenizer component of its JSON definition (absent, a Sequence of them under ``children``, or one of
+    the ``safe`` kinds that also passes its own ``check(kind, spec)``)."""
     if spec is None:
         return True
     if not isinstance(spec, dict):
         return False
     kind = spec.get("type")
     if kind == "Sequence":
-        return all(_normalizer_safe(s) for s in spec.get("normalizers") or [])
-    if kind not in _SAFE_NORMALIZERS:
-        return False  # Precompiled (SentencePiece's char map) and unknown kinds may rewrite digits
+        return all(_component_safe(s, children, safe, check) for s in spec.get(children) or [])
+    return kind in safe and check(kind, spec)
+
+
+def _normalizer_check(kind: str, spec: dict) -> bool:
     if kind == "Prepend":
         return isinstance(spec.get("prepend"), str) and not _has_digit(spec["prepend"])
-    if kind == "Replace":
-        # a literal string without digits can only match inside the literal text, the same for every filler
-        pattern = spec.get("pattern")
-        string = pattern.get("String") if isinstance(pattern, dict) and set(pattern) == {"String"} else None
-        return bool(string) and not _has_digit(string) and isinstance(spec.get("content"), str) \
+    if kind == "Replace":  # a literal string without digits matches only in the literal text, alike for every filler
+        return _literal_without_digits(spec.get("pattern")) and isinstance(spec.get("content"), str) \
             and not _has_digit(spec["content"])
-    return True
+    return True  # Precompiled (SentencePiece's char map) and unknown kinds are not in the safe set
 
 
-def _pre_tokenizer_safe(spec) -> bool:
-    if spec is None:
-        return True
-    if not isinstance(spec, dict):
-        return False
-    kind = spec.get("type")
-    if kind == "Sequence":
-        return all(_pre_tokenizer_safe(s) for s in spec.get("pretokenizers") or [])
-    if kind not in _SAFE_PRE_TOKENIZERS:
-        return False
-    if kind == "Split":  # a regex may single out one digit; a literal string without digits cannot
-        pattern = spec.get("pattern")
-        string = pattern.get("String") if isinstance(pattern, dict) and set(pattern) == {"String"} else None
-        return bool(string) and not _has_digit(string)
+def _pre_tokenizer_check(kind: str, spec: dict) -> bool:
+    if kind == "Split":
+        return _literal_without_digits(spec.get("pattern"))
     if kind == "CharDelimiterSplit":
         return not _has_digit(spec.get("delimiter"))
     return True
 
 
-def _post_processor_safe(spec) -> bool:
-    if spec is None:
-        return True
-    if not isinstance(spec, dict):
-        return False
-    kind = spec.get("type")
-    if kind == "Sequence":
-        return all(_post_processor_safe(s) for s in spec.get("processors") or [])
-    if kind not in _SAFE_POST_PROCESSORS:
-        return False
+def _post_processor_check(kind: str, spec: dict) -> bool:
     if kind == "TemplateProcessing":  # fixed special tokens around the text, which appears exactly once
         single = spec.get("single")
         if not isinstance(single, list):
@@ -248,6 +235,18 @@ def _post_processor_safe(spec) -> bool:
         return (len(seqs) == 1 and len(seqs) + len(specials) == len(single)
                 and (seqs[0]["Sequence"] or {}).get("id") == "A")
     return True
+
+
+def _normalizer_safe(spec) -> bool:
+    return _component_safe(spec, "normalizers", _SAFE_NORMALIZERS, _normalizer_check)
+
+
+def _pre_tokenizer_safe(spec) -> bool:
+    return _component_safe(spec, "pretokenizers", _SAFE_PRE_TOKENIZERS, _pre_tokenizer_check)
+
+
+def _post_processor_safe(spec) -> bool:
+    return _component_safe(spec, "processors", _SAFE_POST_PROCESSORS, _post_processor_check)
 
 
 def regime_proven(spec, slot_chars) -> bool:
