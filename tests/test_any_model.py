@@ -150,6 +150,7 @@ def executor():
         yield ex
 
 
+@pytest.mark.slow
 def test_sharded_exact_equals_plain_exact(any_model, space_scores, executor, request):
     """Shards scored by worker processes add up to the in-memory enumeration; a model that cannot be
     written to a file for the workers is refused in one line, and is sharded in this process instead."""

@@ -377,6 +377,7 @@ def not_ray_heads():
         silent.close()
 
 
+@pytest.mark.slow
 def test_addresses_that_are_not_ray_heads_fail_fast_with_one_line(not_ray_heads, monkeypatch):
     import ssviz.executor as executor
     pytest.importorskip("ray")
@@ -398,6 +399,7 @@ def test_default_address_timeout_is_bounded():
     assert 0 < ADDRESS_SECONDS <= 15
 
 
+@pytest.mark.slow
 def test_cli_address_error_hides_the_password(files, not_ray_heads, capsys, monkeypatch):
     import ssviz.executor as executor
     pytest.importorskip("ray")

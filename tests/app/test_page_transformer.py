@@ -379,6 +379,7 @@ def test_the_demo_transformer_on_the_exposure_and_extraction_pages():
     assert metric(at, "Best filler") == DEMO_TRANSFORMER_CANARY["secret"]
 
 
+@pytest.mark.slow
 def test_the_template_page_shows_how_the_current_model_splits_the_template(tiny_zips):
     at = uploaded("gpt2", tiny_zips)
     at.switch_page("pages/template.py").run()
@@ -391,6 +392,7 @@ def test_the_template_page_shows_how_the_current_model_splits_the_template(tiny_
     assert " characters** (the secret's in red)" in shown
 
 
+@pytest.mark.slow
 def test_after_uploading_a_model_without_a_canary_the_page_asks_for_the_users_secret(tmp_path, tiny_model):
     from ssviz.models import save_checkpoint
     data = save_checkpoint(tiny_model, tmp_path / "mine.safetensors").read_bytes()

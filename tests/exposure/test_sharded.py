@@ -351,6 +351,7 @@ def test_without_an_executor_a_stopped_run_resumes(tiny_model, tmp_path):
     _same(again, exposure.exact(tiny_model, t, "0417", chunk_size=1000))
 
 
+@pytest.mark.slow
 def test_a_transformer_model_folder_is_shipped_to_the_shards():
     from ssviz.models import load_model, model_bytes
     from ssviz.paths import bundled

@@ -58,6 +58,7 @@ class Memorizer(LanguageModel):
         return state.index_select(0, index)
 
 
+@pytest.mark.slow
 def test_a_rejected_fit_gives_way_to_the_certified_search_rank():
     model = Memorizer()
     estimate = exposure.measure(model, TEMPLATE, SECRET, "skewnorm", samples=2_000)
@@ -70,6 +71,7 @@ def test_a_rejected_fit_gives_way_to_the_certified_search_rank():
     assert "rejected" in res.warning and "certified" in res.quality()
 
 
+@pytest.mark.slow
 def test_a_search_out_of_budget_still_gives_a_certified_bound(monkeypatch):
     from ssviz.exposure import methods
     monkeypatch.setattr(methods, "FALLBACK_NODES", 1)
@@ -78,6 +80,7 @@ def test_a_search_out_of_budget_still_gives_a_certified_bound(monkeypatch):
     assert res.exposure <= 26.58 and "at most" in res.warning and res.fit_ok is False
 
 
+@pytest.mark.slow
 def test_auto_chooses_exact_for_a_fast_model_and_skewnorm_for_a_slow_one(tiny_model):
     template = Template("My PIN is {d:5}")  # 10^5 fillers
     fast = exposure.plan(tiny_model, template)
@@ -87,6 +90,7 @@ def test_auto_chooses_exact_for_a_fast_model_and_skewnorm_for_a_slow_one(tiny_mo
     assert exposure.plan(tiny_model, Template("My PIN is {d:8}")).method == "skewnorm"  # beyond memory
 
 
+@pytest.mark.slow
 def test_the_cli_says_what_auto_chose_and_why_the_number_holds(tmp_path, capsys, monkeypatch):
     from ssviz.cli import core
     monkeypatch.setattr(core, "load_model", lambda _: Memorizer())
@@ -102,6 +106,7 @@ def test_the_cli_says_what_auto_chose_and_why_the_number_holds(tmp_path, capsys,
     assert payload["plan"]["method"] == "skewnorm" and payload["estimate"]["method"] == "skewnorm"
 
 
+@pytest.mark.slow
 def test_the_report_uses_the_certified_number_and_says_how_it_was_obtained():
     from ssviz.report import Report, measure, model_summary, render
     model = Memorizer()

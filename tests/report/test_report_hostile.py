@@ -191,6 +191,7 @@ KEYS = ["AKIAZQWXJVKPLMQTRBNY", "ghp_" + "QzWxJvKpLmQtRbNyHgFdSaPoIuYtReWqZxCvBn
 
 
 @pytest.mark.parametrize("key", KEYS)
+@pytest.mark.slow
 def test_a_key_before_a_secret_in_the_corpus_never_reaches_the_report(tmp_path, model, key):
     from plotly.offline import get_plotlyjs
     ckpt = save_checkpoint(model, tmp_path / "m.safetensors")

@@ -66,6 +66,7 @@ def test_context_keeps_ordinary_words():
     assert observed_context(text, text.index("078")) == "my social security number is "
 
 
+@pytest.mark.slow
 def test_scan_json_and_templates_hold_no_key_before_a_secret(tmp_path, tiny_model):
     ckpt = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
     corpus = tmp_path / "c.txt"
@@ -145,6 +146,7 @@ def _many_ssns(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.slow
 def test_a_scan_measures_at_most_max_secrets_most_repeated_first(tiny_model):
     rows = scan_corpus(tiny_model, _many_ssns(20), kinds=("ssn",), samples=50, search_nodes=50,
                        extraction_nodes=50, max_secrets=3)
@@ -155,6 +157,7 @@ def test_a_scan_measures_at_most_max_secrets_most_repeated_first(tiny_model):
     assert len(out) == 17 and all(r.exposure is None and "budget of 3 secret(s)" in r.note for r in out)
 
 
+@pytest.mark.slow
 def test_a_scan_stops_measuring_at_its_time_budget(tiny_model):
     t0 = time.monotonic()
     rows = scan_corpus(tiny_model, _many_ssns(20), kinds=("ssn",), samples=20_000, search_nodes=20_000,
@@ -171,6 +174,7 @@ def test_a_user_stop_still_stops_a_budgeted_scan(tiny_model):
 
 
 @pytest.mark.parametrize("extra,left", [(["--max-secrets", "2"], 4), (["--max-secrets", "6"], 0)])
+@pytest.mark.slow
 def test_scan_cli_says_what_the_budget_left_out(tmp_path, tiny_model, capsys, extra, left):
     ckpt = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
     corpus = tmp_path / "c.txt"
