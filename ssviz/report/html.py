@@ -117,10 +117,22 @@ def scan_verdict(row) -> str:
     return "exposed" if row.exposure >= EXPOSED_BITS else "indistinguishable from chance"
 
 
+def planted(r: Report, f: Finding) -> bool:
+    """Whether ``f`` measures the canary the model's own training planted (its test secret)."""
+    canary = (r.model.training or {}).get("canary")
+    return isinstance(canary, dict) and canary.get("secret") == f.secret and canary.get("template") == f.template
+
+
 def _verdict(r: Report) -> str:
-    items = "".join(f"<li>{verdict_sentence(f, r.label(i))}</li>" for i, f in enumerate(r.findings))
+    items = "".join(f"<li>{verdict_sentence(f, ('the planted test secret ' if planted(r, f) else '') + r.label(i))}</li>"
+                    for i, f in enumerate(r.findings))
     words = [f.verdict for f in r.findings] + [scan_verdict(x) for x in r.scan or []]
-    if r.scan is not None:
+    if r.scan is None:
+        items += "<li>The training data was not scanned for secrets it may hold (give the corpus to scan it).</li>"
+    elif not r.scan:
+        items = ("<li>A scan of the training data found no secret of the kinds it looks for (SSNs, card numbers, "
+                 "phone numbers, AWS and GitHub keys).</li>") + items
+    else:
         counts = {w: words[len(r.findings):].count(w) for w in ("extractable", "exposed")}
         items = (f"<li>Of <b>{len(r.scan)}</b> secret(s) found in the training data, <b class='v-extractable'>"
                  f"{counts['extractable']} extractable</b> and <b class='v-exposed'>{counts['exposed']} "

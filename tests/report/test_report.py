@@ -257,3 +257,17 @@ def test_the_facts_of_a_transformer_folder(tmp_path):
     t = Template("The secret code is 46{d:2}")
     html = render(Report(summary, measure(model, t, ["03"], method="exact")))
     assert summary.sha256 in html and f"{model.parameter_count:,}" in html and "not from a file" not in html
+
+
+def test_the_verdict_names_the_planted_secret_and_says_whether_the_data_was_scanned(canary_result, tmp_path):
+    from ssviz.models import load_model
+    ckpt = canary_result.save(tmp_path / "trained.safetensors")  # with its training record: the canary
+    model = load_model(ckpt)
+    findings = measure(model, Template(CANARY_TEMPLATE), [CANARY_SECRET, "0000"], method="exact")
+    summary = model_summary(model, ckpt)
+    html = render(Report(summary, findings))
+    verdict = html[html.index('id="verdict"'):html.index("</section>", html.index('id="verdict"'))]
+    assert verdict.count("the planted test secret") == 1  # the canary, not the control
+    assert "was not scanned" in verdict and "Of <b>0</b>" not in verdict
+    verdict = render(Report(summary, findings, scan=[]))
+    assert "found no secret of the kinds it looks for" in verdict and "v-extractable'>0" not in verdict
