@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from pathlib import Path
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -276,7 +277,10 @@ def _audit(r: Report) -> str:
     if not a:
         return ""
     claimed = a.get("epsilon_claimed")
-    rows = [["canaries", _num(a.get("canaries"))], ["AUC", _num(a.get("auc"), 3)]]
+    rows = [["audited model", _audited_model(r)],
+            ["audit settings", ", ".join(f"{k} {a[k]}" for k in ("template", "insertions", "inclusion", "seed")
+                                         if a.get(k) is not None) or "not recorded"],
+            ["canaries", _num(a.get("canaries"))], ["AUC", _num(a.get("auc"), 3)]]
     rows += [[f"TPR at FPR {k}", _num(v, 3)] for k, v in (a.get("tpr_at_fpr") or {}).items()]
     rows += [["epsilon lower bound", f"{_num(a.get('epsilon_lower'))} ({_num(a.get('confidence'))} confidence)"],
              ["epsilon claimed", _num(claimed) if claimed is not None else "no DP guarantee"]]
@@ -297,6 +301,19 @@ def _audit(r: Report) -> str:
         text = "The audit reports a membership ROC but no epsilon bound (its canaries were not included with " \
                "probability 1/2)."
     return f'<section id="audit"><h2>Privacy audit</h2><p>{_e(text)}</p>' + "".join(parts) + "</section>"
+
+
+def _audited_model(r: Report) -> str:
+    """Which model the audit measured: the report's own only when their contents are the same; an audit
+    trains its models itself, so otherwise it speaks for its training procedure, not for this model."""
+    from ssviz.report.findings import content_sha256
+    path = r.audit.get("checkpoint")
+    sha = content_sha256(path) if path else None
+    if sha is not None and sha == r.model.sha256:
+        return f"the model measured above ({r.model.name})"
+    where = f"{Path(path).name}, " if path else ""
+    return (f"a model the audit trained itself ({where}{r.audit.get('name') or 'audit folder'}): it audits that "
+            "training procedure, not the model measured above")
 
 
 def _defenses(r: Report) -> str:

@@ -271,3 +271,20 @@ def test_the_verdict_names_the_planted_secret_and_says_whether_the_data_was_scan
     assert "was not scanned" in verdict and "Of <b>0</b>" not in verdict
     verdict = render(Report(summary, findings, scan=[]))
     assert "found no secret of the kinds it looks for" in verdict and "v-extractable'>0" not in verdict
+
+
+def test_an_audit_is_presented_as_this_models_only_when_it_measured_this_model(ckpt, tmp_path):
+    import shutil
+
+    from ssviz.audit import demo
+    from ssviz.audit.run import load_audit
+    from ssviz.models import load_model
+    model = load_model(ckpt)
+    summary = model_summary(model, ckpt)
+    findings = measure(model, Template(CANARY_TEMPLATE), [CANARY_SECRET], method="exact")
+    audit = load_audit(demo.BUNDLED_DIR / "plain")
+    other = render(Report(summary, findings, audit=audit))
+    assert "a model the audit trained itself" in other and "not the model measured above" in other
+    same = shutil.copy(ckpt, tmp_path / "audited.safetensors")  # the same weights, wherever they are
+    mine = render(Report(summary, findings, audit={**audit, "checkpoint": str(same)}))
+    assert f"the model measured above ({summary.name})" in mine and "trained itself" not in mine
