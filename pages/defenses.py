@@ -14,7 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from ssviz.defenses import paper
-from ssviz.defenses.compare import DEFENSE_LABELS, DEFENSES, load_results, run_defense
+from ssviz.defenses.compare import DEFENSES, load_results, run_defense
+from ssviz.records import DEFENSE_LABELS
 from ssviz.demo import DEMO_CANARY, DEMO_CORPUS
 from ssviz.errors import SsvizError
 from ssviz.paths import bundled

@@ -196,6 +196,12 @@ class DefenseEpoch:
         return cls(**_checked_json(d, ("epoch",), EPOCH_JSON, EPOCH_RANGES))
 
 
+# every defense's name for people: tables, charts, pages and the report say these, never the codes
+DEFENSE_LABELS = {"none": "No defense", "dropout": "Dropout", "weight_decay": "Weight decay",
+                  "quantize8": "8-bit quantization", "regex": "Regex sanitization",
+                  "lpd": "LPD sanitization", "dp": "DP-SGD (Opacus)"}
+
+
 @dataclass(frozen=True)
 class DefenseResult:
     """One defense at one strength, trained and measured on one canary: a record of the "Defense results"

@@ -28,9 +28,6 @@ from ssviz.records import DEFENSE_REQUIRED, DefenseEpoch, DefenseResult
 from ssviz.train import Canary, TrainConfig, insert_canary, split_text, train
 
 DEFENSES = ("none", "dropout", "weight_decay", "quantize8", "regex", "lpd", "dp")
-DEFENSE_LABELS = {"none": "No defense", "dropout": "Dropout", "weight_decay": "Weight decay",
-                  "quantize8": "8-bit quantization", "regex": "Regex sanitization",
-                  "lpd": "LPD sanitization", "dp": "DP-SGD (Opacus)"}
 DEFAULT_STRENGTHS = {"none": "-", "dropout": "0.3", "weight_decay": "1e-4", "quantize8": "8",
                      "regex": "ssn+ccn", "lpd": "0.1", "dp": "eps=8"}
 RECORD_KEYS = DEFENSE_REQUIRED  # every record has these

@@ -8,17 +8,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ssviz.records import DefenseEpoch, DefenseResult
+from ssviz.records import DEFENSE_LABELS, DefenseEpoch, DefenseResult
 
-LABELS = {"none": "No defense", "dropout": "Dropout", "weight_decay": "Weight decay",
-          "quantize8": "8-bit quantization", "regex": "Regex sanitization", "lpd": "LPD sanitization",
-          "dp": "DP-SGD"}
 COLORS = {"none": "#d62728", "dropout": "#ff7f0e", "weight_decay": "#bcbd22", "quantize8": "#8c564b",
           "regex": "#9467bd", "lpd": "#17becf", "dp": "#2ca02c"}
 
 
 def _label(r: DefenseResult) -> str:
-    text = LABELS.get(r.defense, r.defense) + ("" if r.strength in ("", "-") else f" {r.strength}")
+    text = DEFENSE_LABELS.get(r.defense, r.defense) + ("" if r.strength in ("", "-") else f" {r.strength}")
     return text if r.epsilon is None else text + f" (ε={r.epsilon:.2g})"
 
 
@@ -36,7 +33,7 @@ def defense_comparison(records: Sequence[DefenseResult], max_exposure: float | N
         rs = [r for r in records if r.defense == defense]
         fig.add_trace(go.Scatter(
             x=[r.test_loss for r in rs], y=[r.exposure for r in rs], mode="markers+text",
-            name=LABELS.get(defense, defense), text=["" if r.strength == "-" else r.strength for r in rs],
+            name=DEFENSE_LABELS.get(defense, defense), text=["" if r.strength == "-" else r.strength for r in rs],
             textposition="top center", hovertext=[_label(r) for r in rs],
             hovertemplate="%{hovertext}<br>test loss %{x:.3f}<br>exposure %{y:.1f} bits<extra></extra>",
             marker={"size": 16 if defense == "none" else 11, "symbol": "star" if defense == "none" else "circle",

@@ -28,6 +28,7 @@ from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_readin
 from ssviz.plots.study import found_secrets_chart
 from ssviz.jsonable import finite_json
 from ssviz.redaction import redact, shown_count, stored_tail
+from ssviz.records import DEFENSE_LABELS
 from ssviz.report.findings import EXPOSED_BITS, Finding, ModelSummary
 
 CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
@@ -321,7 +322,8 @@ def _defenses(r: Report) -> str:
         return ""
     from ssviz.plots.defenses import defense_comparison
     recs = r.defenses
-    rows = [[d.defense, d.strength, _num(d.exposure), _num(d.test_loss, 4), _num(d.epsilon)] for d in recs]
+    rows = [[DEFENSE_LABELS.get(d.defense, d.defense), d.strength, _num(d.exposure), _num(d.test_loss, 4),
+             _num(d.epsilon)] for d in recs]
     parts = [_table(["defense", "strength", "exposure (bits)", "test loss", "epsilon"], rows),
              _figure(defense_comparison(recs), "defenses")]
     return '<section id="defenses"><h2>Defenses compared</h2>' + "".join(parts) + "</section>"

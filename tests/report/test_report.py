@@ -90,8 +90,9 @@ def test_the_defenses_section_shows_the_bundled_records(built):
     records = load_results(bundled("defenses/demo-results.json"))
     assert embedded(html)["defenses"] == len(records) and 'id="fig-defenses"' in section
     rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", section)
-    assert rows == [(r.defense, r.strength, f"{r.exposure:,.2f}", f"{r.test_loss:,.4f}",
-                     "n/a" if r.epsilon is None else f"{r.epsilon:,.2f}") for r in records]
+    from ssviz.records import DEFENSE_LABELS
+    assert rows == [(DEFENSE_LABELS[r.defense], r.strength, f"{r.exposure:,.2f}", f"{r.test_loss:,.4f}",
+                     "n/a" if r.epsilon is None else f"{r.epsilon:,.2f}") for r in records]  # readable names
 
 
 def test_the_defenses_section_is_the_same_from_records_read_back_from_their_json(canary_model):
@@ -103,7 +104,7 @@ def test_the_defenses_section_is_the_same_from_records_read_back_from_their_json
     as_records = render(Report(model, findings, defenses=records, created="t"))
     as_json = render(Report(model, findings, defenses=[DefenseResult.from_json(r.to_json()) for r in records],
                             created="t"))
-    assert as_records == as_json and as_records.count("<td>quantize8</td>") == 1
+    assert as_records == as_json and as_records.count("<td>8-bit quantization</td>") == 1
 
 
 def test_nothing_in_the_file_can_reach_the_network(built):
