@@ -252,23 +252,30 @@ def by_label(widgets, label: str):
     return next(w for w in widgets if w.label == label)
 
 
-@pytest.mark.slow
-def test_training_runs_in_a_worker_and_the_result_becomes_selectable(tmp_path, monkeypatch):
+def train_on_the_model_page(tmp_path, monkeypatch, arch: str, template: str, filler: str):
+    """One epoch of training from the Model page's form on 20,000 characters; the page and its ended job."""
     from ui import state
     monkeypatch.setattr(state, "TRAINED_DIR", tmp_path)
     at = open_page("model")
+    by_label(at.selectbox, "Architecture").set_value(arch)
     by_label(at.selectbox, "Units (width)").set_value(64)
     by_label(at.number_input, "Epochs").set_value(1)
     by_label(at.select_slider, "Corpus characters used").set_value(20_000)
-    by_label(at.text_input, "Canary template").set_value("My PIN is {d:4}")
-    by_label(at.text_input, "Canary filler").set_value("4821")
+    by_label(at.text_input, "Canary template").set_value(template)
+    by_label(at.text_input, "Canary filler").set_value(filler)
     by_label(at.button, "Train").click().run()
     assert not at.exception and not at.error
     job = at.session_state["ssviz_training_job"]
-    job.thread.join(timeout=120)
+    job.thread.join(timeout=300)
     assert not job.running and job.error is None, job.error
     at.run()
     assert not at.exception
+    return at, job
+
+
+@pytest.mark.slow
+def test_training_runs_in_a_worker_and_the_result_becomes_selectable(tmp_path, monkeypatch):
+    at, job = train_on_the_model_page(tmp_path, monkeypatch, "lstm", "My PIN is {d:4}", "4821")
     assert len(job.records) == 1 and job.records[0]["exposure_method"] == "exact"
     assert Path(job.result["path"]).parent == tmp_path
     at.button(key="use_trained").click().run()
@@ -280,21 +287,7 @@ def test_training_runs_in_a_worker_and_the_result_becomes_selectable(tmp_path, m
 
 @pytest.mark.slow
 def test_the_app_trains_a_transformer_as_it_trains_an_lstm(tmp_path, monkeypatch):
-    from ui import state
-    monkeypatch.setattr(state, "TRAINED_DIR", tmp_path)
-    at = open_page("model")
-    by_label(at.selectbox, "Architecture").set_value("llama")
-    by_label(at.selectbox, "Units (width)").set_value(64)
-    by_label(at.number_input, "Epochs").set_value(1)
-    by_label(at.select_slider, "Corpus characters used").set_value(20_000)
-    by_label(at.text_input, "Canary template").set_value("My PIN is {d:3}")
-    by_label(at.text_input, "Canary filler").set_value("482")
-    by_label(at.button, "Train").click().run()
-    assert not at.exception and not at.error
-    job = at.session_state["ssviz_training_job"]
-    job.thread.join(timeout=300)
-    assert not job.running and job.error is None, job.error
-    at.run()
+    at, job = train_on_the_model_page(tmp_path, monkeypatch, "llama", "My PIN is {d:3}", "482")
     folder = Path(job.result["path"])
     assert folder.parent == tmp_path and (folder / "config.json").is_file() and job.records[0]["exposure"] is not None
     at.button(key="use_trained").click().run()
