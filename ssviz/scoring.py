@@ -450,10 +450,3 @@ def unit_costs(model: LanguageModel, text: str) -> list[tuple[int, str, float | 
         check_finite(lp, model)
         bits = (-lp[0, :-1].gather(1, t[0, 1:, None])[:, 0].double() / LN2).tolist()
     return list(zip(ids, [model.unit_text(i) for i in ids], [None] + bits))
-
-
-def iter_space_chunks(template: Template, chunk_size: int = DEFAULT_CHUNK) -> Iterable[tuple[int, np.ndarray]]:
-    """The whole space in lexicographic order, as ``(first_index, digits)`` chunks."""
-    for lo in range(0, template.space_size, chunk_size):
-        hi = min(lo + chunk_size, template.space_size)
-        yield lo, template.digits_of_indices(np.arange(lo, hi, dtype=np.int64))

@@ -30,7 +30,7 @@ from ssviz.exposure.estimators import (
     skewnorm_logcdf,
     tail_logcdf,
 )
-from ssviz.exposure.methods import (ESTIMATES, METHODS, Method, Plan, auto, certified, exact, fit_problems, measure, plan,
+from ssviz.exposure.methods import (ESTIMATES, METHODS, Method, Plan, certified, exact, fit_problems, measure, plan,
                                     sampled, search, skewnorm)
 from ssviz.exposure.result import ExposureResult
 from ssviz.exposure.secret import EXPOSURE_ORDER, measure_secret, primary
@@ -48,7 +48,7 @@ from ssviz.exposure.sharded import (
 __all__ = [
     "ESTIMATES", "EXPOSURE_ORDER", "FIT_SAMPLE", "HIST_BIN_BITS", "HIST_MAX_BITS", "LOG2E", "METHODS",
     "SHARDED_LIMIT", "SHARD_SCHEMA_DDL", "ExposureResult", "Histogram", "Method", "NoFit", "ShardStore",
-    "SkewNormalFit", "Plan", "auto", "certified", "fit_problems", "plan", "bootstrap_ci", "count_range", "exact", "exposure_at_rank", "exposure_of",
+    "SkewNormalFit", "Plan", "certified", "fit_problems", "plan", "bootstrap_ci", "count_range", "exact", "exposure_at_rank", "exposure_of",
     "extrapolation", "fit_indices", "fit_or_none", "fit_skewnorm", "fit_subsample", "interpolation", "measure",
     "measure_secret", "primary", "rank_among", "sampled", "search", "secret_task", "shard_plan", "shard_task",
     "sharded_exact", "skewnorm", "skewnorm_logcdf", "tail_logcdf",

@@ -169,11 +169,6 @@ def plan(model: LanguageModel, template: Template, *, limit: int | None = None,
                             f"the budget of {human_seconds(budget)}", seconds, rate)
 
 
-def auto(template: Template, limit: int | None = None) -> str:
-    """The method by space size alone (no model at hand): ``exact`` up to ``limit`` (10^7), else ``skewnorm``."""
-    return "exact" if template.space_size <= (limit or EXHAUSTIVE_LIMIT) else "skewnorm"
-
-
 def certified(model: LanguageModel, template: Template, secret: str, estimate: ExposureResult, *,
               max_nodes: int | None = None, max_seconds: float | None = None,
               progress: Progress | None = None, stop: StopFlag | None = None) -> ExposureResult:
