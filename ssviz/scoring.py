@@ -407,28 +407,87 @@ def score_space(model: LanguageModel, template: Template, *, limit: int = EXHAUS
     return out
 
 
+@dataclass
+class Reading:
+    """How a model reads one text, unit by unit: what per-text attacks, verbatim checks and
+    counterfactual metrics are computed from (natural logs; the first unit is context).
+
+    ``logp[i]``, ``correct[i]``, ``mu[i]`` and ``sigma[i]`` describe the prediction of unit ``i + 1``:
+    its log-probability, whether it is the model's top choice, and the mean and standard deviation of
+    ``log p(v)`` under the model's own next-unit distribution (with ``stats``). ``last`` is the log-
+    distribution of the unit after the whole text (with ``last``)."""
+
+    ids: np.ndarray
+    logp: np.ndarray
+    correct: np.ndarray
+    mu: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+    last: np.ndarray | None = None
+
+    @property
+    def bits(self) -> float:
+        """Log-perplexity in bits (the paper's Px)."""
+        return float(-self.logp.sum() / LN2)
+
+
+def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool = False, last: bool = False,
+             batch_size: int = 256, progress: Progress | None = None, stop: StopFlag | None = None) -> list[Reading]:
+    """Read rows of unit ids in full from the initial state, batched by length (no cache, no sharing).
+
+    The one per-text reader: naive scoring, membership attacks, verbatim and counterfactual metrics
+    all take their numbers from it."""
+    out: list[Reading | None] = [None] * len(rows)
+    by_len: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_len.setdefault(len(r), []).append(i)
+    done = 0
+    with torch.inference_mode():
+        for length, idx in sorted(by_len.items()):
+            for lo in range(0, len(idx), batch_size):
+                check_stop(stop)
+                part = idx[lo:lo + batch_size]
+                ids = torch.tensor([list(rows[i]) for i in part], dtype=torch.long).reshape(len(part), length)
+                if length == 0 or (length == 1 and not last):
+                    for j, i in enumerate(part):
+                        out[i] = Reading(ids[j].numpy(), np.zeros(0),
+                                         np.zeros(0, bool), np.zeros(0) if stats else None,
+                                         np.zeros(0) if stats else None)
+                    continue
+                steps = ids if last else ids[:, :-1]
+                lp, _ = model.run(steps, model.initial_state(len(part)))
+                check_finite(lp, model)
+                lp = lp.float()
+                pred = lp[:, :length - 1]
+                target = ids[:, 1:, None]
+                got = pred.gather(2, target)[..., 0].double()
+                correct = pred.argmax(2) == ids[:, 1:]
+                if stats:
+                    p = pred.exp()
+                    mu = (p * pred).sum(2)
+                    sigma = ((p * pred.square()).sum(2) - mu.square()).clamp_min(0).sqrt()
+                for j, i in enumerate(part):
+                    out[i] = Reading(ids[j].numpy(), got[j].numpy(), correct[j].numpy(),
+                                     mu[j].double().numpy() if stats else None,
+                                     sigma[j].double().numpy() if stats else None,
+                                     lp[j, -1].double().numpy() if last else None)
+                done += len(part)
+                if progress:
+                    progress(done, len(rows))
+    return out  # type: ignore[return-value]
+
+
+def read_texts(model: LanguageModel, texts: Sequence[str], **kw) -> list[Reading]:
+    """:func:`read_ids` over texts encoded as the model encodes them."""
+    return read_ids(model, model.encode_batch(list(texts)), **kw)
+
+
 def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """Naive reference: every text encoded and run in full from the initial state, batched by length.
 
     What a user writes by hand (run, log-softmax, gather, sum from the second
     unit): no cache, no sharing.
     """
-    out = np.zeros(len(texts), dtype=np.float64)
-    rows = model.encode_batch(list(texts))
-    by_len: dict[int, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_len.setdefault(len(r), []).append(i)
-    with torch.inference_mode():
-        for length, idx in by_len.items():
-            if length < 2:
-                continue
-            for lo in range(0, len(idx), batch_size):
-                part = idx[lo:lo + batch_size]
-                ids = torch.tensor([rows[i] for i in part])
-                lp, _ = model.run(ids[:, :-1], model.initial_state(len(part)))
-                check_finite(lp, model)
-                out[part] = (-lp.gather(2, ids[:, 1:, None])[..., 0].double().sum(1) / LN2).numpy()
-    return out
+    return np.array([r.bits for r in read_texts(model, texts, batch_size=batch_size)], dtype=np.float64)
 
 
 def log_perplexity(model: LanguageModel, text: str) -> float:

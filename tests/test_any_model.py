@@ -167,3 +167,31 @@ def test_sharded_exact_equals_plain_exact(any_model, space_scores, executor, req
     assert sharded.exposure == pytest.approx(plain.exposure, abs=1e-9)
     assert sharded.log_perplexity == pytest.approx(plain.log_perplexity, rel=1e-6, abs=TOL)
     assert sharded.histogram == plain.histogram
+
+
+def test_reading_equals_step_by_step_distributions(any_model):
+    """The per-text reader's log-probabilities, top-choice flags, distribution moments and next-unit
+    distribution equal a step-by-step computation from the model's own `step`."""
+    from ssviz.scoring import read_texts
+    texts = ["My PIN is 4821.", "a", "My PIN is 0000. and more"]
+    readings = read_texts(any_model, texts, stats=True, last=True)
+    for text, r in zip(texts, readings):
+        ids = any_model.encode(text)
+        assert list(r.ids) == ids
+        state = any_model.initial_state(1)
+        rows = []
+        with torch.inference_mode():
+            for u in ids:
+                lp, state = any_model.step(torch.tensor([u]), state)
+                rows.append(lp[0].double())
+        for i in range(len(ids) - 1):
+            dist = rows[i]
+            assert r.logp[i] == pytest.approx(float(dist[ids[i + 1]]), abs=1e-4)
+            assert bool(r.correct[i]) == (int(dist.argmax()) == ids[i + 1])
+            mu = float((dist.exp() * dist).sum())
+            var = float((dist.exp() * dist ** 2).sum()) - mu ** 2
+            assert r.mu[i] == pytest.approx(mu, abs=1e-3)
+            assert r.sigma[i] == pytest.approx(max(var, 0) ** 0.5, abs=1e-3)
+        np.testing.assert_allclose(r.last, rows[-1].numpy(), atol=1e-4)
+        assert r.bits == pytest.approx(-sum(float(rows[i][ids[i + 1]]) for i in range(len(ids) - 1)) / np.log(2),
+                                       abs=1e-3)
