@@ -122,3 +122,46 @@ def from_groups(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray
     a = _finite("member scores", member_scores)
     b = _finite("non-member scores", nonmember_scores)
     return np.r_[a, b], np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]
+
+
+def _auc_of_groups(a: np.ndarray, b: np.ndarray) -> float:
+    """Mann-Whitney AUC of member scores ``a`` against non-member scores ``b`` (ties half)."""
+    from scipy.stats import rankdata
+    ranks = rankdata(np.r_[a, b])
+    return float((ranks[:len(a)].sum() - len(a) * (len(a) + 1) / 2) / (len(a) * len(b)))
+
+
+def auc_interval(scores, included, *, level: float = 0.95, boots: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUC, members and non-members resampled separately (so every
+    resample keeps both groups' sizes)."""
+    s, inc = membership_arrays(scores, included)
+    a, b = s[inc], s[~inc]
+    rng = np.random.default_rng(seed)
+    values = np.array([_auc_of_groups(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))])
+                       for _ in range(boots)])
+    tail = (1 - level) / 2
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+
+
+def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided binomial interval: a TPR measured on few members is a wide range, and says so."""
+    from scipy.stats import beta
+    if trials <= 0:
+        return 0.0, 1.0
+    tail = (1 - level) / 2
+    lo = 0.0 if successes <= 0 else float(beta.ppf(tail, successes, trials - successes + 1))
+    hi = 1.0 if successes >= trials else float(beta.ppf(1 - tail, successes + 1, trials - successes))
+    return lo, hi
+
+
+def summary(scores, included, *, fprs=DEFAULT_FPRS, level: float = 0.95, boots: int = 1000,
+            seed: int = 0) -> dict:
+    """The numbers every membership result reports, with their uncertainty: ``auc``, ``auc_ci``,
+    ``tpr_at_fpr`` and ``tpr_ci`` (both keyed by the FPR budget as written, e.g. "0.01")."""
+    s, inc = membership_arrays(scores, included)
+    n_in = int(inc.sum())
+    tprs = tpr_at_fpr(s, inc, fprs)
+    return {"auc": auc(s, inc), "auc_ci": list(auc_interval(s, inc, level=level, boots=boots, seed=seed)),
+            "tpr_at_fpr": {f"{f:g}": t for f, t in tprs.items()},
+            "tpr_ci": {f"{f:g}": list(clopper_pearson(round(t * n_in), n_in, level)) for f, t in tprs.items()},
+            "members": n_in, "nonmembers": int(len(inc) - n_in)}

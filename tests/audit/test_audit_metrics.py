@@ -190,3 +190,19 @@ def test_plain_reading():
     assert "without a DP guarantee" in plain_reading(2.3, None)
     assert "no leak it can prove" in plain_reading(0.0, 4.0)
     assert "does not hold" in plain_reading(3.0, 1.0)
+
+
+def test_summary_intervals_contain_the_estimates_and_match_direct_computations():
+    from scipy.stats import binomtest
+    from ssviz.audit.metrics import clopper_pearson, from_groups, summary
+    rng = np.random.default_rng(0)
+    s, inc = from_groups(rng.normal(1, 1, 200), rng.normal(0, 1, 300))
+    out = summary(s, inc, boots=300, seed=1)
+    assert out["auc_ci"][0] < out["auc"] < out["auc_ci"][1]
+    assert out["auc"] == pytest.approx(float(np.mean(s[inc][:, None] > s[~inc][None, :])), abs=1e-9)
+    assert set(out["tpr_at_fpr"]) == {"0.001", "0.01", "0.1"}
+    k = round(out["tpr_at_fpr"]["0.1"] * 200)
+    ci = binomtest(k, 200).proportion_ci(0.95, method="exact")
+    assert out["tpr_ci"]["0.1"] == pytest.approx([ci.low, ci.high], abs=1e-9)
+    assert clopper_pearson(0, 10) == (0.0, pytest.approx(0.3084971, abs=1e-6))
+    assert summary(s, inc, boots=300, seed=1) == out  # seeded
