@@ -14,6 +14,17 @@ from ssviz.train import Canary, TrainConfig, train
 # second thread makes small batched steps many times slower.
 torch.set_num_threads(1)
 
+
+
+@pytest.fixture(autouse=True)
+def _app_jobs_in_threads(request, monkeypatch):
+    """App jobs run in a server thread, pickled as for a process (so a spy on the library sees them), except in
+    tests marked ``job_processes`` and in a served app (the browser tests)."""
+    if request.node.get_closest_marker("job_processes") is None:
+        from ui import jobs
+        monkeypatch.setattr(jobs, "IN_PROCESS", False)
+
+
 TINY_VOCAB = list(" abcdefghijklmnopqrstuvwxyzMNPSIY0123456789-.{}")
 
 
