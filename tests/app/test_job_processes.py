@@ -11,7 +11,7 @@ import pytest
 from ssviz.errors import SettingsError, StoppedError
 from ui import jobs, sessions
 
-pytestmark = pytest.mark.job_processes
+pytestmark = [pytest.mark.job_processes, pytest.mark.slow]  # each job starts a process
 
 
 def counting(progress, stop):
@@ -60,17 +60,21 @@ def test_errors_come_back_as_one_line():
     assert crashed.error.startswith("internal error: the job's process ended without an answer") and "3" in crashed.error
 
 
-def test_a_stopped_job_returns_its_answer_and_one_that_ignores_stop_is_ended():
+def test_a_stopped_job_returns_its_partial_answer(monkeypatch):
+    monkeypatch.setattr(jobs, "KILL_GRACE", 120.0)  # however loaded the machine, the answer comes first
     polite = jobs.Job(("p",), "Polite", cooperative).start()
+    time.sleep(1.0)
+    assert polite.running
+    polite.stop.set()
+    assert polite.wait(150) and polite.stopped and polite.error.startswith("stopped after")
+
+
+def test_a_job_that_ignores_stop_is_ended():
     rude = jobs.Job(("r",), "Rude", stubborn).start()
     time.sleep(1.0)
-    assert polite.running and rude.running
-    t0 = time.monotonic()
-    polite.stop.set()
+    assert rude.running
     rude.stop.set()
-    assert polite.wait(30) and polite.stopped and polite.error.startswith("stopped after")
-    assert rude.wait(jobs.KILL_GRACE + 10) and rude.stopped
-    assert time.monotonic() - t0 < jobs.KILL_GRACE + 10
+    assert rude.wait(jobs.KILL_GRACE + 10) and rude.stopped and "ended without a partial result" in rude.error
 
 
 def test_a_closed_session_ends_its_job_process(monkeypatch):
