@@ -13,6 +13,7 @@ from ssviz.report.verbatim import read_summary
 from tests.longtail.test_verbatim import CycleModel, cycle_corpus
 
 
+@pytest.mark.slow
 def test_section_shows_the_rates(tmp_path):
     res = verbatim(CycleModel(0.9), cycle_corpus(), prefix=5, suffix=10, prefixes=[2, 5])
     save(res, tmp_path)
@@ -34,3 +35,17 @@ def test_bad_summaries_are_one_line_errors(tmp_path):
     (tmp_path / "y.json").write_text("{")
     with pytest.raises(SsvizError, match="not a verbatim summary"):
         read_summary(tmp_path / "y.json")
+
+
+@pytest.mark.slow
+def test_report_command_includes_a_verbatim_folder(tmp_path, tiny_model, capsys):
+    from ssviz.cli import main
+    ckpt = tiny_model.save(tmp_path / "m.safetensors")
+    save(verbatim(CycleModel(0.9), cycle_corpus(), prefix=5, suffix=10), tmp_path / "v")
+    out = tmp_path / "r.html"
+    base = ["report", "--checkpoint", str(ckpt), "--template", "pin {d:2}", "--secret", "42", "--method", "exact",
+            "--max-nodes", "200", "--out", str(out)]
+    assert main([*base, "--verbatim", str(tmp_path / "v")]) == 0
+    assert 'data-figure="verbatim-duplicates"' in out.read_text(encoding="utf-8")
+    assert main([*base, "--verbatim", str(tmp_path / "missing")]) == 2
+    assert "verbatim summary not found" in capsys.readouterr().err
