@@ -91,12 +91,15 @@ def greedy_decode(model: LanguageModel, prompts: Sequence[Sequence[int]], steps:
                         pred = torch.cat([pred, tf.float()], dim=1)
                     target_logp[part] = pred.gather(2, target[:, :, None])[..., 0].double().numpy()
                 tok = first.argmax(-1)
-                out = [tok]
+                out, best = [tok], []
                 for _ in range(steps - 1):
                     lp, state = model.step(tok, state)
-                    check_finite(lp, model)
-                    tok = lp.float().argmax(-1)
+                    lp = lp.float()
+                    tok = lp.argmax(-1)
+                    best.append(lp.gather(1, tok[:, None]))  # NaN wins argmax: a broken row shows here
                     out.append(tok)
+                if best:  # one check per batch, not a pass over the vocabulary per step
+                    check_finite(torch.cat(best, dim=1), model)
                 tokens[part] = torch.stack(out, dim=1).numpy()
                 done += len(part)
                 if progress:

@@ -196,6 +196,21 @@ def test_bad_settings_and_stop():
         verbatim(model, cycle_corpus(), prefix=2, suffix=3, stop=lambda: True)
 
 
+class BrokenModel(CycleModel):
+    """Gives NaN once it has read 4 units: decoding must refuse it, not return arbitrary units."""
+
+    def step(self, tokens, state):
+        lp, state = super().step(tokens, state)
+        return torch.where(state[:, None] > 4, torch.full_like(lp, float("nan")), lp), state
+
+
+def test_a_model_that_gives_nan_is_refused():
+    from ssviz.errors import NonFiniteError
+    greedy_decode(BrokenModel(), [[0, 1]], 2)  # reads 3 units: fine
+    with pytest.raises(NonFiniteError):
+        greedy_decode(BrokenModel(), [[0, 1]], 6)
+
+
 def test_files_have_the_contract_columns(tmp_path):
     res = verbatim(CycleModel(), cycle_corpus(), prefix=5, suffix=10)
     summary = save(res, tmp_path / "out", {"corpus": "c.txt"})
