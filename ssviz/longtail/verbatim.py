@@ -85,8 +85,8 @@ def greedy_decode(model: LanguageModel, prompts: Sequence[Sequence[int]], steps:
                 if targets is not None:
                     target = torch.tensor([list(targets[i]) for i in part], dtype=torch.long)
                     pred = first[:, None]
-                    if steps > 1:  # states are never changed in place: the greedy steps below reuse ``state``
-                        tf, _ = model.run(target[:, :-1], state)
+                    if steps > 1:  # on its own copy of the rows: the greedy steps below go on from ``state``
+                        tf, _ = model.run(target[:, :-1], model.select_state(state, torch.arange(len(part))))
                         check_finite(tf, model)
                         pred = torch.cat([pred, tf.float()], dim=1)
                     target_logp[part] = pred.gather(2, target[:, :, None])[..., 0].double().numpy()

@@ -55,6 +55,8 @@ def test_greedy_equals_generate(tiny_transformer):
             ref = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps,
                                        do_sample=False, eos_token_id=None, pad_token_id=0)
         np.testing.assert_array_equal(got[rows], ref[:, n:].numpy())
+    targets = random_prompts(len(model.vocab), [steps] * len(prompts), seed=3)
+    np.testing.assert_array_equal(greedy_decode(model, prompts, steps, targets=targets, batch_size=2).tokens, got)
 
 
 def step_by_step(model: LanguageModel, prompt, steps: int) -> list[int]:
@@ -81,6 +83,9 @@ def test_greedy_equals_step_by_step_on_character_models(char_model):
     got = greedy_decode(char_model, prompts, 15, batch_size=2).tokens
     for row, prompt in zip(got, prompts):
         assert row.tolist() == step_by_step(char_model, prompt, 15)
+    # reading the true suffix from the same prompt state leaves the greedy continuation as it was
+    targets = random_prompts(len(char_model.vocab), [15] * len(prompts), seed=3)
+    np.testing.assert_array_equal(greedy_decode(char_model, prompts, 15, targets=targets, batch_size=2).tokens, got)
 
 
 def test_suffix_log_probability_equals_the_reader(tiny_model, tiny_transformer):
