@@ -74,6 +74,8 @@ def run_verbatim(args) -> int:
              + (f", {result.left_out:,} left out by --max-per-count" if result.left_out else "")
              + f") in {result.seconds:.1f} s; rows in {out / 'verbatim.csv'}",
              "copies  lines  extractable  rate   match  P(extracted in 1 / 1000 samples)"]
+    if not result.tested:
+        lines[1] = f"no line has {args.prefix} + {args.suffix} units: give a smaller --prefix or --suffix"
     for g in payload["by_duplicates"]:
         p = g["extraction_probability"]
         lines.append(f"{g['duplicates']:>6}  {g['texts']:>5}  {g['extractable']:>11}  {g['rate']:5.1%}  "
