@@ -332,7 +332,7 @@ def _defenses(r: Report) -> str:
 
 def _verbatim(r: Report) -> str:
     from ssviz.report.verbatim import section
-    return section(r.verbatim) if r.verbatim else ""
+    return section(r.verbatim, _figure) if r.verbatim else ""
 
 
 def _methods(r: Report) -> str:

@@ -6,6 +6,7 @@ secret those lines may hold.
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -29,20 +30,54 @@ def read_summary(path) -> dict:
         raise SsvizError(f"{path} is not a verbatim summary ({type(e).__name__})") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("by_duplicates"), list):
         raise SsvizError(f"{path} is not a verbatim summary (no by_duplicates)")
+    _check(summary, path)
     return summary
 
 
-def section(summary: dict) -> str:
-    """HTML of the section: rates by duplicate count, the laws' figures, how the lines were chosen."""
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check(summary: dict, path) -> None:
+    """Every number the section shows is a number (a file someone else wrote can hold anything)."""
+    records = list(summary["by_duplicates"]) + list(summary.get("by_prefix") or [])
+    fields = ("texts", "extractable", "rate", "rate_low", "rate_high", "mean_match_fraction")
+    for r in records:
+        ok = isinstance(r, dict) and all(_number(r.get(k)) or r.get(k) is None for k in fields) and \
+            (_number(r.get("duplicates")) or _number(r.get("prefix"))) and \
+            isinstance(r.get("extraction_probability"), dict) and \
+            all(_number(v) or v is None for v in r["extraction_probability"].values())
+        if not ok:
+            raise SsvizError(f"{path} is not a verbatim summary (a rate record is malformed)")
+    for k in ("tested", "distinct", "short", "prefix", "suffix"):
+        if not _number(summary.get(k, 0)):
+            raise SsvizError(f"{path} is not a verbatim summary ({k} is not a number)")
+    law = summary.get("duplicates_law")
+    if law is not None and not (isinstance(law, dict) and _number(law.get("slope")) and _number(law.get("r2"))):
+        raise SsvizError(f"{path} is not a verbatim summary (duplicates_law is malformed)")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr></thead>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table>{head}<tbody>{body}</tbody></table>"
+
+
+def section(summary: dict, figure) -> str:
+    """HTML of the section: rates by duplicate count, the laws' figures, how the lines were chosen.
+
+    ``figure(fig, name)`` embeds a figure as the rest of the report does (``ssviz.report.html`` passes its own)."""
     from ssviz.plots.verbatim import extraction_probability, rate_by_duplicates, rate_by_prefix
-    from ssviz.report.html import _e, _figure, _num, _table
 
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
+    def g2(x):
+        return "n/a" if x is None else f"{x:.2g}"
+
     rows = [[g["duplicates"], g["texts"], g["extractable"], f"{pct(g['rate'])} ({pct(g['rate_low'])}–"
              f"{pct(g['rate_high'])})", pct(g["mean_match_fraction"]),
-             f"{g['extraction_probability']['1']:.2g}", f"{g['extraction_probability']['1000']:.2g}"]
+             g2(g["extraction_probability"].get("1")), g2(g["extraction_probability"].get("1000"))]
             for g in summary["by_duplicates"]]
     law = summary.get("duplicates_law")
     text = (f"Each of {summary.get('tested', 0):,} distinct training lines (of {summary.get('distinct', 0):,}; "
@@ -54,12 +89,12 @@ def section(summary: dict) -> str:
     if law:
         slope = 100 * law["slope"]
         text += (f" Each tenfold increase in copies adds {slope:+.1f} points of extractable "
-                 f"lines on this model (log-linear fit, R² {_num(law['r2'])}).")
+                 f"lines on this model (log-linear fit, R² {law['r2']:.2f}).")
     parts = [f"<p>{text}</p>",
              _table(["copies", "lines", "extractable", "rate (95% interval)", "mean match", "P(1 sample)",
                      "P(1,000 samples)"], rows),
-             _figure(rate_by_duplicates(summary), "verbatim-duplicates")]
+             figure(rate_by_duplicates(summary), "verbatim-duplicates")]
     if summary.get("by_prefix"):
-        parts.append(_figure(rate_by_prefix(summary), "verbatim-prefix"))
-    parts.append(_figure(extraction_probability(summary), "verbatim-samples"))
+        parts.append(figure(rate_by_prefix(summary), "verbatim-prefix"))
+    parts.append(figure(extraction_probability(summary), "verbatim-samples"))
     return '<section id="verbatim"><h2>Verbatim extraction of training lines</h2>' + "".join(parts) + "</section>"

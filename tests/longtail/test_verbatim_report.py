@@ -35,6 +35,12 @@ def test_bad_summaries_are_one_line_errors(tmp_path):
     (tmp_path / "y.json").write_text("{")
     with pytest.raises(SsvizError, match="not a verbatim summary"):
         read_summary(tmp_path / "y.json")
+    (tmp_path / "z.json").write_text(json.dumps({"by_duplicates": [{"duplicates": 1, "rate": "<script>"}]}))
+    with pytest.raises(SsvizError, match="malformed"):
+        read_summary(tmp_path / "z.json")
+    (tmp_path / "w.json").write_text(json.dumps({"by_duplicates": [], "prefix": "<b>"}))
+    with pytest.raises(SsvizError, match="prefix is not a number"):
+        read_summary(tmp_path / "w.json")
 
 
 @pytest.mark.slow
