@@ -47,6 +47,7 @@ class Report:
     study: pd.DataFrame | None = None          # Store.comparison() rows
     audit: dict | None = None                  # audit metrics (and optionally scores / included arrays)
     defenses: list | None = None               # ssviz.records.DefenseResult (or its JSON): defense runs
+    verbatim: dict | None = None               # verbatim.json: verbatim extraction of the training lines
     settings: dict = field(default_factory=dict)  # estimator settings, seeds, budgets, command line
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
@@ -329,6 +330,11 @@ def _defenses(r: Report) -> str:
     return '<section id="defenses"><h2>Defenses compared</h2>' + "".join(parts) + "</section>"
 
 
+def _verbatim(r: Report) -> str:
+    from ssviz.report.verbatim import section
+    return section(r.verbatim, _figure) if r.verbatim else ""
+
+
 def _methods(r: Report) -> str:
     rows = []
     for i, f in enumerate(r.findings):
@@ -378,7 +384,8 @@ def render(r: Report) -> str:
              "Secrets are redacted: at most their last few characters are shown.")
     payload = script_json(finite_json(data(r)))
     measured = [_exposure(r), _extraction(r)] if r.findings else []
-    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r), _methods(r)])
+    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r), _verbatim(r),
+                    _methods(r)])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
