@@ -27,6 +27,8 @@ class Channel:
     """What the job's function sees as ``progress``: ``progress(done, total, status=None)`` and
     ``progress.record(dict)`` (a training's per-epoch records for the live chart)."""
 
+    describes = True  # the panel shows a search's status line (ssviz.progress.tell)
+
     def __init__(self, send):
         self._send = send
         self._pending = None

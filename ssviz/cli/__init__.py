@@ -70,12 +70,14 @@ def progress_printer(label: str, enabled: bool):
     if not enabled:
         return None
 
-    def report(done: int, total: int) -> None:
-        sys.stderr.write(f"\r{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)")
+    def report(done: int, total: int, status: str | None = None) -> None:
+        line = f"{label}: {status}" if status else f"{label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)"
+        sys.stderr.write(f"\r{line}\033[K")
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
+    report.describes = True
     return report
 
 

@@ -31,6 +31,7 @@ from ssviz.extraction.options import SearchOptions
 from ssviz.extraction.result import Deadline, SearchBudgetError
 from ssviz.extraction.shortest_path import BestFirstSearch
 from ssviz.models.base import LanguageModel
+from ssviz.scoring import score_fillers
 from ssviz.templates import as_template
 
 
@@ -62,7 +63,17 @@ def search_exposure(model: LanguageModel, template, secret: str, *, options: Sea
             seen = len(search.finished)
         return secret_cost is not None and search.frontier_min > secret_cost
 
-    why = search.drive(done, max_nodes=opts.max_nodes, deadline=deadline, progress=opts.progress)
+    target = float(score_fillers(model, template, [secret])[0]) if opts.progress is not None else None
+
+    def describe() -> str:
+        """The frontier's cost against the secret's: the search is certain once it has passed it."""
+        front = search.frontier_min
+        ahead = sum(1 for c, _ in search.finished if c <= min(front, target))
+        return (f"{search.nodes_expanded:,} nodes expanded, {ahead:,} filler(s) certified more likely than the "
+                f"secret; frontier at {front:.2f} bits of the secret's {target:.2f}")
+
+    why = search.drive(done, max_nodes=opts.max_nodes, deadline=deadline, progress=opts.progress,
+                       describe=describe if target is not None else None)
     costs = np.fromiter((c for c, _ in search.finished), dtype=np.float64, count=len(search.finished))
     if why is not None:
         if deadline.stopped():

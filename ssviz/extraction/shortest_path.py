@@ -49,6 +49,7 @@ from ssviz.extraction.trace import node, recorder_for
 from ssviz.memory import ensure_memory
 from ssviz.models.base import LanguageModel
 from ssviz.models.pool import PoolFullError
+from ssviz.progress import tell
 from ssviz.scoring import LN2
 
 # approximate CPython sizes: a frontier entry (tuple, float, int, list slot), a finished (tuple, float, str),
@@ -218,8 +219,11 @@ class BestFirstSearch:
         if self.recorder is not None:  # past its step cap, the recorder only marks the trace as capped
             self.recorder.search_step(expanded, children, len(self.heap), self.finished[n_found:] if recording else [])
 
-    def drive(self, done, *, max_nodes: int, deadline: Deadline, progress=None) -> str | None:
-        """Iterate until ``done()`` or the frontier is empty (None), or a budget ends the run (its message)."""
+    def drive(self, done, *, max_nodes: int, deadline: Deadline, progress=None, describe=None) -> str | None:
+        """Iterate until ``done()`` or the frontier is empty (None), or a budget ends the run (its message).
+
+        Progress counts expanded nodes against the budget; ``describe()`` adds what they mean (a status line:
+        the frontier's cost against the target's)."""
         check_positive("max_nodes", max_nodes)
         while not done() and self.heap:
             why = deadline.why_not_continue()
@@ -235,7 +239,7 @@ class BestFirstSearch:
             except PoolFullError as e:
                 return str(e)
             if progress is not None and self.iterations % 16 == 0:
-                progress(self.nodes_expanded, max_nodes)
+                tell(progress, self.nodes_expanded, max_nodes, describe() if describe else None)
         return None
 
 
@@ -273,9 +277,14 @@ def shortest_path(model: LanguageModel, template, *, top_k: int = 1, options: Se
             return search.iterations >= 2 * max(first_found_iteration, 1)
         return len(best) >= min(top_k, space_size) and -best[0] <= search.frontier_min
 
-    why = search.drive(done, max_nodes=opts.max_nodes, deadline=deadline, progress=opts.progress)
-    if opts.progress is not None:
-        opts.progress(search.nodes_expanded, opts.max_nodes)
+    def describe() -> str:
+        found = (f"{len(search.finished):,} filler(s) complete, best {min(c for c, _ in search.finished):.2f} bits; "
+                 if search.finished else "")
+        return (f"{search.nodes_expanded:,} nodes expanded; {found}"
+                f"frontier at {search.frontier_min:.2f} bits (no filler left to find is more likely)")
+
+    why = search.drive(done, max_nodes=opts.max_nodes, deadline=deadline, progress=opts.progress, describe=describe)
+    tell(opts.progress, search.nodes_expanded, opts.max_nodes, describe() if search.heap else None)
     message = why or ""
     if why is None and opts.stop_rule == "paper" and search.heap and not (best and -best[0] <= search.frontier_min):
         message = "stopped by the paper's rule (2x the iterations of the first complete filler); not certified"

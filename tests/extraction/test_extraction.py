@@ -315,3 +315,25 @@ def test_cli_errors_are_one_line(checkpoint, capsys):
     assert main(["extract", "--checkpoint", checkpoint, "--template", "PIN {d:12}", "--algorithm", "brute"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1
+
+
+def test_a_search_describes_its_frontier_against_the_secrets_cost_to_a_callback_that_shows_words(tiny_model):
+    """Progress of a rank search says what its numbers mean; a callback without ``describes`` gets counts only."""
+    from ssviz.extraction.rank import search_exposure
+    from ssviz.progress import tell
+    from ssviz.scoring import score_fillers
+    template = Template("My PIN is {d:4}")
+    words, counts = [], []
+
+    def shows(done, total, status=None):
+        words.append(status)
+    shows.describes = True
+    search_exposure(tiny_model, template, "4821", progress=shows, max_nodes=100_000, batch_size=1)
+    search_exposure(tiny_model, template, "4821", progress=lambda done, total: counts.append(done),
+                    max_nodes=100_000, batch_size=1)
+    target = float(score_fillers(tiny_model, template, ["4821"])[0])
+    assert words and all(f"of the secret's {target:.2f}" in w for w in words if w)
+    assert counts
+    said = []
+    tell(lambda d, t: said.append((d, t)), 1, 2, "ignored")
+    assert said == [(1, 2)]
