@@ -40,7 +40,7 @@ def make_classifier(seed: int = 0):
                                   token_pattern=r"(?u)\b\w+\b")),
         ("length", make_pipeline(FunctionTransformer(_lengths), StandardScaler())),
     ])
-    return make_pipeline(features, LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
+    return make_pipeline(features, LogisticRegression(C=1.0, solver="liblinear", max_iter=1000, random_state=seed))
 
 
 def blind_scores(texts: Sequence[str], member, *, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
