@@ -229,3 +229,24 @@ def text_view(model, text: str) -> dict:
     z = minkpp_z(reading) if len(reading.logp) else np.zeros(0)
     return {"units": units, "logp": [None, *map(float, reading.logp)], "z": [None, *map(float, z)]}
 
+
+
+FPR_LABELS = {"0.001": "0.1%", "0.01": "1%", "0.1": "10%"}
+
+
+def metrics_rows(doc: dict) -> list[dict]:
+    """One row per attack and one for the blind baseline, with intervals as text: the table the page, the
+    CLI's readers and the report show."""
+    def interval(ci) -> str:
+        return "–" if not ci else f"{ci[0]:.3f}–{ci[1]:.3f}"
+
+    rows = []
+    entries = [(ATTACKS[n].title if n in ATTACKS else n, a) for n, a in doc["attacks"].items()]
+    for title, a in [*entries, ("Blind baseline (no model)", doc["blind"])]:
+        row = {"attack": title, "AUC": a.get("auc"), "AUC 95% interval": interval(a.get("auc_ci"))}
+        for f, label in FPR_LABELS.items():
+            row[f"TPR at {label} FPR"] = (a.get("tpr_at_fpr") or {}).get(f)
+            row[f"TPR at {label} 95% interval"] = interval((a.get("tpr_ci") or {}).get(f))
+        row["texts scored"] = a.get("scored", a.get("members", 0) + a.get("nonmembers", 0))
+        rows.append(row)
+    return rows
