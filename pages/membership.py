@@ -20,9 +20,10 @@ from ssviz.messages import clip
 from ssviz.plots.membership import attack_rocs, unit_heat
 from ui import cache, state
 from ui import membership as ui_mia
-from ui.widgets import chart, download_table, job_panel, model_banner, page_header, run_page, start_job
+from ui.widgets import chart, download_table, job_panel, model_banner, page_header, run_page, shown, start_job
 
 JOB = "ssviz_mia_job"
+SHOWN = "ssviz_mia_shown"  # folder of the result drawn last (the Report page includes it)
 SOURCES = {"demo": "Bundled result: demo transformer, training lines vs held-out lines",
            "run": "Run on the loaded model"}
 SETS = {"demo": "the bundled member and non-member lines", "upload": "two files I upload (one text per line)"}
@@ -141,7 +142,9 @@ def run_section():
         (st.warning if job.stopped else st.error)(f"{job.label}: {'stopped: ' if job.stopped else ''}{job.error}")
         return None, None
     model = current.model if job.meta.get("model_key") == current.key else None
-    return job.result, model
+    st.session_state[SHOWN] = str(job.result["path"])
+    st.caption(f"Saved in `{shown(job.result['path'])}` (the Report page can include it).")
+    return job.result["result"], model
 
 
 def _model_of(key: str):
@@ -165,6 +168,7 @@ def body() -> None:
             st.info("The bundled result is not shipped with this copy: run the attacks on the loaded model.")
             return
         model = cache.model_from_file(DEMO_TRANSFORMER) if (DEMO_TRANSFORMER / "config.json").is_file() else None
+        st.session_state[SHOWN] = str(ui_mia.DEMO_DIR)
         show_result(res, model, res.settings.get("description") or "bundled result")
         return
     res, model = run_section()

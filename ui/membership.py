@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from ssviz.membership.run import MembershipError, is_result, load_mia, read_lines, run_mia
-from ssviz.paths import bundled
+from ssviz.membership.run import MembershipError, is_result, load_mia, read_lines, run_mia, save_mia
+from ssviz.paths import bundled, claim_unique, data_path
 from ui import cache
 from ui.jobs import Job
 
 DEMO_DIR = bundled("membership") / "demo"
 MAX_LIVE_TEXTS = 2_000  # per side, for a run on the spot (the CLI takes more)
+
+
+def runs_dir():
+    """Where the app saves the membership results it runs (``data/membership``)."""
+    return data_path("membership")
 
 
 def demo_result():
@@ -39,11 +44,15 @@ def uploaded_sets(members: bytes, nonmembers: bytes) -> tuple[list, list]:
 
 def membership_job(key: tuple, label: str, model, members: list, nonmembers: list, *, attacks: list[str],
                    k: float, reference=None, limit: int = MAX_LIVE_TEXTS) -> Job:
-    """The attack battery as the app's background job (progress counts texts read, Stop ends it)."""
+    """The attack battery as the app's background job (progress counts texts read, Stop ends it); the result is
+    saved under ``data/membership`` (the Report page includes it from there). Returns ``{"result", "path"}``."""
     members, nonmembers = members[:limit], nonmembers[:limit]
 
     def fn(progress, stop):
-        return run_mia(model, members, nonmembers, attacks=attacks, k=k, reference=reference,
-                       progress=progress, stop=stop)
+        res = run_mia(model, members, nonmembers, attacks=attacks, k=k, reference=reference,
+                      progress=progress, stop=stop)
+        res.settings["description"] = label
+        out = claim_unique(runs_dir(), "mia", directory=True)  # a folder no other session can take
+        return {"result": res, "path": save_mia(res, out, {"description": label})}
 
     return Job(key, label, fn, {"members": len(members), "nonmembers": len(nonmembers)})
