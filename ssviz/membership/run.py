@@ -29,6 +29,7 @@ from ssviz.tempfiles import atomic_write
 
 SCORES_CSV, MIA_JSON, TEXTS_CSV = "scores.csv", "mia.json", "texts.csv"
 MAX_TEXTS = 200_000
+BATCH_BYTES = 1 << 30
 
 
 class MembershipError(SsvizError, ValueError):
@@ -99,6 +100,14 @@ class MiaResult:
         return out
 
 
+def _batch_rows(model, rows: list) -> int:
+    """Rows per batch so that a batch's next-unit distributions (and the moments' temporaries) stay near
+    :data:`BATCH_BYTES`: a 50,000-token vocabulary and 256-token texts would otherwise take gigabytes."""
+    longest = max((len(r) for r in rows), default=1)
+    per_row = longest * len(model.unit_texts()) * 4 * 4  # float32 log-probs, probabilities and two products
+    return int(max(1, min(256, BATCH_BYTES // max(per_row, 1))))
+
+
 def _fit(model, rows: list) -> list:
     """Rows cut to what the model reads at once: a text longer than its context is measured on its first
     ``max_positions + 1`` units (the last one is only predicted)."""
@@ -150,7 +159,8 @@ def run_mia(model, members: Sequence, nonmembers: Sequence, *, attacks=None, k: 
     for p, (name, m, pass_ids, stats) in enumerate(passes):
         check_stop(stop)
         report = None if progress is None else (lambda d, _t, o=p * len(rows): progress(o + d, total))
-        readings[name] = read_ids(m, pass_ids, stats=stats, progress=report, stop=stop)
+        readings[name] = read_ids(m, pass_ids, stats=stats, progress=report, stop=stop,
+                                  batch_size=_batch_rows(m, pass_ids))
     scores = scores_from_readings([n for n in names if n != "lira"], texts, readings["target"],
                                   lower=readings.get("lower"), reference=readings.get("reference"), k=k)
     if "lira" in names:
