@@ -91,8 +91,9 @@ def inputs_section(current, template, secret, have: dict) -> dict:
                      help="The bundled defense results and those trained on the Defenses page"):
         extras["defenses"] = True
     mia = st.session_state.get("ssviz_mia_shown")  # set by the Membership page
-    if mia and Path(mia).is_dir() and c[0].checkbox("Include the membership result", value=True, key="w_rep_mia",
-                                                    help=f"The result last shown on the Membership page ({shown(mia)})"):
+    if mia and Path(mia).is_dir() and c[0].checkbox(
+            "Include the membership result", value=True, key="w_rep_mia",
+            help=f"The result last shown on the Membership page ({shown(mia)})"):
         extras["membership"] = mia
     studies = {p: n for p, n in ((DEFAULT_DB, "your results"), (BUNDLED_STUDY, "bundled demo study")) if p.is_file()}
     study = c[2].selectbox("Per-user study", [None, *studies], key="w_rep_study",

@@ -381,8 +381,8 @@ def render(r: Report) -> str:
     payload = script_json(finite_json(data(r)))
     measured = [_exposure(r), _extraction(r)] if r.findings else []
     from ssviz.report.membership import membership_section
-    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), membership_section(r.membership),
-                    _defenses(r), _methods(r)])
+    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r),
+                    membership_section(r.membership, _table, _figure), _defenses(r), _methods(r)])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">

@@ -18,15 +18,15 @@ def _rate(a: dict, f: str = "0.01") -> str:
     return "n/a" if t is None else f"{t:.3f}"
 
 
-def membership_section(res) -> str:
-    """``<section id="membership">`` for the report, or "" without a result."""
+def membership_section(res, table, figure) -> str:
+    """``<section id="membership">`` for the report, or "" without a result. ``table(header, rows)`` and
+    ``figure(fig, name)`` are the report's own builders (passed in: the report imports this module)."""
     if res is None:
         return ""
     from ssviz.audit import roc_curve
     from ssviz.membership.blind import shift_message
     from ssviz.membership.run import metrics_rows
     from ssviz.plots.membership import attack_rocs
-    from ssviz.report.html import _figure, _table
 
     doc = res.to_json()
     rows = [[r["attack"], "n/a" if r["AUC"] is None else f"{r['AUC']:.3f}", r["AUC 95% interval"],
@@ -50,5 +50,5 @@ def membership_section(res) -> str:
             "scores every text (higher = more likely in the training data); a blind classifier that never sees the "
             "model is measured beside them. Intervals are 95% (AUC: bootstrap; TPR: Clopper-Pearson).</p>"
             f'<p class="{cls}"><strong>{html.escape(shift_message(doc["blind"], doc["attacks"]))}</strong></p>'
-            + _table(["attack", "AUC", "AUC interval", "TPR at 1% FPR", "TPR interval", "texts"], rows)
-            + _figure(attack_rocs(curves, blind), "membership-roc") + "</section>")
+            + table(["attack", "AUC", "AUC interval", "TPR at 1% FPR", "TPR interval", "texts"], rows)
+            + figure(attack_rocs(curves, blind), "membership-roc") + "</section>")

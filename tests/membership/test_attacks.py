@@ -4,7 +4,6 @@ character model and both transformer kinds; the driver's files and JSON keep the
 from __future__ import annotations
 
 import json
-import math
 import zlib
 
 import numpy as np

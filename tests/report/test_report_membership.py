@@ -14,6 +14,7 @@ from ssviz.membership.blind import shift_message
 from ssviz.membership.run import load_mia
 from ssviz.models import save_checkpoint
 from ssviz.report import Report, model_summary, render
+from ssviz.report.html import _figure, _table
 from ssviz.report.membership import membership_section
 from ui.membership import DEMO_DIR
 
@@ -21,7 +22,7 @@ from ui.membership import DEMO_DIR
 def test_the_section_shows_every_attack_and_the_blind_baseline():
     res = load_mia(DEMO_DIR)
     doc = res.to_json()
-    section = membership_section(res)
+    section = membership_section(res, _table, _figure)
     text = htmlmod.unescape(section)
     assert section.startswith('<section id="membership">') and shift_message(doc["blind"], doc["attacks"]) in text
     for a in (*doc["attacks"].values(), doc["blind"]):
@@ -29,7 +30,7 @@ def test_the_section_shows_every_attack_and_the_blind_baseline():
         assert f"{a['auc']:.3f}" in text and f"{lo:.3f}–{hi:.3f}" in text
         assert f"{a['tpr_at_fpr']['0.01']:.3f}" in text
     assert 'data-figure="membership-roc"' in section
-    assert membership_section(None) == ""
+    assert membership_section(None, _table, _figure) == ""
 
 
 @pytest.mark.slow
