@@ -100,6 +100,21 @@ class MiaResult:
         return out
 
 
+def _encode(model, texts: list[str], rows: list, who: str) -> list:
+    """Unit ids of every text; a text the model cannot read is named by its set and line number."""
+    from ssviz.errors import VocabularyError
+    try:
+        return model.encode_batch(texts)
+    except VocabularyError:
+        for (line, _, is_member), text in zip(rows, texts):
+            try:
+                model.encode(text)
+            except VocabularyError as e:
+                raise MembershipError(f"{'member' if is_member else 'non-member'} text on line {line} cannot be "
+                                      f"read by {who}: {e}") from None
+        raise
+
+
 def _batch_rows(model, rows: list) -> int:
     """Rows per batch so that a batch's next-unit distributions (and the moments' temporaries) stay near
     :data:`BATCH_BYTES`: a 50,000-token vocabulary and 256-token texts would otherwise take gigabytes."""
@@ -138,10 +153,11 @@ def run_mia(model, members: Sequence, nonmembers: Sequence, *, attacks=None, k: 
     rows = [(i, t, True) for i, t in mem] + [(i, t, False) for i, t in non]
     texts = [t for _, t, _ in rows]
     lower = "lowercase" in names
-    raw = model.encode_batch(texts)
+    raw = _encode(model, texts, rows, "the model")
     ids = _fit(model, raw)
-    lower_ids = _fit(model, model.encode_batch([t.lower() for t in texts])) if lower else None
-    ref_ids = _fit(reference, reference.encode_batch(texts)) if "ref" in names else None
+    lower_ids = _fit(model, _encode(model, [t.lower() for t in texts], rows, "the model (lower-cased)")) \
+        if lower else None
+    ref_ids = _fit(reference, _encode(reference, texts, rows, "the reference model")) if "ref" in names else None
     truncated = sum(len(a) < len(b) for a, b in zip(ids, raw))
     keep = [j for j in range(len(rows)) if len(ids[j]) >= 2 and (lower_ids is None or len(lower_ids[j]) >= 2)
             and (ref_ids is None or len(ref_ids[j]) >= 2)]

@@ -106,6 +106,11 @@ def test_files_and_json_keep_their_contract(tiny_model, tmp_path):
     assert back.ranks(0)["loss"] == res.ranks(0)["loss"] and 1 <= res.ranks(0)["loss"] <= 5
 
 
+def test_a_text_outside_a_character_models_vocabulary_is_named_by_its_line(tiny_model):
+    with pytest.raises(SsvizError, match="non-member text on line 4 cannot be read by the model"):
+        run_mia(tiny_model, MEMBERS, [(0, "abc"), (4, "caf\u00e9 au lait")], attacks="loss")
+
+
 @pytest.mark.parametrize("kw, message", [({"attacks": "loss,nope"}, "unknown attack"),
                                          ({"attacks": "ref"}, "reference model"),
                                          ({"attacks": "lira"}, "pool"), ({"k": 0}, "k must be")])
