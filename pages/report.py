@@ -90,6 +90,11 @@ def inputs_section(current, template, secret, have: dict) -> dict:
     if c[1].checkbox("Include the defenses comparison", value=False, key="w_rep_defenses",
                      help="The bundled defense results and those trained on the Defenses page"):
         extras["defenses"] = True
+    mia = st.session_state.get("ssviz_mia_shown")  # set by the Membership page
+    if mia and Path(mia).is_dir() and c[0].checkbox(
+            "Include the membership result", value=True, key="w_rep_mia",
+            help=f"The result last shown on the Membership page ({shown(mia)})"):
+        extras["membership"] = mia
     studies = {p: n for p, n in ((DEFAULT_DB, "your results"), (BUNDLED_STUDY, "bundled demo study")) if p.is_file()}
     study = c[2].selectbox("Per-user study", [None, *studies], key="w_rep_study",
                            format_func=lambda p: "none" if p is None else f"{studies[p]} ({shown(p)})")
@@ -114,6 +119,9 @@ def sections(extras: dict) -> dict:
         out["defenses"] = records
     if extras.get("study"):
         out["study"] = cache.store(extras["study"]).comparison()
+    if extras.get("membership"):
+        from ssviz.membership.run import load_mia
+        out["membership"] = load_mia(extras["membership"])
     return out
 
 
@@ -137,6 +145,7 @@ def settings_of(current, template, secret, findings, have: dict, extras: dict, r
                 "--max-nodes", str(have["max_nodes"])]
         argv += ["--audit", shown(extras["audit"])] if extras.get("audit") else []
         argv += ["--study", shown(extras["study"])] if extras.get("study") else []
+        argv += ["--membership", shown(extras["membership"])] if extras.get("membership") else []
         argv += (["--reveal"] if reveal else []) + ["--out", "report.html"]
         settings["command"] = "python -m ssviz report " + " ".join(shlex.quote(a) for a in argv)
     return settings

@@ -21,7 +21,7 @@ from ssviz.jsonable import finite_json
 from ssviz.messages import hide_credentials
 
 # each module defines register(subparsers, parent) and sets a handler via set_defaults(run=...)
-COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan", "verbatim")
+COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan", "verbatim", "mia")
 # what each module registers, in order, with its one-line help: `python -m ssviz --help` lists these without
 # importing the modules (tests/cli/test_cli_core.py checks the table against every module's register)
 COMMANDS = {
@@ -42,6 +42,8 @@ COMMANDS = {
                       "each in a model: exposure, extracted?"),),
     "verbatim": (("verbatim", "verbatim and (n, p) extraction of a corpus's lines: greedy completion from a K-unit "
                               "prefix, rates by duplicate count"),),
+    "mia": (("mia", "membership attacks (loss, zlib, lowercase, Min-K, Min-K++, reference, LiRA) with a blind "
+                    "baseline"),),
 }
 
 

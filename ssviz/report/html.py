@@ -48,6 +48,7 @@ class Report:
     audit: dict | None = None                  # audit metrics (and optionally scores / included arrays)
     defenses: list | None = None               # ssviz.records.DefenseResult (or its JSON): defense runs
     verbatim: dict | None = None               # verbatim.json: verbatim extraction of the training lines
+    membership: object | None = None           # ssviz.membership.run.MiaResult: attacks beside the blind baseline
     settings: dict = field(default_factory=dict)  # estimator settings, seeds, budgets, command line
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
@@ -370,7 +371,8 @@ def data(r: Report) -> dict:
             or None,
             "scan": None if r.scan is None else [x.to_json() for x in r.scan],
             "study_rows": 0 if r.study is None else int(len(r.study)),
-            "defenses": len(r.defenses or [])}
+            "defenses": len(r.defenses or []),
+            "membership": None if r.membership is None else r.membership.to_json()}
 
 
 def render(r: Report) -> str:
@@ -384,8 +386,9 @@ def render(r: Report) -> str:
              "Secrets are redacted: at most their last few characters are shown.")
     payload = script_json(finite_json(data(r)))
     measured = [_exposure(r), _extraction(r)] if r.findings else []
-    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r), _verbatim(r),
-                    _methods(r)])
+    from ssviz.report.membership import membership_section
+    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r),
+                    membership_section(r.membership, _table, _figure), _defenses(r), _verbatim(r), _methods(r)])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
