@@ -47,6 +47,8 @@ MIA_LINES = 1_000     # lines per side of the loss-based attack
 MIA_MIN_CHARS = 20    # shorter lines say little about membership
 MIN_CONFIDENCE = 0.5  # a lower bound held with less than even odds is no bound
 MAX_EPSILON = 1e6     # a claimed epsilon beyond this is not a privacy guarantee anyone computed
+# the JSON's first keys, in this order (summarize's, then what needs the training run)
+CORE_KEYS = ("canaries", "included", "auc", "tpr_at_fpr", "epsilon_lower", "confidence", "delta")
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,9 @@ class AuditResult:
         claimed = self.epsilon_claimed
         group = (group_privacy(claimed, self.config.get("dp_delta", 0.0), self.settings.insertions)[0]
                  if claimed is not None else None)
-        return finite_json({**self.metrics, "epsilon_claimed": claimed, "mia_auc": self.mia_auc,
-                            "checkpoint": self.checkpoint, "epsilon_claimed_per_canary": group,
+        first = {k: v for k, v in self.metrics.items() if k in CORE_KEYS}
+        return finite_json({**first, "epsilon_claimed": claimed, "mia_auc": self.mia_auc,
+                            "checkpoint": self.checkpoint, **self.metrics, "epsilon_claimed_per_canary": group,
                             "insertions": self.settings.insertions, "inclusion": self.settings.inclusion,
                             "template": self.settings.template, "seed": self.settings.seed,
                             "message": self.message})
@@ -200,11 +203,15 @@ def run_audit(text: str, settings: AuditSettings, config: TrainConfig, *, out_di
 
 
 def summarize_without_bound(scores, included, settings: AuditSettings) -> dict:
-    from ssviz.audit import membership_arrays, tpr_at_fpr
+    """:func:`summarize`'s keys with both bounds null (the one-run theorems assume fair coins)."""
+    from ssviz.audit import auc_hull, membership_arrays, summary, tpr_at_fpr
     s, inc = membership_arrays(scores, included)
+    intervals = summary(s, inc, level=settings.confidence)
     return {"canaries": len(s), "included": int(inc.sum()), "auc": auc(s, inc),
             "tpr_at_fpr": {str(f): t for f, t in tpr_at_fpr(s, inc).items()}, "epsilon_lower": None,
-            "confidence": settings.confidence, "delta": settings.delta}
+            "confidence": settings.confidence, "delta": settings.delta, "epsilon_lower_fdp": None,
+            "auc_ci": intervals["auc_ci"], "tpr_ci": intervals["tpr_ci"], "auc_hull": auc_hull(s, inc),
+            "bounds": None}
 
 
 # --- the audit folder ---------------------------------------------------------------------------------
