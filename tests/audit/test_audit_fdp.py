@@ -72,7 +72,7 @@ def gaussian_mechanism(m: int, mu: float, rng):
     return included * mu + rng.normal(size=m), included
 
 
-@pytest.mark.parametrize("m,mu,delta,trials", [(200, 2.0, 1e-3, 25)])
+@pytest.mark.parametrize("m,mu,delta,trials", [(200, 2.0, 1e-3, 15)])
 def test_fdp_bound_stays_below_the_true_epsilon_of_a_gaussian_mechanism(m, mu, delta, trials):
     eps_true = true_epsilon(mu, delta)
     over = bounds = 0.0
@@ -156,7 +156,7 @@ def test_the_fdp_bound_assumes_a_gaussian_curve_randomized_response_breaks_it():
     the Gaussian curve of each eps, claims more than the true eps, while the Steinke bound does not. This
     is why the two are shown side by side and the f-DP one is labelled with its assumption."""
     eps, m = 2.0, 1000
-    for seed in range(3):
+    for seed in range(2):
         rng = np.random.default_rng(seed)
         included = rng.random(m) < 0.5
         bit = np.where(rng.random(m) < special.expit(eps), included, ~included)
