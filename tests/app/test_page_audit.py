@@ -102,6 +102,7 @@ def test_the_page_opens_on_the_bundled_plain_audit_with_the_librarys_numbers():
     assert f"1% [{res['tpr_ci']['0.01'][0]:.3f}, {res['tpr_ci']['0.01'][1]:.3f}]" in ci[0]
     assert any("Gaussian" in c.value and f"{res['epsilon_lower_fdp']:.2f}" in c.value for c in at.caption)
     assert at.session_state["ssviz_audit_shown"] == str(demo.BUNDLED_DIR / "plain")
+    assert len(at.selectbox(key="w_aud_kind").options) == 3  # the run form offers every canary kind
 
 
 @pytest.mark.slow

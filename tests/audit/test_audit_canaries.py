@@ -116,6 +116,20 @@ def test_cli_refuses_an_unknown_canary_kind(capsys, tmp_path):
     assert e.value.code == 2 and "--canary-kind: invalid choice" in capsys.readouterr().err
 
 
+def test_a_bad_canary_kind_in_audit_json_is_one_line(tmp_path):
+    import shutil
+
+    from ssviz.audit import AuditError, demo
+    folder = tmp_path / "a"
+    shutil.copytree(demo.BUNDLED_DIR / "plain", folder)
+    doc = json.loads((folder / "audit.json").read_text())
+    assert load_audit(folder)["canary_kind"] == "random"  # audits from before the kinds read as random
+    doc["results"]["canary_kind"] = 5
+    (folder / "audit.json").write_text(json.dumps(doc))
+    with pytest.raises(AuditError, match="results.canary_kind is 5: it must be null or one of random"):
+        load_audit(folder)
+
+
 TINY = ["--layers", "1", "--hidden", "16", "--embedding-dim", "8", "--epochs", "1", "--batch-size", "64",
         "--lr", "0.005", "--patience", "0"]
 
