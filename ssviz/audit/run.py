@@ -70,7 +70,7 @@ class AuditSettings:
             raise SettingsError(f"canary kind must be one of {', '.join(CANARY_KINDS)}, got {clip(repr(self.canary_kind), 40)}")
         if not isinstance(self.canaries, int) or self.canaries < 10:
             raise SettingsError(f"an audit needs at least 10 canaries, got {self.canaries!r}")
-        if self.canaries > t.space_size:
+        if self.canary_kind == "random" and self.canaries > t.space_size:  # other kinds: checked on their template
             raise SettingsError(f"the template has only {t.space_size:,} fillers, fewer than {self.canaries:,} "
                                 "distinct canaries")
         if self.canaries > 1_000_000:
@@ -162,6 +162,8 @@ def loss_attack_auc(model, split: Split, seed: int) -> float | None:
 
     def lines(text: str) -> list[str]:
         kept = [ln for ln in text.split("\n") if len(ln) >= MIA_MIN_CHARS and all(c in model.vocab for c in ln)]
+        if model.max_positions and kept:  # a line longer than the model's context cannot be read whole
+            kept = [ln for ln, ids in zip(kept, model.encode_batch(kept)) if len(ids) <= model.max_positions]
         if len(kept) > MIA_LINES:
             kept = [kept[i] for i in sorted(rng.choice(len(kept), MIA_LINES, replace=False))]
         return kept
