@@ -19,6 +19,7 @@ in the results is the group-privacy conversion (8 x epsilon).
     nice python models/make_audit.py --only plain # or dp-eps8, dp-eps1
     nice python models/make_audit.py --chars 100000 --only dp-eps1
     python models/make_audit.py --recompute       # only the numbers, from each canaries.csv (no training)
+    nice python models/make_audit.py --only plain --canary-kind new-token   # another kind: prints, writes nothing
 
 Run time (2 shared cores at load ~8, one torch thread): plain 38 s, DP epsilon 8
 77 s, DP epsilon 1 66 s, training and scoring (with the vectorized DP-SGD of
@@ -69,6 +70,9 @@ def main() -> None:
     ap.add_argument("--only", choices=list(RUNS), action="append", help="run only these (repeatable)")
     ap.add_argument("--chars", type=int, default=CORPUS_CHARS, help="corpus characters used (default 150,000)")
     ap.add_argument("--recompute", action="store_true", help="recompute the numbers from the stored canaries.csv")
+    ap.add_argument("--canary-kind", choices=("random", "new-token", "bigram"), default="random",
+                    help="measure another canary kind on the same setting: prints its numbers, writes nothing "
+                         "(the bundled audits are the random kind)")
     args = ap.parse_args()
     if args.recompute:
         for name in RUNS:
@@ -91,12 +95,14 @@ def main() -> None:
             print(f"{name} epoch {r['epoch']}: train {r['train_loss']:.4f} val {r['val_loss']:.4f}{eps} "
                   f"({time.perf_counter() - t:.0f} s)", flush=True)
 
-        audit = run_audit(text, SETTINGS, config, on_epoch=epoch)
+        audit = run_audit(text, replace(SETTINGS, canary_kind=args.canary_kind), config, on_epoch=epoch)
         audit.train["corpus_chars"] = len(text)
-        save_audit(audit, OUT / name)  # no model: the checkpoint stays out of the repository
+        if args.canary_kind == "random":
+            save_audit(audit, OUT / name)  # no model: the checkpoint stays out of the repository
         r = audit.to_json()
-        print(f"{name}: AUC {r['auc']:.3f}, TPR at 1% FPR {r['tpr_at_fpr']['0.01']:.3f}, epsilon >= "
-              f"{r['epsilon_lower']:.2f}, claimed {r['epsilon_claimed']}, per canary "
+        print(f"{name} ({args.canary_kind} canaries): AUC {r['auc']:.3f} {r['auc_ci']}, TPR at 1% FPR "
+              f"{r['tpr_at_fpr']['0.01']:.3f} {r['tpr_ci']['0.01']}, epsilon >= {r['epsilon_lower']:.2f} (Steinke), "
+              f">= {r['epsilon_lower_fdp']:.2f} (f-DP), claimed {r['epsilon_claimed']}, per canary "
               f"{r['epsilon_claimed_per_canary']}, loss-attack AUC {r['mia_auc']}, "
               f"{time.perf_counter() - t:.0f} s", flush=True)
 
