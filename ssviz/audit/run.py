@@ -67,7 +67,8 @@ class AuditSettings:
     def validate(self) -> "AuditSettings":
         t = parse_template(self.template)
         if self.canary_kind not in CANARY_KINDS:
-            raise SettingsError(f"canary kind must be one of {', '.join(CANARY_KINDS)}, got {clip(repr(self.canary_kind), 40)}")
+            raise SettingsError(f"canary kind must be one of {', '.join(CANARY_KINDS)}, got "
+                                f"{clip(repr(self.canary_kind), 40)}")
         if not isinstance(self.canaries, int) or self.canaries < 10:
             raise SettingsError(f"an audit needs at least 10 canaries, got {self.canaries!r}")
         if self.canary_kind == "random" and self.canaries > t.space_size:  # other kinds: checked on their template

@@ -70,7 +70,8 @@ def epsilon_bars(rows: list[dict]) -> go.Figure:
     """Audited lower bound beside the claimed epsilon, one pair per model.
 
     ``rows``: ``label``, ``epsilon_lower``, ``epsilon_claimed`` (None without DP: no claimed bar,
-    the label says so) and optionally ``epsilon_lower_fdp`` (a third bar, the f-DP bound). The true epsilon lies between the two bars if the guarantee holds.
+    the label says so) and optionally ``epsilon_lower_fdp`` (a third bar, the f-DP bound). The true
+    epsilon lies between the audited and claimed bars if the guarantee holds.
     """
     labels = [r["label"] for r in rows]
     lower = [float(r["epsilon_lower"]) for r in rows]
@@ -81,8 +82,8 @@ def epsilon_bars(rows: list[dict]) -> go.Figure:
     fig.add_trace(go.Bar(x=labels, y=lower, name="audited, Steinke et al." if with_fdp else "audited (lower bound)",
                          marker_color=LOWER_COLOR, text=[f"≥ {v:.2f}" for v in lower], textposition="outside"))
     if with_fdp:  # the f-DP bound holds only for a Gaussian trade-off curve: its own, lighter bar
-        fig.add_trace(go.Bar(x=labels, y=[v if v is not None else 0 for v in fdp], name="audited, f-DP (Gaussian curve)",
-                             marker_color=FDP_COLOR, textposition="outside",
+        fig.add_trace(go.Bar(x=labels, y=[v if v is not None else 0 for v in fdp],
+                             name="audited, f-DP (Gaussian curve)", marker_color=FDP_COLOR, textposition="outside",
                              text=[f"≥ {v:.2f}" if v is not None else "–" for v in fdp]))
     fig.add_trace(go.Bar(x=labels, y=[c if c is not None else 0 for c in claimed], name="claimed (DP guarantee)",
                          marker_color=CLAIMED_COLOR, textposition="outside",
