@@ -34,7 +34,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import optimize, special, stats
 
 from ssviz.audit.metrics import AuditError, membership_arrays
 
@@ -42,6 +42,8 @@ MIN_CANARIES = 10
 DESIGN_P_LIMIT = 1e-6  # refuse inclusion counts this implausible under independent fair coins
 _GRID_POINTS = 49
 _BISECTIONS = 30
+_FDP_MAX_EPS = 200.0   # beyond this the Gaussian curve is numerically a perfect test
+_FDP_TOLERANCE = 1e-6  # of the f-DP bisection, in eps
 
 # Pre-registered guess counts as fractions of m: "in"-only guesses at the top of the ranking (a
 # memorized canary scores high; an unmemorized member looks like a non-member, so the bottom of
@@ -63,6 +65,7 @@ class EpsilonBound:
     candidates: int
     confidence: float
     delta: float
+    method: str = "steinke"  # or "fdp": which test gave the bound (see the module's docstring)
 
     def __float__(self) -> float:
         return self.epsilon
@@ -147,6 +150,81 @@ def epsilon_for_counts(m: int, r: int, v: int, *, delta: float, alpha: float) ->
     return lo
 
 
+def gaussian_mu(eps: float, delta: float) -> float:
+    """The mu of the Gaussian mechanism (sensitivity 1, noise 1/mu) that is exactly (eps, delta)-DP.
+
+    Balle and Wang's analytic curve: delta(eps) = Phi(mu/2 - eps/mu) - e^eps Phi(-mu/2 - eps/mu),
+    increasing in mu, solved for mu by bracketing and root finding. ``delta = 0`` only holds for
+    mu = 0 (no Gaussian mechanism is pure DP).
+    """
+    if eps < 0 or not 0 <= delta < 1:
+        raise AuditError(f"need eps >= 0 and 0 <= delta < 1 (got {eps!r}, {delta!r})")
+    if delta == 0.0:
+        return 0.0
+
+    def gap(mu: float) -> float:
+        a = special.ndtr(mu / 2 - eps / mu)
+        b = math.exp(min(eps, 700.0)) * special.ndtr(-mu / 2 - eps / mu) if eps < 700 else 0.0
+        return a - b - delta
+
+    hi = 1.0
+    while gap(hi) < 0:
+        hi *= 2
+        if hi > 1e6:
+            return math.inf
+    return float(optimize.brentq(gap, 1e-12, hi, xtol=1e-12, rtol=1e-12))
+
+
+def _fdp_ruled_out(m: int, r: int, v: int, eps: float, delta: float, alpha: float) -> bool:
+    """Whether ``v`` right of ``r`` guesses among ``m`` canaries refutes the Gaussian curve of (eps, delta).
+
+    The recursion of Mahloujifar, Melis and Chaudhuri's capped audit: start from the mass the
+    level allows on the observed counts (``alpha v / m`` right, ``alpha (r - v) / m`` wrong), then
+    walk down the number of right guesses, each step raising the wrong-guess mass to what the
+    trade-off curve forces (``f^-1(x) = Phi(Phi^-1(x) - mu)``) and the right-guess mass in
+    proportion; if the masses the curve forces exceed the ``r / m`` the guesses have, no
+    mu-GDP training could have produced so many right guesses at this level.
+    """
+    mu = gaussian_mu(eps, delta)
+    right = alpha * v / m
+    wrong = alpha * (r - v) / m
+    for i in range(v - 1, -1, -1):
+        forced = max(wrong, float(special.ndtr(special.ndtri(right) - mu))) if mu < math.inf else wrong
+        if forced == wrong:
+            break  # nothing moves any more
+        right = min(right + i / (r - i) * (forced - wrong), 1.0)
+        wrong = forced
+    return right + wrong > r / m
+
+
+def fdp_epsilon_for_counts(m: int, r: int, v: int, *, delta: float, alpha: float) -> float:
+    """Largest eps whose Gaussian trade-off curve at ``delta`` is refuted at level ``alpha`` by ``v`` of ``r`` right.
+
+    Mahloujifar, Melis and Chaudhuri, *Auditing f-Differential Privacy in One Run* (2024), with the
+    Gaussian curve; the same arguments as :func:`epsilon_for_counts`. The refutation is monotone in
+    eps (a larger eps is a larger mu, a weaker curve), so the answer is found by doubling an upper
+    end and bisecting. With ``delta = 0`` no Gaussian curve applies and the answer is 0.
+    """
+    if not 0 <= v <= r <= m:
+        raise AuditError(f"need 0 <= correct ({v}) <= guesses ({r}) <= canaries ({m})")
+    if v == 0 or v <= r / 2 or delta <= 0.0:
+        return 0.0
+    if not _fdp_ruled_out(m, r, v, 0.0, delta, alpha):
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while _fdp_ruled_out(m, r, v, hi, delta, alpha):
+        lo, hi = hi, hi * 2
+        if hi > _FDP_MAX_EPS:
+            return lo
+    while hi - lo > _FDP_TOLERANCE:
+        mid = (lo + hi) / 2
+        if _fdp_ruled_out(m, r, v, mid, delta, alpha):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def default_guesses(m: int) -> list[tuple[int, int]]:
     """The pre-registered ``(k_plus, k_minus)`` candidates for ``m`` canaries: fixed fractions, no peeking."""
     pairs = [(f, 0.0) for f in _IN_ONLY] + list(_TWO_SIDED)
@@ -198,16 +276,23 @@ def _guess_pairs(guesses) -> list[tuple[int, int]]:
         raise AuditError("guesses must be a list of (k_plus, k_minus) pairs of whole numbers") from None
 
 
+METHODS = {"steinke": epsilon_for_counts, "fdp": fdp_epsilon_for_counts}
+
+
 def epsilon_lower_bound(scores, included, *, delta: float, confidence: float = 0.95,
-                        guesses=None) -> EpsilonBound:
+                        guesses=None, method: str = "steinke") -> EpsilonBound:
     """Audited epsilon: with probability >= ``confidence`` training was not (eps, delta)-DP for any eps below it.
 
     ``scores``: membership score per canary (higher = more likely a member); ``included``: whether
     it was inserted, each independently with probability 1/2. ``guesses``: the ``(k_plus, k_minus)``
     candidates, fixed before looking at the scores (default :func:`default_guesses`); the level is
-    split over them (union bound), and the best is reported. Degenerate inputs (fewer than
-    :data:`MIN_CANARIES` canaries, all in or all out, NaN scores) raise :class:`AuditError`.
+    split over them (union bound), and the best is reported. ``method``: ``"steinke"`` (the
+    (eps, delta) theorem) or ``"fdp"`` (the Gaussian trade-off curve, :func:`fdp_epsilon_for_counts`),
+    both over the same guesses. Degenerate inputs (fewer than :data:`MIN_CANARIES` canaries, all in
+    or all out, NaN scores) raise :class:`AuditError`.
     """
+    if method not in METHODS:
+        raise AuditError(f"unknown bound {method!r} (choose from {', '.join(METHODS)})")
     confidence, delta = check_level(confidence, delta)
     s, inc = membership_arrays(scores, included, need_both=False)
     _check_design(inc)
@@ -220,9 +305,10 @@ def epsilon_lower_bound(scores, included, *, delta: float, confidence: float = 0
             raise AuditError(f"guess counts ({kp}, {km}) must be non-negative and sum to at most {m}")
     alpha = (1.0 - confidence) / len(cands)
     correct = correct_counts(s, inc, cands)
-    best = EpsilonBound(0.0, 0, 0, 0, m, len(cands), float(confidence), float(delta))
+    bound_for = METHODS[method]
+    best = EpsilonBound(0.0, 0, 0, 0, m, len(cands), float(confidence), float(delta), method)
     for (kp, km), v in zip(cands, correct):
-        eps = epsilon_for_counts(m, kp + km, int(v), delta=delta, alpha=alpha)
+        eps = bound_for(m, kp + km, int(v), delta=delta, alpha=alpha)
         if eps > best.epsilon:
-            best = EpsilonBound(eps, kp, km, int(v), m, len(cands), float(confidence), float(delta))
+            best = EpsilonBound(eps, kp, km, int(v), m, len(cands), float(confidence), float(delta), method)
     return best

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from ssviz.audit import group_privacy, summarize
+from ssviz.audit.canaries import (CANARY_KINDS, MIN_NEW_UNITS, BigramModel, bigram_canaries, new_unit_candidates,
+                                  new_units, with_alphabet)
 from ssviz.audit.metrics import AuditError, auc, from_groups, membership_scores
 from ssviz.corpus import Split, insert_canary, split_text
 from ssviz.errors import MissingFileError, SettingsError, SsvizError
@@ -47,6 +49,8 @@ MIA_LINES = 1_000     # lines per side of the loss-based attack
 MIA_MIN_CHARS = 20    # shorter lines say little about membership
 MIN_CONFIDENCE = 0.5  # a lower bound held with less than even odds is no bound
 MAX_EPSILON = 1e6     # a claimed epsilon beyond this is not a privacy guarantee anyone computed
+# the JSON's first keys, in this order (summarize's, then what needs the training run)
+CORE_KEYS = ("canaries", "included", "auc", "tpr_at_fpr", "epsilon_lower", "confidence", "delta")
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,16 @@ class AuditSettings:
     delta: float = 1e-5
     confidence: float = 0.95
     seed: int = 0
+    canary_kind: str = "random"  # see ssviz.audit.canaries
 
     def validate(self) -> "AuditSettings":
         t = parse_template(self.template)
+        if self.canary_kind not in CANARY_KINDS:
+            raise SettingsError(f"canary kind must be one of {', '.join(CANARY_KINDS)}, got "
+                                f"{clip(repr(self.canary_kind), 40)}")
         if not isinstance(self.canaries, int) or self.canaries < 10:
             raise SettingsError(f"an audit needs at least 10 canaries, got {self.canaries!r}")
-        if self.canaries > t.space_size:
+        if self.canary_kind == "random" and self.canaries > t.space_size:  # other kinds: checked on their template
             raise SettingsError(f"the template has only {t.space_size:,} fillers, fewer than {self.canaries:,} "
                                 "distinct canaries")
         if self.canaries > 1_000_000:
@@ -99,20 +107,25 @@ class AuditResult:
     train: dict               # test_loss, epochs, seconds, dp_noise
     checkpoint: str | None = None
     message: str = ""
+    canary_template: str | None = None  # the template the canaries were drawn from (the kind's)
 
     @property
     def scores(self) -> np.ndarray:
-        return membership_scores(self.log_perplexities, parse_template(self.settings.template).space_size)
+        return membership_scores(self.log_perplexities,
+                                 parse_template(self.canary_template or self.settings.template).space_size)
 
     def to_json(self) -> dict:
         """The CLI's JSON: the issue's keys first, then what a reader needs to interpret them."""
         claimed = self.epsilon_claimed
         group = (group_privacy(claimed, self.config.get("dp_delta", 0.0), self.settings.insertions)[0]
                  if claimed is not None else None)
-        return finite_json({**self.metrics, "epsilon_claimed": claimed, "mia_auc": self.mia_auc,
-                            "checkpoint": self.checkpoint, "epsilon_claimed_per_canary": group,
+        first = {k: v for k, v in self.metrics.items() if k in CORE_KEYS}
+        return finite_json({**first, "epsilon_claimed": claimed, "mia_auc": self.mia_auc,
+                            "checkpoint": self.checkpoint, **self.metrics, "epsilon_claimed_per_canary": group,
                             "insertions": self.settings.insertions, "inclusion": self.settings.inclusion,
                             "template": self.settings.template, "seed": self.settings.seed,
+                            "canary_kind": self.settings.canary_kind,
+                            "canary_template": self.canary_template or self.settings.template,
                             "message": self.message})
 
 
@@ -150,6 +163,8 @@ def loss_attack_auc(model, split: Split, seed: int) -> float | None:
 
     def lines(text: str) -> list[str]:
         kept = [ln for ln in text.split("\n") if len(ln) >= MIA_MIN_CHARS and all(c in model.vocab for c in ln)]
+        if model.max_positions and kept:  # a line longer than the model's context cannot be read whole
+            kept = [ln for ln, ids in zip(kept, model.encode_batch(kept)) if len(ids) <= model.max_positions]
         if len(kept) > MIA_LINES:
             kept = [kept[i] for i in sorted(rng.choice(len(kept), MIA_LINES, replace=False))]
         return kept
@@ -162,19 +177,46 @@ def loss_attack_auc(model, split: Split, seed: int) -> float | None:
     return auc(scores, labels)
 
 
+def canary_design(settings: AuditSettings, config: TrainConfig, split: Split) -> tuple[Template, list[str], object]:
+    """``(canary template, canaries, untrained model)`` for the settings' canary kind, from the clean split.
+
+    The model is built before any canary is inserted (a tokenizer never learns from the canaries);
+    for new-token canaries it is built with the candidate characters and then asked which of them
+    are units it never produces on the training text.
+    """
+    template = parse_template(settings.template)
+    if settings.canary_kind == "new-token":
+        candidates = new_unit_candidates(split.text)
+        model = new_model(config, split, with_alphabet(template, candidates)) if candidates else None
+        units = new_units(model, split.train, candidates) if candidates else ""
+        if len(units) < MIN_NEW_UNITS:
+            raise SettingsError(f"new-token canaries need at least {MIN_NEW_UNITS} characters whose units the training "
+                                f"text never uses; this model and corpus leave {len(units)}")
+        template = with_alphabet(template, units)
+    elif settings.canary_kind == "bigram":
+        bigram = BigramModel(split.train)
+        template = with_alphabet(template, bigram.alphabet)
+        model = new_model(config, split, template)
+        return template, bigram_canaries(template, bigram, settings.canaries, settings.seed), model
+    else:
+        model = new_model(config, split, template)
+    if settings.canaries > template.space_size:
+        raise SettingsError(f"the {settings.canary_kind} canary template has only {template.space_size:,} fillers, "
+                            f"fewer than {settings.canaries:,} distinct canaries")
+    return template, draw_canaries(template, settings.canaries, settings.seed), model
+
+
 def run_audit(text: str, settings: AuditSettings, config: TrainConfig, *, out_dir=None, on_epoch=None,
               on_batch=None, progress=None, stop=None) -> AuditResult:
     """Train once with the audit canaries and measure; writes the audit folder when ``out_dir`` is given."""
     settings = settings.validate()
     config = config.validate()
-    template = parse_template(settings.template)
-    fillers = draw_canaries(template, settings.canaries, settings.seed)
+    clean = split_text(text, config.val_fraction)
+    template, fillers, model = canary_design(settings, config, clean)
     included = flip_coins(len(fillers), settings.inclusion, settings.seed)
-    split = insert_canaries(split_text(text, config.val_fraction), template, fillers, included,
-                            settings.insertions, settings.seed)
+    split = insert_canaries(clean, template, fillers, included, settings.insertions, settings.seed)
     t0 = time.perf_counter()
-    result = train(split, config, model=new_model(config, split, template), on_epoch=on_epoch, on_batch=on_batch,
-                   stop=stop)
+    result = train(split, config, model=model, on_epoch=on_epoch, on_batch=on_batch, stop=stop)
     if result.stopped:
         from ssviz.errors import StoppedError
         raise StoppedError("the audit's training was stopped: nothing to measure")
@@ -191,7 +233,7 @@ def run_audit(text: str, settings: AuditSettings, config: TrainConfig, *, out_di
     audit = AuditResult(settings, fillers, included, lps, metrics, claimed,
                         loss_attack_auc(model, split, settings.seed), asdict(config),
                         {"test_loss": result.test_loss, "epochs": len(result.epochs), "dp_noise": result.dp_noise,
-                         "seconds": time.perf_counter() - t0}, message=message)
+                         "seconds": time.perf_counter() - t0}, message=message, canary_template=template.text)
     if result.warning:
         audit.message = "; ".join(m for m in (audit.message, result.warning) if m)
     if out_dir is not None:
@@ -200,11 +242,15 @@ def run_audit(text: str, settings: AuditSettings, config: TrainConfig, *, out_di
 
 
 def summarize_without_bound(scores, included, settings: AuditSettings) -> dict:
-    from ssviz.audit import membership_arrays, tpr_at_fpr
+    """:func:`summarize`'s keys with both bounds null (the one-run theorems assume fair coins)."""
+    from ssviz.audit import auc_hull, membership_arrays, summary, tpr_at_fpr
     s, inc = membership_arrays(scores, included)
+    intervals = summary(s, inc, level=settings.confidence)
     return {"canaries": len(s), "included": int(inc.sum()), "auc": auc(s, inc),
             "tpr_at_fpr": {str(f): t for f, t in tpr_at_fpr(s, inc).items()}, "epsilon_lower": None,
-            "confidence": settings.confidence, "delta": settings.delta}
+            "confidence": settings.confidence, "delta": settings.delta, "epsilon_lower_fdp": None,
+            "auc_ci": intervals["auc_ci"], "tpr_ci": intervals["tpr_ci"], "auc_hull": auc_hull(s, inc),
+            "bounds": None}
 
 
 # --- the audit folder ---------------------------------------------------------------------------------
@@ -276,7 +322,7 @@ def load_audit(out_dir, *, delta: float | None = None, confidence: float | None 
         raise AuditError(f"{out / AUDIT_JSON} must be a JSON object")
     settings, previous = check_audit_doc(doc, out / AUDIT_JSON)
     fillers, included, lps = read_canaries(out / CANARIES_CSV)
-    template = settings.get("template")
+    template = previous.get("canary_template") or settings.get("template")
     try:
         space = parse_template(template).space_size if template else None
     except SsvizError as e:
@@ -291,8 +337,11 @@ def load_audit(out_dir, *, delta: float | None = None, confidence: float | None 
         metrics = summarize_without_bound(scores, included, AuditSettings(template or "x{d:1}", delta=delta,
                                                                           confidence=confidence))
     keep = ("epsilon_claimed", "mia_auc", "checkpoint", "epsilon_claimed_per_canary", "insertions", "inclusion",
-            "template", "seed", "message")
-    return {**metrics, **{k: previous.get(k) for k in keep}, "scores": scores, "included_mask": included,
+            "template", "seed", "canary_kind", "canary_template", "message")
+    first = {k: v for k, v in metrics.items() if k in CORE_KEYS}
+    kept = {k: previous.get(k) for k in keep}
+    kept["canary_kind"] = kept["canary_kind"] or settings.get("canary_kind") or "random"
+    return {**first, **kept, **metrics, "scores": scores, "included_mask": included,
             "name": out.name}
 
 
@@ -312,6 +361,7 @@ _SETTING_CHECKS = {
     "delta": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
     "confidence": (lambda v: _real(v) and MIN_CONFIDENCE <= v < 1, f"a number in [{MIN_CONFIDENCE}, 1)"),
     "seed": (lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
+    "canary_kind": (lambda v: v in CANARY_KINDS, f"one of {', '.join(CANARY_KINDS)}"),
 }
 _RESULT_CHECKS = {
     "epsilon_claimed": (lambda v: v is None or (_real(v) and 0 <= v <= MAX_EPSILON),
@@ -324,6 +374,8 @@ _RESULT_CHECKS = {
     "template": (lambda v: v is None or isinstance(v, str), "a template"),
     "seed": (lambda v: v is None or (type(v) is int and v >= 0), "a whole number >= 0"),
     "message": (lambda v: v is None or isinstance(v, str), "text"),
+    "canary_kind": (lambda v: v is None or v in CANARY_KINDS, f"null or one of {', '.join(CANARY_KINDS)}"),
+    "canary_template": (lambda v: v is None or (isinstance(v, str) and v != ""), "null or a template"),
 }
 
 

@@ -30,7 +30,7 @@ from ssviz.jsonable import finite_json
 from ssviz.train import TrainConfig
 
 SUMMARY_JSON = "audits.json"
-SPREAD_KEYS = ("epsilon_lower", "auc", "mia_auc")
+SPREAD_KEYS = ("epsilon_lower", "auc", "mia_auc", "epsilon_lower_fdp")
 ARRAYS = ("scores", "included_mask", "name")
 
 

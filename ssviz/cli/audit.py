@@ -31,6 +31,10 @@ def register(sub, parent) -> None:
     p.add_argument("corpus", nargs="?", help="UTF-8 text file (not needed with --from)")
     p.add_argument("--from", dest="from_dir", metavar="DIR", help="recompute the metrics of a finished audit")
     p.add_argument("--template", help="template of the audit canaries, e.g. 'The code is {d:6}'")
+    p.add_argument("--canary-kind", choices=("random", "new-token", "bigram"), default="random",
+                   help="what the canaries are made of: random fillers of --template (default); new-token: the "
+                        "slots filled with characters whose units the training data never uses; bigram: fillers "
+                        "sampled from a character bigram model of the training data (see docs/audit.md)")
     p.add_argument("--canaries", type=positive_int, default=500, help="M: canaries drawn (default 500)")
     p.add_argument("--insertions", type=positive_int, default=8, help="K: times an included canary is inserted")
     p.add_argument("--inclusion", type=_probability, default=0.5,
@@ -64,7 +68,7 @@ def run_audit(args) -> int:
     config = config_from_args(args)
     settings = AuditSettings(args.template, args.canaries, args.insertions, args.inclusion,
                              args.delta if args.delta is not None else config.dp_delta, args.confidence,
-                             args.seed).validate()
+                             args.seed, args.canary_kind).validate()
     out = Path(args.out)
     repeated = args.seeds > 1 or executor_given(args) or args.workers is not None
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force
@@ -111,9 +115,16 @@ def _summary(r: dict) -> str:
     eps = r.get("epsilon_lower")
     claimed = r.get("epsilon_claimed")
     tpr = r.get("tpr_at_fpr") or {}
-    text = (f"{r['canaries']} canaries ({r['included']} included): AUC {r['auc']:.3f}, TPR at 1% FPR "
-            f"{tpr.get('0.01', float('nan')):.3f}; epsilon >= {eps:.2f} at {r['confidence']:.0%} confidence"
-            if eps is not None else f"{r['canaries']} canaries: AUC {r['auc']:.3f} (no epsilon bound)")
+    fdp = r.get("epsilon_lower_fdp")
+    kind = r.get("canary_kind") or "random"
+    auc_ci, tpr_ci = r.get("auc_ci"), (r.get("tpr_ci") or {}).get("0.01")
+    text = (f"{r['canaries']} {kind} canaries ({r['included']} included): AUC {r['auc']:.3f}"
+            + (f" [{auc_ci[0]:.3f}, {auc_ci[1]:.3f}]" if auc_ci else "")
+            + f", TPR at 1% FPR {tpr.get('0.01', float('nan')):.3f}"
+            + (f" [{tpr_ci[0]:.3f}, {tpr_ci[1]:.3f}]" if tpr_ci else ""))
+    text += (f"; epsilon >= {eps:.2f} (Steinke et al.)"
+             + (f", >= {fdp:.2f} (f-DP, Gaussian curve)" if fdp is not None else "")
+             + f" at {r['confidence']:.0%} confidence" if eps is not None else " (no epsilon bound)")
     text += f"; claimed epsilon {claimed:.2f}" if claimed is not None else "; no DP guarantee"
     if r.get("mia_auc") is not None:
         text += f"; loss-attack AUC {r['mia_auc']:.3f}"

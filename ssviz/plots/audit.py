@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 IN_COLOR, OUT_COLOR = "#c0392b", "#5d7fa8"
 CURVE_COLORS = ("#c0392b", "#1f6f3f", "#7d3c98", "#b9770e", "#1a5276")
 LOWER_COLOR, CLAIMED_COLOR = "#c0392b", "#8fa8c8"
+FDP_COLOR = "#e8a09a"  # the f-DP bound: a lighter shade of the audited colour
 _LAYOUT = dict(font=dict(size=15), legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
 
 
@@ -69,18 +70,25 @@ def epsilon_bars(rows: list[dict]) -> go.Figure:
     """Audited lower bound beside the claimed epsilon, one pair per model.
 
     ``rows``: ``label``, ``epsilon_lower``, ``epsilon_claimed`` (None without DP: no claimed bar,
-    the label says so). The true epsilon lies between the two bars if the guarantee holds.
+    the label says so) and optionally ``epsilon_lower_fdp`` (a third bar, the f-DP bound). The true
+    epsilon lies between the audited and claimed bars if the guarantee holds.
     """
     labels = [r["label"] for r in rows]
     lower = [float(r["epsilon_lower"]) for r in rows]
     claimed = [r.get("epsilon_claimed") for r in rows]
+    fdp = [r.get("epsilon_lower_fdp") for r in rows]
+    with_fdp = any(v is not None for v in fdp)
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=labels, y=lower, name="audited (lower bound)", marker_color=LOWER_COLOR,
-                         text=[f"≥ {v:.2f}" for v in lower], textposition="outside"))
+    fig.add_trace(go.Bar(x=labels, y=lower, name="audited, Steinke et al." if with_fdp else "audited (lower bound)",
+                         marker_color=LOWER_COLOR, text=[f"≥ {v:.2f}" for v in lower], textposition="outside"))
+    if with_fdp:  # the f-DP bound holds only for a Gaussian trade-off curve: its own, lighter bar
+        fig.add_trace(go.Bar(x=labels, y=[v if v is not None else 0 for v in fdp],
+                             name="audited, f-DP (Gaussian curve)", marker_color=FDP_COLOR, textposition="outside",
+                             text=[f"≥ {v:.2f}" if v is not None else "–" for v in fdp]))
     fig.add_trace(go.Bar(x=labels, y=[c if c is not None else 0 for c in claimed], name="claimed (DP guarantee)",
                          marker_color=CLAIMED_COLOR, textposition="outside",
                          text=[f"≤ {c:.2f}" if c is not None else "no DP guarantee" for c in claimed]))
-    top = max([*lower, *(c for c in claimed if c is not None), 1.0])
+    top = max([*lower, *(c for c in claimed if c is not None), *(v for v in fdp if v is not None), 1.0])
     fig.update_layout(barmode="group", yaxis_title="epsilon", yaxis_range=[0, top * 1.2], height=400,
                       xaxis_type="category", margin=dict(t=20, b=40), **_LAYOUT)
     return fig

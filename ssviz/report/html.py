@@ -281,12 +281,19 @@ def _audit(r: Report) -> str:
         return ""
     claimed = a.get("epsilon_claimed")
     rows = [["audited model", _audited_model(r)],
-            ["audit settings", ", ".join(f"{k} {a[k]}" for k in ("template", "insertions", "inclusion", "seed")
+            ["audit settings", ", ".join(f"{k} {a[k]}" for k in ("template", "canary_kind", "insertions", "inclusion",
+                                                                 "seed")
                                          if a.get(k) is not None) or "not recorded"],
-            ["canaries", _num(a.get("canaries"))], ["AUC", _num(a.get("auc"), 3)]]
-    rows += [[f"TPR at FPR {k}", _num(v, 3)] for k, v in (a.get("tpr_at_fpr") or {}).items()]
-    rows += [["epsilon lower bound", f"{_num(a.get('epsilon_lower'))} ({_num(a.get('confidence'))} confidence)"],
-             ["epsilon claimed", _num(claimed) if claimed is not None else "no DP guarantee"]]
+            ["canaries", _num(a.get("canaries"))], ["AUC", _num(a.get("auc"), 3) + _interval(a.get("auc_ci"))]]
+    tpr_ci = a.get("tpr_ci") or {}
+    rows += [[f"TPR at FPR {k}", _num(v, 3) + _interval(tpr_ci.get(k))] for k, v in (a.get("tpr_at_fpr") or {}).items()]
+    rows += [["epsilon lower bound (Steinke et al.)",
+              f"{_num(a.get('epsilon_lower'))} ({_num(a.get('confidence'))} confidence; any (epsilon, delta)-DP "
+              "training)"]]
+    if "epsilon_lower_fdp" in a:
+        rows += [["epsilon lower bound (f-DP)", f"{_num(a.get('epsilon_lower_fdp'))} (same guesses and confidence; "
+                                                "holds if the training's privacy curve is Gaussian, as DP-SGD's)"]]
+    rows += [["epsilon claimed", _num(claimed) if claimed is not None else "no DP guarantee"]]
     parts = [_table(None, rows, "kv")]
     if a.get("scores") is not None and a.get("included_mask") is not None:
         from ssviz.audit import roc_curve
@@ -296,7 +303,8 @@ def _audit(r: Report) -> str:
                   _figure(roc_figure({"canaries": (fpr, tpr)}), "audit-roc")]
         if a.get("epsilon_lower") is not None:
             parts.append(_figure(epsilon_bars([{"label": a.get("name") or "model", "epsilon_lower": a["epsilon_lower"],
-                                                "epsilon_claimed": claimed}]), "audit-epsilon"))
+                                                "epsilon_claimed": claimed,
+                                                "epsilon_lower_fdp": a.get("epsilon_lower_fdp")}]), "audit-epsilon"))
     if a.get("epsilon_lower") is not None:
         from ssviz.plots.audit import plain_reading
         text = plain_reading(a["epsilon_lower"], claimed, a.get("confidence") or 0.95)
@@ -304,6 +312,11 @@ def _audit(r: Report) -> str:
         text = "The audit reports a membership ROC but no epsilon bound (its canaries were not included with " \
                "probability 1/2)."
     return f'<section id="audit"><h2>Privacy audit</h2><p>{_e(text)}</p>' + "".join(parts) + "</section>"
+
+
+def _interval(ci) -> str:
+    """`` [lo, hi]`` of a 95% interval, or nothing when the audit has none."""
+    return f" [{_num(ci[0], 3)}, {_num(ci[1], 3)}]" if ci and len(ci) == 2 else ""
 
 
 def _audited_model(r: Report) -> str:

@@ -63,6 +63,7 @@ def expected_metrics(res: dict) -> dict[str, str]:
     return {"AUC": f"{res['auc']:.3f}", "TPR at 0.1% FPR": f"{tpr['0.001']:.3f}",
             "TPR at 1% FPR": f"{tpr['0.01']:.3f}", "TPR at 10% FPR": f"{tpr['0.1']:.3f}",
             "Audited epsilon (lower bound)": f"{res['epsilon_lower']:.2f}",
+            "Audited epsilon, f-DP": f"{res['epsilon_lower_fdp']:.2f}",
             "Claimed epsilon per canary": fmt(res["epsilon_claimed_per_canary"]),
             "Claimed epsilon per line": fmt(res["epsilon_claimed"]),
             "Loss-attack AUC": "–" if res["mia_auc"] is None else f"{res['mia_auc']:.3f}"}
@@ -90,9 +91,19 @@ def test_the_page_opens_on_the_bundled_plain_audit_with_the_librarys_numbers():
                       f"inserted ({res['included']})": res["included"]}
     assert roc["layout"]["xaxis"]["type"] == roc["layout"]["yaxis"]["type"] == "log"
     assert roc["data"][0]["name"] == "chance"
-    assert [t["name"] for t in bars["data"]] == ["audited (lower bound)", "claimed (DP guarantee)"]
-    assert values(bars["data"][0]["y"]) == [res["epsilon_lower"]] and bars["data"][1]["text"] == ["no DP guarantee"]
+    assert [t["name"] for t in bars["data"]] == ["audited, Steinke et al.", "audited, f-DP (Gaussian curve)",
+                                                 "claimed (DP guarantee)"]
+    assert values(bars["data"][0]["y"]) == [res["epsilon_lower"]] and bars["data"][2]["text"] == ["no DP guarantee"]
+    assert values(bars["data"][1]["y"]) == [res["epsilon_lower_fdp"]]
+    assert res["epsilon_lower_fdp"] > res["epsilon_lower"]
+    # the intervals, as the library computes them, and the f-DP bound's assumption said in words
+    ci = [c.value for c in at.caption if c.value.startswith("95% intervals")]
+    lo, hi = res["auc_ci"]
+    assert ci and f"AUC [{lo:.3f}, {hi:.3f}]" in ci[0]
+    assert f"1% [{res['tpr_ci']['0.01'][0]:.3f}, {res['tpr_ci']['0.01'][1]:.3f}]" in ci[0]
+    assert any("Gaussian" in c.value and f"{res['epsilon_lower_fdp']:.2f}" in c.value for c in at.caption)
     assert at.session_state["ssviz_audit_shown"] == str(demo.BUNDLED_DIR / "plain")
+    assert len(at.selectbox(key="w_aud_kind").options) == 3  # the run form offers every canary kind
 
 
 @pytest.mark.slow
@@ -111,7 +122,8 @@ def test_a_bundled_dp_audit_shows_the_claimed_epsilon_per_line_and_per_canary(na
     group = [c.value for c in at.caption if "group of" in c.value]
     assert group and f"{k} x {claimed:.2f} = {per_canary:.2f}" in group[0]
     bars = charts(at)[2]
-    assert values(bars["data"][1]["y"]) == [per_canary] and values(bars["data"][0]["y"]) == [res["epsilon_lower"]]
+    assert values(bars["data"][2]["y"]) == [per_canary] and values(bars["data"][0]["y"]) == [res["epsilon_lower"]]
+    assert values(bars["data"][1]["y"]) == [res["epsilon_lower_fdp"]]
 
 
 def test_the_choice_survives_a_visit_to_another_page():
@@ -452,7 +464,7 @@ def test_the_seeds_of_a_repeated_audit_are_offered_and_shown(tmp_path):
     assert not at.exception, at.exception
     res = load_audit(repeated / "seed-1")
     assert metrics(at) == expected_metrics(res)
-    bars = next(c for c in charts(at) if c["data"][0].get("name") == "audited (lower bound)")
+    bars = next(c for c in charts(at) if c["data"][0].get("name") == "audited, Steinke et al.")
     assert bars["data"][0]["x"] == ["seed 0", "seed 1 (shown above)", "seed 10"]  # every seed, this one named
     assert any("Audited vs claimed epsilon over 3 seeds" in h.value for h in at.subheader)
     assert any(f"median {res['epsilon_lower']:.2f}" in c.value for c in at.caption)

@@ -135,10 +135,11 @@ def test_summarize_has_the_cli_keys_and_json_types():
     rng = np.random.default_rng(1)
     included = rng.random(200) < 0.5
     out = summarize(rng.normal(size=200) + 2 * included, included, delta=1e-5)
-    assert list(out) == ["canaries", "included", "auc", "tpr_at_fpr", "epsilon_lower", "confidence", "delta"]
-    assert list(out["tpr_at_fpr"]) == ["0.001", "0.01", "0.1"]
+    assert list(out) == ["canaries", "included", "auc", "tpr_at_fpr", "epsilon_lower", "confidence", "delta",
+                         "epsilon_lower_fdp", "auc_ci", "tpr_ci", "auc_hull", "bounds"]
+    assert list(out["tpr_at_fpr"]) == ["0.001", "0.01", "0.1"] == list(out["tpr_ci"])
     assert out["canaries"] == 200 and out["included"] == int(included.sum())
-    assert all(type(v) in (int, float) for k, v in out.items() if k != "tpr_at_fpr")
+    assert all(type(v) in (int, float) for k, v in out.items() if k not in ("tpr_at_fpr", "auc_ci", "tpr_ci", "bounds"))
     assert all(type(v) is float for v in out["tpr_at_fpr"].values())
     assert 0 < out["epsilon_lower"] < 5 and out["confidence"] == 0.95 and out["delta"] == 1e-5
 
