@@ -86,10 +86,14 @@ def inclusion_mask(models: int, examples: int, subset: float, seed: int = 0) -> 
 # --- metrics of one model --------------------------------------------------------------------------------
 def example_metrics(model, texts) -> tuple[list[float], list[float]]:
     """Per text: (per-unit accuracy, mean natural-log likelihood of the predicted units); NaN for a text
-    of fewer than two units (nothing predicted)."""
-    from ssviz.scoring import read_texts
+    of fewer than two units (nothing predicted). A text longer than the model's context is read up to it
+    (its first ``max_positions`` units), the same for every model of a pool."""
+    from ssviz.scoring import read_ids
+    rows = model.encode_batch(list(texts))
+    if model.max_positions:
+        rows = [list(r)[:model.max_positions] for r in rows]
     acc, ll = [], []
-    for r in read_texts(model, list(texts)):
+    for r in read_ids(model, rows):
         acc.append(float(np.mean(r.correct)) if len(r.correct) else float("nan"))
         ll.append(float(np.mean(r.logp)) if len(r.logp) else float("nan"))
     return acc, ll
@@ -176,14 +180,16 @@ class PoolResult:
 
 
 def run_pool(text: str, config, out, *, models: int = 16, subset: float = 0.5, unit: str = "line",
-             validation: str | None = None, seed: int = 0, inclusion=None, executor=None, progress=None,
-             stop=None, log=None, bootstrap: int = estimators.DEFAULT_BOOTSTRAP) -> PoolResult:
+             validation: str | None = None, seed: int | None = None, inclusion=None, executor=None, progress=None,
+             stop=None, log=None, bootstrap: int = estimators.DEFAULT_BOOTSTRAP, top: int = TOP) -> PoolResult:
     """Train and read a pool of ``models`` models on subsets of ``text``'s examples; write ``out``.
 
     ``inclusion`` (``[models, examples]`` booleans) replaces the seeded subsets (a designed
     experiment, e.g. exact leave-one-out); model m trains with seed ``config.seed + m``. A folder
     that already holds this pool (same examples, unit, subset, seed, training settings) is resumed:
-    models whose weights are stored are read again, never retrained.
+    models whose weights are stored are read again, never retrained. ``seed`` (default ``config.seed``)
+    draws the subsets; ``progress(done, total)`` counts models, ``stop`` ends the run after the models in
+    flight (they are lost, the others kept: a re-run resumes).
     """
     from ssviz.corpus import Split
     from ssviz.executor import InlineExecutor
@@ -192,6 +198,7 @@ def run_pool(text: str, config, out, *, models: int = 16, subset: float = 0.5, u
     from ssviz.train import new_model
 
     t0 = time.perf_counter()
+    seed = config.seed if seed is None else seed
     if not isinstance(models, int) or not 1 < models <= MAX_MODELS:
         raise SettingsError(f"--models must be a whole number from 2 to {MAX_MODELS:,}, got {models}")
     out = Path(out)
@@ -288,7 +295,7 @@ def run_pool(text: str, config, out, *, models: int = 16, subset: float = 0.5, u
     pairs = influence_pairs(pool)
     atomic_write(out / INFLUENCE, safe_frame(pd.DataFrame(pairs, columns=PAIR_COLUMNS)).to_csv(index=False))
     return PoolResult(out, models, len(train_ex), len(val_ex), len(todo), reused, time.perf_counter() - t0,
-                      model_seconds, top=top_examples(mem), pairs=pairs[:TOP])
+                      model_seconds, top=top_examples(mem, top), pairs=pairs[:TOP])
 
 
 def _read_json(path: Path):
