@@ -30,6 +30,7 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -438,3 +439,41 @@ def top_examples(mem: pd.DataFrame, k: int = TOP, by: str = "mem_accuracy") -> l
     rows = mem.sort_values(by, ascending=False, na_position="last", kind="stable").head(k)
     return [{c: (None if isinstance(v, float) and not math.isfinite(v) else v) for c, v in r.items()}
             for r in rows.to_dict(orient="records")]
+
+
+def unit_gains(folder, text: str, included: Sequence[bool], models: Sequence[int]) -> tuple[list[str], list]:
+    """Each unit of ``text`` with how many bits more likely the models trained with it find it than the
+    models trained without it (mean log2-probability IN - OUT; None for the first unit, which is
+    context). ``included[i]`` says whether model ``models[i]`` (stored in ``folder``) trained on the text."""
+    from ssviz.models import load_model
+    from ssviz.scoring import read_texts
+    sides: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    units = None
+    for m, inc in zip(models, included):
+        path = model_path(Path(folder), int(m))
+        if path is None:
+            raise SsvizError(f"{folder} holds no weights for model {m}: the per-unit view needs the models")
+        model = load_model(path)
+        r = read_texts(model, [text])[0]
+        units = units or [model.unit_text(int(i)) for i in r.ids]
+        sides[bool(inc)].append(r.logp / LN2)
+    if not sides[True] or not sides[False]:
+        raise SsvizError("the per-unit view needs models trained with and without the text")
+    gain = np.mean(sides[True], 0) - np.mean(sides[False], 0)
+    return list(units or []), [None] + gain.tolist()
+
+
+def redact_text(text: str, reveal: bool = False) -> str:
+    """``text`` with every secret the scan finds in it (SSNs, cards, phones, keys, tokens) shown as its
+    redacted tail (:func:`ssviz.redaction.redact`), as everywhere else a secret meets people."""
+    if reveal:
+        return text
+    from ssviz.redaction import redact
+    from ssviz.scan import KINDS, find_secrets
+    out, pos = [], 0
+    for f in find_secrets(text, kinds=tuple(KINDS)):
+        if f.start < pos:
+            continue
+        out += [text[pos:f.start], redact(f.text)]
+        pos = f.start + len(f.text)
+    return "".join(out) + text[pos:]
