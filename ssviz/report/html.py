@@ -47,6 +47,7 @@ class Report:
     study: pd.DataFrame | None = None          # Store.comparison() rows
     audit: dict | None = None                  # audit metrics (and optionally scores / included arrays)
     defenses: list | None = None               # ssviz.records.DefenseResult (or its JSON): defense runs
+    longtail: dict | None = None               # ssviz.report.longtail.longtail_summary of a counterfactual pool
     settings: dict = field(default_factory=dict)  # estimator settings, seeds, budgets, command line
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
@@ -329,6 +330,13 @@ def _defenses(r: Report) -> str:
     return '<section id="defenses"><h2>Defenses compared</h2>' + "".join(parts) + "</section>"
 
 
+def _longtail(r: Report) -> str:
+    if r.longtail is None:
+        return ""
+    from ssviz.report.longtail import longtail_html
+    return longtail_html(r.longtail)
+
+
 def _methods(r: Report) -> str:
     rows = []
     for i, f in enumerate(r.findings):
@@ -364,7 +372,9 @@ def data(r: Report) -> dict:
             or None,
             "scan": None if r.scan is None else [x.to_json() for x in r.scan],
             "study_rows": 0 if r.study is None else int(len(r.study)),
-            "defenses": len(r.defenses or [])}
+            "defenses": len(r.defenses or []),
+            "longtail": None if r.longtail is None else {k: r.longtail[k] for k in ("models", "examples", "top",
+                                                                                 "pairs", "by_role")}}
 
 
 def render(r: Report) -> str:
@@ -378,7 +388,8 @@ def render(r: Report) -> str:
              "Secrets are redacted: at most their last few characters are shown.")
     payload = script_json(finite_json(data(r)))
     measured = [_exposure(r), _extraction(r)] if r.findings else []
-    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r), _methods(r)])
+    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r),
+                    _longtail(r), _methods(r)])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
