@@ -48,6 +48,8 @@ def test_demo_pool_loads_with_the_library_numbers():
     md = " ".join(m.value for m in at.markdown)
     assert "ZEBRA" in md  # the top influence pair: a novel line beside its near copy
     assert any("verbatim" in i.value.lower() for i in at.info) or len(charts) >= 3
+    chips = [h.proto.body for h in at.get("html")]
+    assert any("bits" in c and "background:rgb(" in c for c in chips)  # the unit view of the top example
     at.radio(key="w_lt_metric").set_value("mem_log_likelihood").run()
     assert not at.exception
     assert at.metric[1].value == f"{mem['mem_log_likelihood'].mean():+.3f}"
