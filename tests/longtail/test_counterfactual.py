@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from ssviz.corpus import Split
+from ssviz.errors import SsvizError
 from ssviz.longtail import estimators
 from ssviz.longtail.counterfactual import (
     INCLUSION,
@@ -197,3 +198,41 @@ def test_a_run_killed_midway_resumes_with_the_models_it_trained(tmp_path):
     assert all(model_path(out, m).stat().st_mtime_ns == stamps[m] for m in kept)  # never retrained
     met = pd.read_parquet(out / METRICS)
     assert sorted(met["model"].unique()) == list(range(4))
+
+
+@pytest.mark.slow
+def test_a_stopped_pool_keeps_its_models_and_resumes(tmp_path):
+    import threading
+
+    from ssviz.errors import StoppedError
+    corpus = "\n".join(LINES) + "\n"
+    stop = threading.Event()
+
+    def progress(done, total):
+        if done >= 1:
+            stop.set()  # the user presses Stop once the first model is in
+
+    with pytest.raises(StoppedError, match="run again to resume"):
+        run_pool(corpus, TINY, tmp_path, models=3, progress=progress, stop=stop, bootstrap=0)
+    assert model_path(tmp_path, 0) is not None and model_path(tmp_path, 2) is None
+    result = run_pool(corpus, TINY, tmp_path, models=3, bootstrap=0)
+    assert (result.reused, result.trained) == (1, 2)
+    with pytest.raises(SsvizError, match="other examples or settings"):
+        run_pool(corpus, TINY, tmp_path, models=3, subset=0.3, bootstrap=0)
+
+
+@pytest.mark.parametrize("extra, msg", [(["--out", "FILE"], "is a file"), (["--subset", "1"], "fraction"),
+                                        (["--models", "1"], "whole number"), (["--unit", "word"], "invalid choice")])
+def test_bad_inputs_are_one_line(tmp_path, capsys, extra, msg):
+    from ssviz.cli import main
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(LINES * 3) + "\n")
+    (tmp_path / "FILE").write_text("x")
+    argv = ["counterfactual", str(corpus), "--out", str(tmp_path / "pool")] + [
+        str(tmp_path / "FILE") if e == "FILE" else e for e in extra]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and msg in err[-1]
