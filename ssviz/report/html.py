@@ -334,7 +334,7 @@ def _longtail(r: Report) -> str:
     if r.longtail is None:
         return ""
     from ssviz.report.longtail import longtail_html
-    return longtail_html(r.longtail)
+    return longtail_html(r.longtail, figure=_figure, table=_table, num=_num)
 
 
 def _methods(r: Report) -> str:

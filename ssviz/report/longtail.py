@@ -42,10 +42,16 @@ def longtail_summary(folder, reveal: bool = False) -> dict:
     return out
 
 
-def longtail_html(s: dict) -> str:
-    """The section's HTML (figures through the report's own inline plotly)."""
+def longtail_html(s: dict, *, figure, table, num) -> str:
+    """The section's HTML, drawn with the report's own ``figure``, ``table`` and ``num`` helpers (passed in,
+    so this module never imports the page it is part of)."""
+    from html import escape
+
     from ssviz.plots.longtail import mem_histogram, mem_vs_novelty
-    from ssviz.report.html import _e, _figure, _num, _table
+    _figure, _table, _num = figure, table, num
+
+    def _e(x) -> str:
+        return escape(str(x), quote=True)
     texts = [""] * len(s["mem_accuracy"])
     parts = [f"<p>{s['models']} models, each trained on a random half of {s['examples']:,} training examples: an "
              "example is memorized when the models trained with it predict it better than those trained without "
