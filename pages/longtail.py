@@ -26,6 +26,7 @@ from ui.widgets import chart, download_table, job_panel, message, page_header, r
 JOB = "ssviz_longtail_job"
 SOURCE = "w_lt_source"
 CHOSEN = "ssviz_lt_source"
+SHOWN = "ssviz_longtail_shown"  # the pool drawn last (the Report page includes it)
 METRICS = {"mem_accuracy": "per-unit accuracy", "mem_log_likelihood": "log-likelihood (bits per unit)"}
 TOP = 15
 
@@ -219,6 +220,7 @@ def body() -> None:
     reveal = c2.toggle("Show secrets", key="w_lt_reveal", help="Texts holding secrets the scan finds (SSNs, cards, "
                                                               "phones, keys) show only a short tail unless on")
     if folder is not None:
+        st.session_state[SHOWN] = str(folder)
         show_pool(view_of(folder, metric), folder, reveal)
     verbatim_section(folder)
     run_section()

@@ -103,3 +103,11 @@ def test_a_small_pool_runs_on_the_spot_with_progress():
     assert not at.exception
     assert at.metric[0].value == "4"
     assert (job.result["path"] / "memorization.csv").is_file()
+
+
+def test_the_report_page_offers_the_pool_shown_last():
+    at = AppTest.from_file(str(ROOT / "pages" / "report.py"), default_timeout=120)
+    at.session_state["ssviz_longtail_shown"] = str(demo.DEMO_DIR)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.checkbox(key="w_rep_longtail").value is True
