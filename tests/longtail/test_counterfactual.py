@@ -236,3 +236,26 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, extra, msg):
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and msg in err[-1]
+
+
+from tests.test_any_model import any_model  # noqa: E402,F401  (the fixture: every model kind)
+
+
+def test_example_metrics_equal_a_direct_reading_on_every_model_kind(any_model):
+    """Per-unit accuracy and mean log-likelihood, against a forward pass written out here; a text longer
+    than a transformer's context is read up to it."""
+    import torch
+
+    from ssviz.longtail.counterfactual import example_metrics
+    texts = ["my pin is 123.", "a" * 3, "the cat sat on the mat and the dog sat on the log " * 3]
+    acc, ll = example_metrics(any_model, texts)
+    for text, a, l in zip(texts, acc, ll):
+        ids = any_model.encode(text)
+        if any_model.max_positions:
+            ids = ids[:any_model.max_positions]
+        with torch.inference_mode():
+            lp, _ = any_model.run(torch.tensor([ids]), any_model.initial_state(1))
+        lp = lp[0, :-1].double()
+        target = torch.tensor(ids[1:])
+        assert a == pytest.approx((lp.argmax(1) == target).double().mean().item())
+        assert l == pytest.approx(lp.gather(1, target[:, None]).mean().item(), abs=1e-5)
