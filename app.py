@@ -27,7 +27,8 @@ def pages() -> dict[str, list]:
         "Study": [page("comparison", "Per-user comparison", ":material/group:"),
                   page("defenses", "Defenses", ":material/shield:"),
                   page("audit", "Privacy audit", ":material/verified_user:"),
-                  page("membership", "Membership", ":material/how_to_reg:")],
+                  page("membership", "Membership", ":material/how_to_reg:"),
+                  page("longtail", "Long tail", ":material/timeline:")],
         "Share": [page("report", "Report", ":material/description:")],
     }
 

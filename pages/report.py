@@ -87,6 +87,11 @@ def inputs_section(current, template, secret, have: dict) -> dict:
             extras["audit"] = audit
     else:
         c[0].caption("Open the Privacy audit page to include an audit.")
+    longtail = st.session_state.get("ssviz_longtail_shown")  # set by the Long tail page
+    if longtail and Path(longtail).is_dir() and c[0].checkbox(
+            "Include the long tail", value=True, key="w_rep_longtail",
+            help=f"The pool last shown on the Long tail page ({shown(longtail)})"):
+        extras["longtail"] = longtail
     if c[1].checkbox("Include the defenses comparison", value=False, key="w_rep_defenses",
                      help="The bundled defense results and those trained on the Defenses page"):
         extras["defenses"] = True
@@ -164,6 +169,9 @@ def build(current, template, secret, findings, have: dict, extras: dict, reveal:
     if current.key.startswith("upload:"):
         summary.sha256 = current.key.split(":", 1)[1]  # an upload is named by its bytes' SHA-256
     data = sections(extras)
+    if extras.get("longtail"):
+        from ssviz.report.longtail import longtail_summary
+        data["longtail"] = longtail_summary(extras["longtail"], reveal)
     report = Report(summary, findings, reveal=reveal, settings=settings_of(current, template, secret, findings,
                                                                            have, extras, reveal), **data)
     built = {"key": key, "html": render(report), "name": f"ssviz-report-{slug(current.name)[:40]}.html"}

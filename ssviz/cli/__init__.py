@@ -21,7 +21,8 @@ from ssviz.jsonable import finite_json
 from ssviz.messages import hide_credentials
 
 # each module defines register(subparsers, parent) and sets a handler via set_defaults(run=...)
-COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan", "verbatim", "mia")
+COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan", "verbatim", "mia",
+                   "counterfactual")
 # what each module registers, in order, with its one-line help: `python -m ssviz --help` lists these without
 # importing the modules (tests/cli/test_cli_core.py checks the table against every module's register)
 COMMANDS = {
@@ -44,6 +45,8 @@ COMMANDS = {
                               "prefix, rates by duplicate count"),),
     "mia": (("mia", "membership attacks (loss, zlib, lowercase, Min-K, Min-K++, reference, LiRA) with a blind "
                     "baseline"),),
+    "counterfactual": (("counterfactual", "counterfactual memorization and influence of every training example "
+                                          "over a pool of models (Zhang et al.)"),),
 }
 
 

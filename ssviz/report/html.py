@@ -49,6 +49,7 @@ class Report:
     defenses: list | None = None               # ssviz.records.DefenseResult (or its JSON): defense runs
     verbatim: dict | None = None               # verbatim.json: verbatim extraction of the training lines
     membership: object | None = None           # ssviz.membership.run.MiaResult: attacks beside the blind baseline
+    longtail: dict | None = None               # ssviz.report.longtail.longtail_summary of a counterfactual pool
     settings: dict = field(default_factory=dict)  # estimator settings, seeds, budgets, command line
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
@@ -347,6 +348,11 @@ def _defenses(r: Report) -> str:
 def _verbatim(r: Report) -> str:
     from ssviz.report.verbatim import section
     return section(r.verbatim, _figure) if r.verbatim else ""
+def _longtail(r: Report) -> str:
+    if r.longtail is None:
+        return ""
+    from ssviz.report.longtail import longtail_html
+    return longtail_html(r.longtail, figure=_figure, table=_table, num=_num)
 
 
 def _methods(r: Report) -> str:
@@ -385,7 +391,9 @@ def data(r: Report) -> dict:
             "scan": None if r.scan is None else [x.to_json() for x in r.scan],
             "study_rows": 0 if r.study is None else int(len(r.study)),
             "defenses": len(r.defenses or []),
-            "membership": None if r.membership is None else r.membership.to_json()}
+            "membership": None if r.membership is None else r.membership.to_json(),
+            "longtail": None if r.longtail is None else {k: r.longtail[k] for k in ("models", "examples", "top",
+                                                                                 "pairs", "by_role")}}
 
 
 def render(r: Report) -> str:
@@ -401,7 +409,8 @@ def render(r: Report) -> str:
     measured = [_exposure(r), _extraction(r)] if r.findings else []
     from ssviz.report.membership import membership_section
     body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r),
-                    membership_section(r.membership, _table, _figure), _defenses(r), _verbatim(r), _methods(r)])
+                    membership_section(r.membership, _table, _figure), _defenses(r), _verbatim(r), _longtail(r),
+                    _methods(r)])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
