@@ -123,7 +123,7 @@ def show_audit(res: dict, folder: Path) -> None:
                 help=f"At {res['confidence']:.0%} confidence, delta {res['delta']:g} (Steinke, Nasr and "
                      "Jagielski's one-run bound): holds for any (epsilon, delta)-DP training")
     c[1].metric("Audited epsilon, f-DP", "–" if fdp is None else f"{fdp:.2f}",
-                help=f"Mahloujifar, Melis and Chaudhuri's one-run f-DP bound on the same guesses, same confidence "
+                help="Mahloujifar, Melis and Chaudhuri's one-run f-DP bound on the same guesses, same confidence "
                      f"and delta: it rules out the Gaussian trade-off curve of (epsilon, delta), so it is a bound on "
                      "epsilon only if the training's privacy curve is Gaussian, as DP-SGD's accounting assumes")
     c[2].metric("Claimed epsilon per canary", fmt_eps(per_canary),

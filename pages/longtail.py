@@ -12,13 +12,13 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from ssviz.errors import SsvizError
 from ssviz.longtail import demo
 from ssviz.longtail.counterfactual import redact_text, unit_gains
-from ssviz.plots.longtail import gain_chips, mem_histogram, mem_vs_novelty, verbatim_curve, verbatim_rates
+from ssviz.plots.longtail import gain_chips, mem_histogram, mem_vs_novelty
+from ssviz.plots.verbatim import extraction_probability, rate_by_duplicates, rate_by_prefix
 from ui import cache, longtail, state
 from ui.jobs import Job
 from ui.widgets import chart, download_table, job_panel, message, page_header, run_page, shown, start_job
@@ -163,13 +163,14 @@ def verbatim_section(folder: Path | None) -> None:
                + ". A line is k-extractable when greedy decoding from its prefix reproduces its suffix exactly.")
     c1, c2 = st.columns(2)
     with c1:
-        chart(verbatim_curve(verbatim_rates(df, "duplicates"), "duplicates"), "verbatim-duplicates", key="lt_vd")
+        chart(rate_by_duplicates(meta), "verbatim-duplicates", key="lt_vd")
     with c2:
-        if "prefix" in df.columns and df["prefix"].nunique() > 1:
-            chart(verbatim_curve(verbatim_rates(df, "prefix"), "prefix"), "verbatim-prefix", key="lt_vp")
+        if len(meta.get("by_prefix") or []) > 1:
+            chart(rate_by_prefix(meta), "verbatim-prefix", key="lt_vp")
         else:
-            st.info("These results hold one prefix length; run the verbatim command with several --prefix values "
+            st.info("These results hold one prefix length; run the verbatim command with `--prefixes 4,8,16,32` "
                     "for the curve against prefix length.")
+    chart(extraction_probability(meta), "verbatim-sampling", key="lt_vs")
 
 
 def run_section() -> None:

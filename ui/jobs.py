@@ -23,7 +23,6 @@ from typing import Callable
 import cloudpickle
 
 from ssviz.errors import StoppedError
-from ssviz.messages import clip
 from ssviz.scoring import human_seconds
 from ssviz.paths import claim_unique
 from ui import job_worker

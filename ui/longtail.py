@@ -60,23 +60,20 @@ def pool_view(folder: Path, metric: str) -> dict:
 
 
 def verbatim_table(folders) -> tuple[pd.DataFrame | None, dict, Path | None]:
-    """The first ``verbatim.csv`` among ``folders`` (the pool's, then the bundled one) with the JSON
-    beside it; ``(None, {}, None)`` when there is none."""
+    """The first ``verbatim.csv`` among ``folders`` (the pool's, then the bundled one) and its summary (the
+    ``verbatim.json`` beside it, else computed from the rows); ``(None, {}, None)`` when there is none."""
+    from ssviz.longtail.verbatim import read_rows, summary_of
     for folder in folders:
         p = Path(folder) / VERBATIM_CSV
         if p.is_file():
-            df = pd.read_csv(p)
-            need = {"line", "duplicates", "extractable", "match_fraction", "log_p_suffix"}
-            if not need <= set(df.columns):
-                raise SsvizError(f"{p} lacks the columns {', '.join(sorted(need - set(df.columns)))}")
-            meta = {}
-            for j in sorted(Path(folder).glob("*.json")):
-                try:
-                    meta = json.loads(j.read_text(encoding="utf-8"))
-                    break
-                except ValueError:
-                    continue
-            return df, meta if isinstance(meta, dict) else {}, p
+            rows = read_rows(p)
+            try:
+                summary = json.loads((Path(folder) / "verbatim.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                summary = None
+            if not isinstance(summary, dict) or "by_duplicates" not in summary:
+                summary = summary_of(rows)
+            return rows, summary, p
     return None, {}, None
 
 

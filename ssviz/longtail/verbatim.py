@@ -368,6 +368,14 @@ def save(result: VerbatimResult, folder, extra: dict | None = None) -> dict:
     return summary
 
 
+def summary_of(rows, prefix: int = 0, suffix: int = 0) -> dict:
+    """The summary (as ``verbatim.json`` holds it) of ``verbatim.csv`` rows: for a file whose JSON is missing."""
+    result = VerbatimResult(prefix, suffix, rows["line"].to_numpy(), rows["duplicates"].to_numpy(),
+                            rows["extractable"].to_numpy(bool), rows["match_fraction"].to_numpy(np.float64),
+                            rows["log_p_suffix"].to_numpy(np.float64))
+    return result.to_json()
+
+
 def read_rows(path):
     """``verbatim.csv`` back as a DataFrame (``extractable`` as booleans)."""
     import pandas as pd

@@ -12,7 +12,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 
 from ssviz.plots.tokens import plotly_text, visible
@@ -70,32 +69,6 @@ def mem_vs_novelty(mem, out_bits, frequency, texts: Sequence[str], roles: Sequen
                           "<br>occurs %{customdata[0]} time(s)<extra></extra>"))
     fig.update_layout(height=440, margin=dict(t=30, b=40), xaxis_title="surprise under the OUT models "
                       "(bits per unit; right = novel)", yaxis_title=METRIC_LABELS.get(metric, metric), **_LAYOUT)
-    return fig
-
-
-def verbatim_rates(df: pd.DataFrame, by: str = "duplicates") -> pd.DataFrame:
-    """Per value of ``by`` (duplicates, or prefix where a file has it): lines tested, the k-extractable rate
-    and the mean memorization score (match fraction), from a ``verbatim.csv`` frame."""
-    ext = df["extractable"].astype(str).str.lower().isin(("true", "1"))
-    g = df.assign(extractable=ext).groupby(by)
-    return pd.DataFrame({by: list(g.groups), "lines": g.size().to_numpy(),
-                         "extractable": g["extractable"].mean().to_numpy(),
-                         "match_fraction": g["match_fraction"].mean().to_numpy()})
-
-
-def verbatim_curve(rates: pd.DataFrame, by: str = "duplicates") -> go.Figure:
-    """Extraction rate and mean match fraction against ``by`` on a log x axis (Carlini et al. 2022's
-    log-linear laws: the rate grows with how often a text occurs and with the prefix length)."""
-    fig = go.Figure()
-    for i, (col, label) in enumerate((("extractable", "k-extractable rate"),
-                                      ("match_fraction", "mean match fraction"))):
-        fig.add_trace(go.Scatter(x=rates[by], y=rates[col], mode="lines+markers", name=label,
-                                 line=dict(color=CURVE_COLORS[i]), customdata=rates["lines"],
-                                 hovertemplate=f"{by} %{{x}}<br>{label} %{{y:.3f}}<br>%{{customdata}} lines"
-                                               "<extra></extra>"))
-    title = "copies of the line in the corpus" if by == "duplicates" else "prefix length (units)"
-    fig.update_layout(height=380, margin=dict(t=30, b=40), xaxis=dict(title=title, type="log"),
-                      yaxis=dict(title="rate", range=[0, 1.02]), **_LAYOUT)
     return fig
 
 
