@@ -11,9 +11,9 @@ from ssviz import exposure
 from ssviz.errors import SsvizError
 from ssviz.plots.exposure import exposure_bars, exposure_histogram, plain_reading
 from ssviz.plots.tokens import cost_strip, secret_units
-from ssviz.scoring import EXHAUSTIVE_LIMIT, score_fillers
+from ssviz.scoring import EXHAUSTIVE_LIMIT, human_seconds, score_fillers
 from ssviz.templates import Template
-from ui import state
+from ui import cache, state
 from ui.widgets import QUICK_WAIT_FACTORS, analysis_header, cached_job, chart, download_table, message, run_page
 
 METHODS = {"auto": "auto (exact when |R| ≤ 10^6, else skew-normal)", "exact": "exact (enumerate every filler)",
@@ -133,11 +133,37 @@ def secret_rows(current, template: Template, fillers: list[str], res: exposure.E
     return rows
 
 
+def before_the_work(current: state.CurrentModel, template: Template, opts: dict) -> None:
+    """What pressing the button will do and about how long it takes, known before it starts (the rate is
+    measured once per model and template, a quarter of a second)."""
+    method = opts["method"]
+    if method not in ("auto", "exact"):
+        line = (f"Scores {opts['samples']:,} random fillers." if method in ("sampled", "skewnorm") else
+                "Enumerates fillers from the most likely until the secret's rank is certain (up to 200,000 nodes): "
+                "quick for a memorized secret, slow for one deep in the crowd.")
+        st.caption(f"Before you press: {line}")
+        return
+    key = ("plan", current.key, template.text)
+    plan = cache.result(key)
+    if plan is None:
+        try:
+            plan = exposure.plan(current.model, template)
+        except SsvizError:
+            return  # the measurement itself says what is wrong
+        cache.remember(key, plan)
+    if method == "auto":
+        st.caption(f"Before you press: auto will use {plan.method}, because {plan.reason}.")
+    elif plan.exact_seconds is not None:
+        st.caption(f"Before you press: enumerating |R| = {template.space_size:,} takes about "
+                   f"{human_seconds(plan.exact_seconds)} here.")
+
+
 def body() -> None:
     current, template, secret = analysis_header(
         "Exposure", "Score the secret and many other fillers of its template with the model. The further left of the "
                    "crowd the secret lies, the more the model has memorized it.")
     opts = settings(template)
+    before_the_work(current, template, opts)
     run = st.button("Measure exposure", type="primary", icon=":material/play_arrow:", key="exp_run")
     res = measure(current, template, secret, opts, start=run)
     if res is None:

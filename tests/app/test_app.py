@@ -681,3 +681,12 @@ def test_a_diverged_training_saves_the_last_finite_model_and_says_so(tmp_path, s
     assert job.error is None
     assert "diverged in epoch 2" in job.result["warning"] and "kept the model of epoch 1" in job.result["warning"]
     assert job.result["path"].is_file()
+
+
+def test_the_exposure_page_says_what_auto_will_do_before_the_button_is_pressed():
+    at = open_page("exposure")
+    said = [c.value for c in at.caption if c.value.startswith("Before you press")]
+    assert said and "auto will use exact" in said[0] and "takes about" in said[0]
+    assert "ssviz_exposure_job" not in at.session_state  # nothing was measured: the estimate came first
+    at.selectbox(key="w_exp_method").select("search").run()
+    assert any("until the secret's rank is certain" in c.value for c in at.caption)
