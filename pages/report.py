@@ -208,6 +208,8 @@ def body() -> None:
     html = built["html"]
     st.download_button("Download report (HTML)", lambda: html, file_name=built["name"], mime="text/html",
                        key="rep_download", icon=":material/download:", on_click="ignore", type="primary")
+    with st.expander("Preview: the file as its readers will see it", expanded=True):
+        st.components.v1.html(html, height=900, scrolling=True)
 
 
 run_page(body)

@@ -86,6 +86,8 @@ def test_build_report_measures_what_is_missing_and_shows_the_librarys_numbers():
     assert_no_raw_secret(html, SECRET)
     (button,) = at.get("download_button")
     assert button.proto.label == "Download report (HTML)"
+    (preview,) = at.get("iframe")  # the file itself, shown before anyone downloads it
+    assert preview.proto.srcdoc == html
 
 
 def test_the_file_has_the_same_numbers_as_python_m_ssviz_report(tmp_path):
