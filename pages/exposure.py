@@ -16,7 +16,7 @@ from ssviz.templates import Template
 from ui import cache, state
 from ui.widgets import QUICK_WAIT_FACTORS, analysis_header, cached_job, chart, download_table, message, run_page
 
-METHODS = {"auto": "auto (exact when |R| ≤ 10^6, else skew-normal)", "exact": "exact (enumerate every filler)",
+METHODS = {"auto": "auto (exact when it fits a minute here, else skew-normal, checked)", "exact": "exact (enumerate every filler)",
            "sampled": "sampled (rank among random fillers)", "skewnorm": "skew-normal extrapolation",
            "search": "search (exact rank by shortest-path enumeration)"}
 

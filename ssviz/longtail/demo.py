@@ -1,6 +1,6 @@
 """The long-tail demo: a small pool on lines of the demo corpus with planted novel and duplicated lines.
 
-Rebuilt by ``python scripts/make_longtail_demo.py`` into ``models/longtail/counterfactual/`` (the
+Rebuilt by ``python models/make_longtail_demo.py`` into ``models/longtail/counterfactual/`` (the
 matrices, the tables and the tiny models' weights, well under 2 MB). The novel lines are unlike
 anything else in the corpus (random codes): a model can only predict them by memorizing them, so
 Feldman's theory says they should score highest. Each duplicated line appears ``DUPLICATES``

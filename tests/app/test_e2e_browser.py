@@ -64,9 +64,18 @@ def page(browser):
     context.close()
 
 
+def settled(pg) -> None:
+    """Wait until no element is faded as stale (a page run in progress draws over the last one)."""
+    try:
+        expect(pg.locator('[data-stale="true"]')).to_have_count(0, timeout=30_000)
+    except AssertionError:
+        pass  # a page that reruns on a timer (a live chart) may never be still: shoot it as it is
+    pg.wait_for_timeout(800)  # let plotly finish drawing
+
+
 def shoot(pg, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    pg.wait_for_timeout(800)  # let plotly finish drawing
+    settled(pg)
     pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
@@ -335,7 +344,7 @@ def outside(left: list[str]) -> list[str]:
 def shoot_view(pg, name: str) -> None:
     """What the room sees: the 1280x720 viewport, not the whole page."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    pg.wait_for_timeout(800)  # let plotly finish drawing
+    settled(pg)
     pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 

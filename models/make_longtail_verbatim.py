@@ -1,6 +1,6 @@
 """Rebuild the bundled verbatim-extraction result: a small transformer trained with duplicated lines.
 
-    nice python scripts/make_longtail_verbatim.py        # writes models/longtail/verbatim/
+    nice python models/make_longtail_verbatim.py        # writes models/longtail/verbatim/
 
 * corpus: the training part of ``models/demo_corpus.txt`` (its first 90%, cut as training cuts it; the
   demo's lines are distinct), with ``PER_COUNT`` long lines planted at each count of ``COUNTS``: each such
@@ -93,7 +93,7 @@ def main() -> None:
                   "test_loss": result.test_loss, "threads": args.threads},
         "planted": {str(c): len(g) for c, g in planted.items()}, "seed": SEED,
         "held_out": {"lines": held["lines"], "tested": held["tested"], "short": held["short"], **held["overall"]},
-        "made_by": "scripts/make_longtail_verbatim.py"})
+        "made_by": "models/make_longtail_verbatim.py"})
     size = sum(p.stat().st_size for p in out.iterdir())
     print(json.dumps({"out": str(out), "bytes": size, "train_seconds": round(trained, 1),
                       "verbatim_seconds": round(res.seconds, 1), "tested": summary["tested"],

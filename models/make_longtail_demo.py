@@ -1,6 +1,6 @@
 """Rebuild the Long tail page's bundled demo pool (``models/longtail/counterfactual/``).
 
-    python scripts/make_longtail_demo.py            # train the pool (about a minute on one core)
+    python models/make_longtail_demo.py            # train the pool (about a minute on one core)
 
 Writes the training and validation texts, ``roles.json`` (which lines are novel or duplicated) and the pool
 the ``counterfactual`` command writes; prints the numbers the README quotes.
