@@ -21,7 +21,7 @@ from ssviz.jsonable import finite_json
 from ssviz.messages import hide_credentials
 
 # each module defines register(subparsers, parent) and sets a handler via set_defaults(run=...)
-COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan")
+COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan", "unique_features")
 # what each module registers, in order, with its one-line help: `python -m ssviz --help` lists these without
 # importing the modules (tests/cli/test_cli_core.py checks the table against every module's register)
 COMMANDS = {
@@ -40,6 +40,8 @@ COMMANDS = {
     "report": (("report", "a one-file HTML report of a model's memorized secrets"),),
     "scan": (("scan", "find the secrets in a corpus (SSNs, cards, phones, AWS keys, GitHub tokens) and measure "
                       "each in a model: exposure, extracted?"),),
+    "unique_features": (("unique-features", "unique features: does the model react to a feature it saw once (images "
+                                            "or text; Hartley & Tsaftaris)"),),
 }
 
 
