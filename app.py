@@ -26,7 +26,8 @@ def pages() -> dict[str, list]:
                     page("extraction", "Extraction", ":material/account_tree:")],
         "Study": [page("comparison", "Per-user comparison", ":material/group:"),
                   page("defenses", "Defenses", ":material/shield:"),
-                  page("audit", "Privacy audit", ":material/verified_user:")],
+                  page("audit", "Privacy audit", ":material/verified_user:"),
+                  page("unique_features", "Unique features", ":material/fingerprint:")],
         "Share": [page("report", "Report", ":material/description:")],
     }
 

@@ -25,6 +25,7 @@ def register(sub, parent) -> None:
     p.add_argument("--study", metavar="DB", help="a per-user study results file (.duckdb) to include")
     p.add_argument("--audit", metavar="DIR", help="a finished audit folder to include")
     p.add_argument("--defenses", metavar="RESULTS", help="a defenses results file (.json) to include")
+    p.add_argument("--unique-features", metavar="DIR", help="a finished unique-features run folder to include")
     p.add_argument("--out", required=True, help="the HTML file to write")
     p.add_argument("--pdf", action="store_true", help="also print it to PDF (next to --out) with headless Chromium")
     p.add_argument("--reveal", action="store_true", help="show secrets in full (the report's first line says so)")
@@ -59,6 +60,11 @@ def run_report(args) -> int:
     study = _study(args.study) if args.study else None
     defenses = _defenses(args.defenses) if args.defenses else None
     audit = _audit(args.audit) if args.audit else None
+    if args.unique_features:
+        from ssviz.unique_features.run import load as load_unique_features
+        unique_features = load_unique_features(args.unique_features)
+    else:
+        unique_features = None
     findings = measure(model, template, secrets, method=args.method, samples=args.samples, seed=args.seed,
                        max_nodes=args.max_nodes) if secrets else []
     scanned = (scan_corpus(model, text, samples=args.samples, search_nodes=args.max_nodes,
@@ -68,7 +74,7 @@ def run_report(args) -> int:
                 "extraction node budget": args.max_nodes,
                 "command": "python -m ssviz " + " ".join(shlex.quote(a) for a in _argv_redacted(args, secrets))}
     report = Report(model_summary(model, args.checkpoint), findings, reveal=args.reveal, scan=scanned, study=study,
-                    audit=audit, defenses=defenses, settings=settings)
+                    audit=audit, defenses=defenses, settings=settings, unique_features=unique_features)
     atomic_write(out, render(report))
     if pdf is not None:
         print_pdf(out, pdf)

@@ -47,6 +47,7 @@ class Report:
     study: pd.DataFrame | None = None          # Store.comparison() rows
     audit: dict | None = None                  # audit metrics (and optionally scores / included arrays)
     defenses: list | None = None               # ssviz.records.DefenseResult (or its JSON): defense runs
+    unique_features: dict | None = None        # a unique-features run (ssviz.unique_features.run.load)
     settings: dict = field(default_factory=dict)  # estimator settings, seeds, budgets, command line
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
@@ -378,7 +379,9 @@ def render(r: Report) -> str:
              "Secrets are redacted: at most their last few characters are shown.")
     payload = script_json(finite_json(data(r)))
     measured = [_exposure(r), _extraction(r)] if r.findings else []
-    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r), _methods(r)])
+    from ssviz.report.unique_features import section as unique_features
+    body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r),
+                    unique_features(r.unique_features), _methods(r)])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">

@@ -99,14 +99,22 @@ def read_per_input(path) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]
 def load(out_dir) -> dict:
     """A finished experiment: its JSON document, with every seed's M2 and rank recomputed from the CSV."""
     out = Path(out_dir)
-    if not (out / PER_INPUT_CSV).is_file() or not (out / RESULTS_JSON).is_file():
-        raise MissingFileError(f"{out} is not a finished unique-features run (no {PER_INPUT_CSV} and {RESULTS_JSON})")
+    if not (out / RESULTS_JSON).is_file():
+        raise MissingFileError(f"{out} is not a finished unique-features run (no {RESULTS_JSON})")
     try:
         doc = json.loads((out / RESULTS_JSON).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise SsvizError(f"{out / RESULTS_JSON} is not valid JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise SsvizError(f"{out / RESULTS_JSON} has no results list")
+    if not (out / PER_INPUT_CSV).is_file():  # a summary-only folder (the bundled demo): its numbers, checked
+        for r in doc["results"]:
+            if not (isinstance(r, dict) and _number(r.get("m2")) and isinstance(r.get("controls"), list)
+                    and all(_number(c) for c in r["controls"]) and r["controls"]):
+                raise SsvizError(f"{out / RESULTS_JSON}: every result needs a numeric m2 and a list of controls")
+            r["rank"] = score.rank(r["m2"], r["controls"])
+        doc["summary"], doc["folder"] = summary(doc["results"]), str(out)
+        return doc
     kl = read_per_input(out / PER_INPUT_CSV)
     for r in doc["results"]:
         seed = r.get("seed")
@@ -119,6 +127,10 @@ def load(out_dir) -> dict:
     doc["summary"] = summary(doc["results"])
     doc["folder"] = str(out)
     return doc
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 # --- the two experiments -----------------------------------------------------------------------------------

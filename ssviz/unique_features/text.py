@@ -90,6 +90,14 @@ def _usable(model):
     return ok
 
 
+def _readable(model, text: str) -> bool:
+    try:
+        model.encode(text)
+        return True
+    except SsvizError:
+        return False
+
+
 def draw_controls(feature: str, n: int, classes, rng: np.random.Generator, corpus: str | None = None) -> list[str]:
     """``n`` distinct random strings of the feature's shape, none the feature and none in ``corpus``."""
     seen, out, tries = {feature}, [], 0
@@ -127,10 +135,12 @@ def text_scores(model, feature: str, contexts: list[str], *, controls: int = 50,
         raise SettingsError(f"controls must be a whole number from 2 to 10,000, got {controls!r}")
     if not isinstance(next_units, int) or not 1 <= next_units <= 32:
         raise SettingsError(f"next units must be a whole number from 1 to 32, got {next_units!r}")
-    splits = [s for s in (split_context(c) for c in contexts) if s is not None]
-    if len(splits) < 2:
-        raise SettingsError(f"at least 2 contexts of {MIN_WORDS} or more words are needed, got {len(splits)}")
     usable = _usable(model)
+    readable = [c for c in contexts if _readable(model, c)]  # a character model reads only its vocabulary
+    splits = [s for s in (split_context(c) for c in readable) if s is not None]
+    if len(splits) < 2:
+        raise SettingsError(f"at least 2 contexts of {MIN_WORDS} or more words that the model can read are needed, "
+                            f"got {len(splits)} of {len(contexts)}")
     missing = [ch for ch in feature if not usable(ch)]
     if missing:
         raise SettingsError(f"the model cannot read the feature's character(s) {''.join(dict.fromkeys(missing))!r}")
@@ -173,5 +183,5 @@ def text_scores(model, feature: str, contexts: list[str], *, controls: int = 50,
     lo, hi = score.bootstrap_m2(*uf_kl, seed=seed)
     return {"seed": seed, "m2": m2s["uf"], "controls": others, "rank": score.rank(m2s["uf"], others),
             "m2_ci": [lo, hi], "control_p_value": score.control_p_value(m2s["uf"], others),
-            "control_strings": ctl, "contexts": len(splits), "next_units": next_units, "texts_read": len(order),
+            "control_strings": ctl, "contexts": len(splits), "contexts_unreadable": len(contexts) - len(readable), "next_units": next_units, "texts_read": len(order),
             "seconds": time.perf_counter() - t0, "rows": rows}
