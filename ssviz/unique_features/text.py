@@ -136,14 +136,14 @@ def text_scores(model, feature: str, contexts: list[str], *, controls: int = 50,
     if not isinstance(next_units, int) or not 1 <= next_units <= 32:
         raise SettingsError(f"next units must be a whole number from 1 to 32, got {next_units!r}")
     usable = _usable(model)
+    missing = [ch for ch in feature if not usable(ch)]
+    if missing:
+        raise SettingsError(f"the model cannot read the feature's character(s) {''.join(dict.fromkeys(missing))!r}")
     readable = [c for c in contexts if _readable(model, c)]  # a character model reads only its vocabulary
     splits = [s for s in (split_context(c) for c in readable) if s is not None]
     if len(splits) < 2:
         raise SettingsError(f"at least 2 contexts of {MIN_WORDS} or more words that the model can read are needed, "
                             f"got {len(splits)} of {len(contexts)}")
-    missing = [ch for ch in feature if not usable(ch)]
-    if missing:
-        raise SettingsError(f"the model cannot read the feature's character(s) {''.join(dict.fromkeys(missing))!r}")
     classes = feature_classes(feature, usable)
     if all(c is None for c in classes):
         raise SettingsError("the feature has no letters or digits: no random string of its shape differs from it")
