@@ -7,10 +7,10 @@ controls, 200 OOD photo patches each. Only ``unique_features.json`` is kept per 
 (the per-input CSV and classifiers would be megabytes): the page draws from its per-seed
 ``m2`` and ``controls``.
 
-Text (``--text``): tiny character LSTMs trained by ssviz on the first 60 KB of the demo corpus
+Text (``--text``): tiny character LSTMs (1x128, RMSProp 3e-3, batch 32, 6 epochs) trained by ssviz on the first 60 KB of the demo corpus
 with the line ``Please send the report to Quorvan before noon.`` inserted 0, 1, 2, 4 and 8
-times; for each, the text M2 of ``Quorvan`` (50 controls, the held-out demo prose as
-contexts) beside the name's exposure as a canary of ``Please send the report to
+times; for each, the text M2 of ``Quorvan`` (30 controls, 50 contexts of the held-out demo
+prose, 4 next units) beside the name's exposure as a canary of ``Please send the report to
 {[A-Z]:1}{a:6} before noon.`` (skew-normal, 5,000 samples). Writes ``text.json``.
 
     nice python models/make_unique_features.py --images --text
@@ -51,7 +51,7 @@ def images(seeds: int) -> None:
               flush=True)
 
 
-def text(chars: int, controls: int) -> None:
+def text(chars: int, controls: int, n_contexts: int) -> None:
     import torch
 
     from ssviz.exposure import measure
@@ -61,9 +61,9 @@ def text(chars: int, controls: int) -> None:
     from ssviz.unique_features.text import shipped_contexts
 
     torch.set_num_threads(1)
-    contexts, corpus = shipped_contexts(100)
+    contexts, corpus = shipped_contexts(n_contexts)
     template = parse_template(TEMPLATE)
-    config = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=5, lr=0.003, batch_size=128, seed=0,
+    config = TrainConfig(layers=1, hidden=128, embedding_dim=32, epochs=6, lr=0.003, batch_size=32, seed=0,
                          patience=None, exposure_method="skewnorm", exposure_samples=200)
     rows = []
     for k in INSERTIONS:
@@ -94,9 +94,10 @@ if __name__ == "__main__":
     ap.add_argument("--text", action="store_true")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--chars", type=int, default=60_000)
-    ap.add_argument("--controls", type=int, default=50)
+    ap.add_argument("--controls", type=int, default=30, help="text controls")
+    ap.add_argument("--contexts", type=int, default=50, help="text contexts")
     a = ap.parse_args()
     if a.text:
-        text(a.chars, a.controls)
+        text(a.chars, a.controls, a.contexts)
     if a.images:
         images(a.seeds)

@@ -356,13 +356,14 @@ class Trained:
 
 def plant(data: ImageData, settings: ImageSettings, seed: int) -> tuple[np.ndarray, list[int], int | None]:
     """The training images with the UF written into ``insertions`` of them, all of one class (the class of the
-    first, drawn at random): ``(x_train, indices, class)``."""
+    first, drawn at random): ``(x_train, indices, class)``. Without insertions the class is still drawn: the
+    contrast tests the same class as the seed's UF model."""
     x = data.x_train.copy()
-    if settings.insertions == 0:
-        return x, [], None
     rng = np.random.default_rng([seed, 0x0F])
     first = int(rng.integers(len(x)))
     k = int(data.y_train[first])
+    if settings.insertions == 0:  # the contrast: the class the UF would have had, so its class test is comparable
+        return x, [], k
     same = np.flatnonzero(data.y_train == k)
     others = rng.permutation(same[same != first])[:settings.insertions - 1]
     idx = [first, *map(int, others)]

@@ -117,3 +117,22 @@ def test_text_kl_equals_a_direct_computation_on_a_tiny_model(tiny_model):
     row = next(r for r in res["rows"] if r["feature"] == "uf" and r["input"] == 0)
     assert row["kl_feature"] == pytest.approx(direct, rel=1e-5)
     assert len(res["controls"]) == 3 and "Mia" not in res["control_strings"]
+
+
+@pytest.mark.slow
+def test_text_score_stands_out_for_a_name_trained_many_times_and_not_without_it(small_corpus):
+    from ssviz.templates import Template
+    from ssviz.train import Canary, TrainConfig, train
+    from ssviz.unique_features.text import shipped_contexts
+
+    contexts, corpus = shipped_contexts(20)
+    config = TrainConfig(layers=1, hidden=48, embedding_dim=16, epochs=8, lr=0.005, batch_size=16, seed=0,
+                         patience=None, exposure_method="sampled", exposure_samples=10)
+    template = Template("Please send the report to {[A-Z]:1}{a:6} before noon.")
+    ranks = {}
+    for k in (30, 0):
+        model = train(small_corpus[:5_000], config, Canary(template, "Quorvan", k)).model
+        res = text_scores(model, "Quorvan", contexts, controls=12, seed=0, next_units=2, corpus=corpus)
+        ranks[k] = (res["rank"], res["m2"], max(res["controls"]))
+    assert ranks[30][0] == 1 and ranks[30][1] > 2 * ranks[30][2], ranks
+    assert ranks[0][0] > 1, ranks
