@@ -135,6 +135,9 @@ def body() -> None:
     job: Job | None = st.session_state.get(JOB)
     if job is not None and not job.running and job.result is not None:
         runs[LIVE] = load(job.result["path"])
+        if not job.meta.get("collected"):  # a run just finished: show it, once
+            st.session_state[CHOSEN] = LIVE
+            job.meta["collected"] = True
     if not runs:
         st.info("No bundled demo here: run one below.")
     else:

@@ -71,7 +71,7 @@ def register(sub, parent) -> None:
     tx.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the controls and random strings")
     tx.add_argument("--next-units", type=count(32), default=4,
                     help="next-unit distributions compared per context: at the start of each of the next K words")
-    tx.add_argument("--max-contexts", type=positive_int, default=200, help="contexts used at most (default 200)")
+    tx.add_argument("--max-contexts", type=positive_int, default=50, help="contexts used at most (default 50)")
     tx.add_argument("--out", required=True, help="folder for per_input.csv and unique_features.json")
     tx.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
     tx.set_defaults(run=run_text)
