@@ -381,7 +381,8 @@ def render(r: Report) -> str:
     measured = [_exposure(r), _extraction(r)] if r.findings else []
     from ssviz.report.unique_features import section as unique_features
     body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r), _defenses(r),
-                    unique_features(r.unique_features), _methods(r)])
+                    unique_features(r.unique_features, escape=_e, number=_num, table=_table, figure=_figure),
+                    _methods(r)])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">

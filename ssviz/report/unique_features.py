@@ -4,12 +4,13 @@ as a table per seed and the controls' histogram with the unique feature marked."
 from __future__ import annotations
 
 
-def section(doc: dict | None) -> str:
-    """HTML of the section, or "" when the report carries no unique-features run."""
+def section(doc: dict | None, *, escape, number, table, figure) -> str:
+    """HTML of the section, or "" when the report carries no unique-features run; the page's own helpers
+    (escaping, numbers, tables, figures) are handed in by :mod:`ssviz.report.html`, which imports this."""
     if not doc or not doc.get("results"):
         return ""
     from ssviz.plots.unique_features import control_histogram, seed_spread
-    from ssviz.report.html import _e, _figure, _num, _table
+    _e, _num, _table, _figure = escape, number, table, figure
 
     s = doc.get("summary") or {}
     settings = doc.get("settings") or {}

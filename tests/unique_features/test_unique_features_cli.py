@@ -58,7 +58,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, tiny_model):
 
 
 def test_report_section_shows_the_run():
-    from ssviz.report.unique_features import section
+    from ssviz.report.html import _e, _figure, _num, _table
+    from ssviz.report.unique_features import section as plain
+    section = lambda d: plain(d, escape=_e, number=_num, table=_table, figure=_figure)  # noqa: E731
     doc = {"kind": "image", "settings": {}, "summary": {"uf_top": 1, "seeds": 1},
            "results": [{"seed": 0, "m2": 0.5, "controls": [0.0, 0.1], "rank": 1, "p_value": 0.01}]}
     html = section(doc)
