@@ -124,7 +124,7 @@ def run_text(args) -> int:
     out = _check_out(args, [args.checkpoint, args.contexts, args.corpus])
     model = load_model(args.checkpoint)
     if args.contexts:
-        contexts, source = read_contexts(read_corpus(args.contexts), args.max_contexts), args.contexts
+        contexts, source = read_contexts(_text_file(args.contexts, "--contexts"), args.max_contexts), args.contexts
         corpus = read_corpus(args.corpus) if args.corpus else None
     else:
         contexts, shipped = shipped_contexts(args.max_contexts)
@@ -135,6 +135,18 @@ def run_text(args) -> int:
                   extra={"checkpoint": str(args.checkpoint), "context_source": source})
     emit(args, doc, _summary(doc) + f"\nwrote {out}")
     return 0
+
+
+def _text_file(path: str, what: str) -> str:
+    """A UTF-8 text file of any length (a contexts file may be a few lines)."""
+    try:
+        return Path(path).read_bytes().decode("utf-8").replace("\r\n", "\n")
+    except FileNotFoundError:
+        raise SsvizError(f"{what} {path}: no such file") from None
+    except OSError as e:
+        raise SsvizError(f"{what} {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise SsvizError(f"{what} {path} is not UTF-8 text") from None
 
 
 def _summary(doc: dict) -> str:

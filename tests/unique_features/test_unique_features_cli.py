@@ -66,3 +66,20 @@ def test_report_section_shows_the_run():
     html = section(doc)
     assert 'id="unique-features"' in html and "1 of 3" in html and "plotly" in html.lower()
     assert section(None) == ""
+
+
+def test_text_command_measures_a_checkpoint_on_given_contexts(tmp_path, capsys, tiny_model):
+    ckpt = tmp_path / "m.safetensors"
+    tiny_model.save(ckpt)
+    contexts = tmp_path / "contexts.txt"
+    contexts.write_text("the cat sat on the mat and then it slept\nshort line\n"
+                        "a dog ran to the park and back home again\n", encoding="utf-8")
+    doc = run_json(capsys, "text", "--checkpoint", str(ckpt), "--feature", "Mia", "--contexts", str(contexts),
+                   "--controls", "4", "--next-units", "2", "--out", str(tmp_path / "t"))
+    r = doc["results"][0]
+    assert {"seed", "m2", "controls", "rank"} <= set(r) and len(r["controls"]) == 4 and r["contexts"] == 2
+    with open(tmp_path / "t" / PER_INPUT_CSV, newline="") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 1 + 5 * 2
+    assert all(s[0] in "MNPSIY" and s[1:] != "ia" or s[1:].islower() for s in r["control_strings"])
+    assert load(tmp_path / "t")["results"][0]["rank"] == r["rank"]
