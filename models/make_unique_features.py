@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-OUT = ROOT / "models" / "unique_features"
+OUT = Path(__file__).resolve().parent / "unique_features"
 NAME = "Quorvan"
 TEMPLATE = "Please send the report to {[A-Z]:1}{a:6} before noon."
 INSERTIONS = (0, 1, 2, 4, 8)
