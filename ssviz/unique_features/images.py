@@ -265,17 +265,13 @@ def classifier_bytes(model: nn.Module) -> bytes:
 
 def load_classifier(source) -> nn.Module:
     """A classifier from safetensors (a path or bytes) in the layout of the module doc; nothing else is read."""
-    from safetensors import safe_open
     from safetensors.torch import load
     data = Path(source).read_bytes() if not isinstance(source, (bytes, bytearray)) else bytes(source)
     try:
         tensors = load(data)
-        import tempfile
-        with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:
-            f.write(data)
-            f.flush()
-            with safe_open(f.name, "pt") as sf:
-                meta = json.loads((sf.metadata() or {}).get(META_KEY, "null"))
+        # the metadata lives in the file's JSON header: 8 bytes of little-endian length, then the header
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        meta = json.loads((header.get("__metadata__") or {}).get(META_KEY, "null"))
     except Exception as e:  # a truncated or foreign file: one line
         raise CheckpointError(f"not a safetensors classifier ({type(e).__name__}: {str(e)[:80]})") from None
     if not isinstance(meta, dict) or meta.get("arch") not in ARCHS:

@@ -83,6 +83,9 @@ def test_classifier_round_trips_through_safetensors_only():
     assert torch.allclose(m(x), back(x))
     with pytest.raises(CheckpointError):
         load_classifier(b"not safetensors at all")
+    m.meta = {**m.meta, "classes": 3}  # metadata that does not match the tensors
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_classifier(classifier_bytes(m))
 
 
 def test_insert_writes_the_pattern_over_its_place_only():
