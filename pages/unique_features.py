@@ -40,6 +40,17 @@ def examples(seed: int = 0) -> list[tuple[str, np.ndarray]]:
 
 
 @st.cache_data(show_spinner=False)
+def context_example(name: str) -> tuple[str, str] | None:
+    """The first held-out demo context, as read without and with ``name`` inserted at its middle."""
+    from ssviz.unique_features.text import shipped_contexts, split_context
+    contexts, _ = shipped_contexts(1)
+    if not contexts:
+        return None
+    head, tail = split_context(contexts[0])
+    return head + " ".join(tail), head + name + " " + " ".join(tail)
+
+
+@st.cache_data(show_spinner=False)
 def bundled() -> dict[str, dict]:
     return demo.bundled_runs()
 
@@ -160,6 +171,10 @@ def body() -> None:
                    f"`{text['template'].replace('{[A-Z]:1}{a:6}', text['name'])}` inserted; the name's M2 over "
                    f"{text['contexts']} held-out contexts against {text['controls']} random names of its shape, "
                    "beside its exposure as a canary.")
+        example = context_example(text["name"])
+        if example:
+            st.markdown(f"A held-out context without and with the name (the distributions are compared at the "
+                        f"start of each of the next words):\n\n`{example[0]}`\n\n`{example[1]}`")
         chart(insertions_figure(text["rows"]), "uf-text", key="uf_text")
         st.dataframe(pd.DataFrame([{"insertions": r["insertions"], "M2": r["m2"], "rank": r["rank"],
                                     "p (vs controls)": r["control_p_value"], "exposure (bits)": r["exposure"]}

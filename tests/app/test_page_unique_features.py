@@ -40,6 +40,8 @@ def test_the_bundled_demo_is_small_and_loads_with_the_library_numbers():
     marked = [t for t in hist["data"] if t.get("name") == "unique feature"]
     assert marked and marked[0]["x"][0] == pytest.approx(first["results"][0]["m2"])
     assert at.button(key="FormSubmitter:uf_form-Run") is not None
+    text = demo.text_experiment()
+    assert any(f"{text['name']} " in m.value for m in at.markdown)  # a context without and with the name
 
 
 @pytest.mark.slow
