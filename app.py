@@ -28,7 +28,8 @@ def pages() -> dict[str, list]:
                   page("defenses", "Defenses", ":material/shield:"),
                   page("audit", "Privacy audit", ":material/verified_user:"),
                   page("membership", "Membership", ":material/how_to_reg:"),
-                  page("longtail", "Long tail", ":material/timeline:")],
+                  page("longtail", "Long tail", ":material/timeline:"),
+                  page("unique_features", "Unique features", ":material/fingerprint:")],
         "Share": [page("report", "Report", ":material/description:")],
     }
 

@@ -22,7 +22,7 @@ from ssviz.messages import hide_credentials
 
 # each module defines register(subparsers, parent) and sets a handler via set_defaults(run=...)
 COMMAND_MODULES = ("train", "core", "extract", "enron", "defenses", "audit", "report", "scan", "verbatim", "mia",
-                   "counterfactual")
+                   "counterfactual", "unique_features")
 # what each module registers, in order, with its one-line help: `python -m ssviz --help` lists these without
 # importing the modules (tests/cli/test_cli_core.py checks the table against every module's register)
 COMMANDS = {
@@ -47,6 +47,8 @@ COMMANDS = {
                     "baseline"),),
     "counterfactual": (("counterfactual", "counterfactual memorization and influence of every training example "
                                           "over a pool of models (Zhang et al.)"),),
+    "unique_features": (("unique-features", "unique features: does the model react to a feature it saw once (images "
+                                            "or text; Hartley & Tsaftaris)"),),
 }
 
 

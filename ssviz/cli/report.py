@@ -29,6 +29,7 @@ def register(sub, parent) -> None:
     p.add_argument("--membership", metavar="DIR", help="a membership result folder (python -m ssviz mia --out) to "
                                                        "include")
     p.add_argument("--longtail", metavar="DIR", help="a counterfactual pool folder to include (the long tail)")
+    p.add_argument("--unique-features", metavar="DIR", help="a finished unique-features run folder to include")
     p.add_argument("--out", required=True, help="the HTML file to write")
     p.add_argument("--pdf", action="store_true", help="also print it to PDF (next to --out) with headless Chromium")
     p.add_argument("--reveal", action="store_true", help="show secrets in full (the report's first line says so)")
@@ -51,7 +52,8 @@ def run_report(args) -> int:
     check_outputs({"--out": args.out, "PDF": pdf},  # before any measuring: never over what is read
                   {"--checkpoint": args.checkpoint, "--corpus": args.corpus, "--study": args.study,
                    "--audit": args.audit, "--defenses": args.defenses, "--verbatim": args.verbatim,
-                   "--membership": args.membership, "--longtail": args.longtail})
+                   "--membership": args.membership, "--longtail": args.longtail,
+                   "--unique-features": args.unique_features})
     out = ensure_writable(args.out, "report")
     pdf = ensure_writable(pdf, "PDF") if pdf is not None else None
     model = load_model(args.checkpoint)
@@ -70,6 +72,11 @@ def run_report(args) -> int:
     if args.longtail:
         from ssviz.report.longtail import longtail_summary
         longtail = longtail_summary(args.longtail, reveal=args.reveal)
+    if args.unique_features:
+        from ssviz.unique_features.run import load as load_unique_features
+        unique_features = load_unique_features(args.unique_features)
+    else:
+        unique_features = None
     findings = measure(model, template, secrets, method=args.method, samples=args.samples, seed=args.seed,
                        max_nodes=args.max_nodes) if secrets else []
     scanned = (scan_corpus(model, text, samples=args.samples, search_nodes=args.max_nodes,
@@ -80,7 +87,7 @@ def run_report(args) -> int:
                 "command": "python -m ssviz " + " ".join(shlex.quote(a) for a in _argv_redacted(args, secrets))}
     report = Report(model_summary(model, args.checkpoint), findings, reveal=args.reveal, scan=scanned, study=study,
                     audit=audit, defenses=defenses, verbatim=verbatim, settings=settings, membership=membership,
-                    longtail=longtail)
+                    longtail=longtail, unique_features=unique_features)
     atomic_write(out, render(report))
     if pdf is not None:
         print_pdf(out, pdf)

@@ -50,6 +50,7 @@ class Report:
     verbatim: dict | None = None               # verbatim.json: verbatim extraction of the training lines
     membership: object | None = None           # ssviz.membership.run.MiaResult: attacks beside the blind baseline
     longtail: dict | None = None               # ssviz.report.longtail.longtail_summary of a counterfactual pool
+    unique_features: dict | None = None        # a unique-features run (ssviz.unique_features.run.load)
     settings: dict = field(default_factory=dict)  # estimator settings, seeds, budgets, command line
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
@@ -408,8 +409,10 @@ def render(r: Report) -> str:
     payload = script_json(finite_json(data(r)))
     measured = [_exposure(r), _extraction(r)] if r.findings else []
     from ssviz.report.membership import membership_section
+    from ssviz.report.unique_features import section as unique_features
     body = "".join([_verdict(r), _scan(r), _model(r), *measured, _study(r), _audit(r),
                     membership_section(r.membership, _table, _figure), _defenses(r), _verbatim(r), _longtail(r),
+                    unique_features(r.unique_features, escape=_e, number=_num, table=_table, figure=_figure),
                     _methods(r)])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
