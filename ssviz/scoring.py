@@ -102,17 +102,29 @@ def node_starts(units: np.ndarray) -> np.ndarray:
     return new
 
 
+def chunk_memory(model: LanguageModel) -> int:
+    """Bytes one chunk's states and log-probabilities may hold on ``model``'s device: a share of its free
+    memory (a GPU's from ``mem_get_info``), at most :data:`DEFAULT_MEMORY` on the CPU, where larger
+    chunks only leave the caches."""
+    from ssviz.memory import device_budget
+    device = model.device
+    budget = device_budget(device) // 2  # half the budget: the weights' activations and the caller's arrays
+    if device.type == "cpu":
+        return int(max(32 << 20, min(DEFAULT_MEMORY, budget)))
+    return int(max(32 << 20, budget))
+
+
 class TrieScorer:
     """One template on one model: its unit rows, a stepper, and prefix contexts memoized across chunks."""
 
     def __init__(self, model: LanguageModel, template: Template, *, chunk_size: int | None = None,
-                 memory: int = DEFAULT_MEMORY):
+                 memory: int | None = None):
         self.model = model
         self.template = template
         self.units = model.template_units(template)
         self.units.check()
         self.stepper = model.trie_stepper()
-        self.memory = memory
+        self.memory = chunk_memory(model) if memory is None else memory
         self.memo: list[Context] = []
         comp = self.units.composition
         if comp is not None:
@@ -167,12 +179,12 @@ class TrieScorer:
         best = self.context(units[:shared]) if 0 < shared < len(units) else None
         model = self.model
         if best is None:
-            ids = torch.tensor([units])
+            ids = torch.tensor([units], device=model.device)
             lp, state = model.run(ids, model.initial_state(1))
             check_finite(lp, model)
             bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).double().sum()) / LN2
         else:
-            rest = torch.tensor([units[len(best.units):]])
+            rest = torch.tensor([units[len(best.units):]], device=model.device)
             lp, state = model.run(rest, best.state)
             check_finite(lp, model)
             seen = torch.cat([best.log_probs[:, None], lp[:, :-1]], dim=1)
@@ -236,7 +248,7 @@ class TrieScorer:
                 local = torch.from_numpy(parents[c0:c1] - b.lo)
                 child_cost[c0:c1] = cost[b.lo:b.hi][local.numpy()]
                 if b.log_probs is not None:  # a text's first unit is context: it costs nothing
-                    child_cost[c0:c1] -= b.log_probs[local, tok[c0:c1]].double().numpy() / LN2
+                    child_cost[c0:c1] -= b.log_probs[local, tok[c0:c1]].double().cpu().numpy() / LN2
                 if not stepping:
                     continue
                 for s0, s1 in _splits(c0, c1, step_rows):
@@ -276,7 +288,8 @@ class TrieScorer:
                 (torch.arange(lo, hi) if sel is None else sel[lo:hi])
             lp = self.stepper.run(state, part, rest[lo:hi, :-1])
             check_finite(lp, self.model)
-            cost[s0 + lo:s0 + hi] -= lp.gather(2, rest[lo:hi, 1:, None])[..., 0].double().sum(1).numpy() / LN2
+            picked = lp.gather(2, rest[lo:hi, 1:, None].to(lp.device))[..., 0]
+            cost[s0 + lo:s0 + hi] -= picked.double().sum(1).cpu().numpy() / LN2
 
     # --- fillers ---------------------------------------------------------------------------
     def score_digits(self, digits: np.ndarray) -> np.ndarray:
@@ -351,11 +364,11 @@ def _finite_bits(model: LanguageModel, bits: np.ndarray) -> np.ndarray:
 
 # --- public API --------------------------------------------------------------------------------------
 def score_digits(model: LanguageModel, template: Template, digits: np.ndarray, *, chunk_size: int | None = None,
-                 memory: int = DEFAULT_MEMORY, scorer: TrieScorer | None = None, progress: Progress | None = None,
+                 memory: int | None = None, scorer: TrieScorer | None = None, progress: Progress | None = None,
                  stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity (bits) of the full text of each filler given as alphabet offsets ``[N, F]``."""
     digits = np.asarray(digits, dtype=np.int64)
-    ensure_memory(digits.size * 8 + len(digits) * 24 + memory, f"scoring {len(digits):,} fillers")
+    ensure_memory(digits.size * 8 + len(digits) * 24 + (memory or DEFAULT_MEMORY), f"scoring {len(digits):,} fillers")
     scorer = scorer or TrieScorer(model, template, chunk_size=chunk_size, memory=memory)
     n = len(digits)
     order = np.lexsort(digits.T[::-1]) if n > 1 and digits.shape[1] else np.arange(n)
@@ -391,13 +404,13 @@ def score_range(model: LanguageModel, template: Template, lo: int, hi: int, *, c
 
 
 def score_space(model: LanguageModel, template: Template, *, limit: int = EXHAUSTIVE_LIMIT,
-                chunk_size: int = SPACE_CHUNK, memory: int = DEFAULT_MEMORY, progress: Progress | None = None,
+                chunk_size: int = SPACE_CHUNK, memory: int | None = None, progress: Progress | None = None,
                 stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity of every filler, indexed by filler number (refuses spaces beyond ``limit``)."""
     check_exhaustive(template, limit)
     chunk_size = chunk_size or SPACE_CHUNK
     total = template.space_size
-    ensure_memory(total * 8 + memory, f"scoring all {total:,} fillers", "use sampling / skew-normal or search instead")
+    ensure_memory(total * 8 + (memory or DEFAULT_MEMORY), f"scoring all {total:,} fillers", "use sampling / skew-normal or search instead")
     scorer = TrieScorer(model, template, chunk_size=chunk_size, memory=memory)
     out = np.empty(total, dtype=np.float64)
     for lo, bits in score_range(model, template, 0, total, chunk_size=chunk_size, scorer=scorer, stop=stop):
@@ -458,13 +471,13 @@ def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool
                 check_finite(lp, model)
                 lp = lp.float()
                 pred = lp[:, :length - 1]
-                target = ids[:, 1:, None]
+                on = ids.to(lp.device)
+                target = on[:, 1:, None]
                 got = pred.gather(2, target)[..., 0].double()
-                correct = pred.argmax(2) == ids[:, 1:]
+                correct = (pred.argmax(2) == on[:, 1:]).cpu()
+                got, lp = got.cpu(), lp.cpu() if last else lp
                 if stats:
-                    p = pred.exp()
-                    mu = (p * pred).sum(2)
-                    sigma = ((p * pred.square()).sum(2) - mu.square()).clamp_min(0).sqrt()
+                    mu, sigma = _moments(pred)
                 for j, i in enumerate(part):
                     out[i] = Reading(ids[j].numpy(), got[j].numpy(), correct[j].numpy(),
                                      mu[j].double().numpy() if stats else None,
@@ -474,6 +487,14 @@ def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool
                 if progress:
                     progress(done, len(rows))
     return out  # type: ignore[return-value]
+
+
+def _moments(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of ``log p(v)`` under each row's own distribution, on the CPU."""
+    p = pred.exp()
+    mu = (p * pred).sum(2)
+    sigma = ((p * pred.square()).sum(2) - mu.square()).clamp_min(0).sqrt()
+    return mu.cpu(), sigma.cpu()
 
 
 def read_texts(model: LanguageModel, texts: Sequence[str], **kw) -> list[Reading]:
@@ -504,8 +525,8 @@ def unit_costs(model: LanguageModel, text: str) -> list[tuple[int, str, float | 
     if not ids:
         return []
     with torch.inference_mode():
-        t = torch.tensor([ids])
+        t = torch.tensor([ids], device=model.device)
         lp, _ = model.run(t, model.initial_state(1))
         check_finite(lp, model)
-        bits = (-lp[0, :-1].gather(1, t[0, 1:, None])[:, 0].double() / LN2).tolist()
+        bits = (-lp[0, :-1].gather(1, t[0, 1:, None].to(lp.device))[:, 0].double() / LN2).tolist()
     return list(zip(ids, [model.unit_text(i) for i in ids], [None] + bits))
