@@ -9,6 +9,7 @@ in float32 or float64: bfloat16 rounds each weight, not the accumulation.
 
 from __future__ import annotations
 
+import contextvars
 import re
 
 import torch
@@ -134,3 +135,29 @@ def autocast(device: torch.device, dtype: torch.dtype):
     if device.type == "cpu" and dtype != torch.bfloat16:
         return contextlib.nullcontext()  # CPU autocast is bfloat16 only
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# what work started without naming a placement uses (training inside a study, a sweep or an audit): set by
+# the CLI or the app around that work; threads and processes started elsewhere use ``auto``
+_DEFAULT: contextvars.ContextVar = contextvars.ContextVar("ssviz_placement", default=("auto", "auto"))
+
+
+def default_placement() -> tuple[str, str]:
+    """The ``(device, dtype)`` names work uses when it is not given any."""
+    return _DEFAULT.get()
+
+
+class use_placement:
+    """``with use_placement("cuda", "bfloat16"): ...``: the default placement of the work inside."""
+
+    def __init__(self, device="auto", dtype="auto"):
+        resolve(device, dtype)  # refused here, before any work
+        self.value = (str(device), dtype_name(dtype) if isinstance(dtype, torch.dtype) else str(dtype))
+
+    def __enter__(self):
+        self.token = _DEFAULT.set(self.value)
+        return self
+
+    def __exit__(self, *exc):
+        _DEFAULT.reset(self.token)
+        return False
