@@ -3,7 +3,7 @@
 Accepted: the folder ``peft``'s ``save_pretrained`` writes, ``adapter_config.json`` and
 ``adapter_model.safetensors``. Refused in one line: weights only as a pickle
 (``adapter_model.bin``), an adapter type other than LoRA, a config that names code
-(``auto_mapping``, ``auto_map``, a Megatron module to import), tensors that do not
+(``auto_map``, an ``auto_mapping`` outside transformers, a Megatron module to import), tensors that do not
 match the base model's layers (a missing LoRA matrix, an extra tensor, a wrong shape),
 non-finite weights. The adapter config's own ``base_model_name_or_path`` is never
 loaded: the base is the model the caller gives (``--checkpoint``), or, in the app, a folder
@@ -72,7 +72,10 @@ def check_adapter(folder: Path, name: str | None = None) -> dict:
     if kind != "LORA":
         raise CheckpointError(f"{name}: a {clip(repr(kind), 40)} adapter: only LoRA adapters (peft_type LORA) are "
                               "supported")
-    if config.get("auto_mapping") or "auto_map" in config:
+    mapping = config.get("auto_mapping")  # peft records the base's class; only a transformers one is plain data
+    if "auto_map" in config or (mapping and not (isinstance(mapping, dict) and set(mapping) <= {
+            "base_model_class", "parent_library"} and str(mapping.get("parent_library", "")).startswith(
+            "transformers.models."))):
         raise CheckpointError(f"{name}: {CONFIG} names custom code (auto_mapping): ssviz never runs code shipped "
                               "with a model")
     if config.get("megatron_config") or config.get("megatron_core") not in (None, "megatron.core"):
