@@ -444,11 +444,13 @@ class Reading:
 
 
 def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool = False, last: bool = False,
-             batch_size: int = 256, progress: Progress | None = None, stop: StopFlag | None = None) -> list[Reading]:
+             batch_size: int | None = None, progress: Progress | None = None,
+             stop: StopFlag | None = None) -> list[Reading]:
     """Read rows of unit ids in full from the initial state, batched by length (no cache, no sharing).
 
     The one per-text reader: naive scoring, membership attacks, verbatim and counterfactual metrics
-    all take their numbers from it."""
+    all take their numbers from it. ``batch_size`` (default: as many rows as a chunk's memory holds on the
+    model's device, from its bytes per row at that length, at most :data:`READ_ROWS`) bounds each run."""
     out: list[Reading | None] = [None] * len(rows)
     by_len: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
@@ -456,9 +458,10 @@ def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool
     done = 0
     with torch.inference_mode():
         for length, idx in sorted(by_len.items()):
-            for lo in range(0, len(idx), batch_size):
+            rows_at = batch_size or _read_rows(model, length)
+            for lo in range(0, len(idx), rows_at):
                 check_stop(stop)
-                part = idx[lo:lo + batch_size]
+                part = idx[lo:lo + rows_at]
                 ids = torch.tensor([list(rows[i]) for i in part], dtype=torch.long).reshape(len(part), length)
                 if length == 0 or (length == 1 and not last):
                     for j, i in enumerate(part):
@@ -489,6 +492,16 @@ def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool
     return out  # type: ignore[return-value]
 
 
+READ_ROWS = 256  # texts per forward pass at most, when memory allows
+
+
+def _read_rows(model: LanguageModel, length: int) -> int:
+    """Texts of ``length`` units one forward pass may read: their states and ``length`` rows of
+    log-probabilities within a chunk's memory (a 50k-token vocabulary costs 200 KB per position)."""
+    per_row = max(1, model.row_bytes(length, max(length, 1)))
+    return int(max(1, min(READ_ROWS, chunk_memory(model) // per_row)))
+
+
 def _moments(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of ``log p(v)`` under each row's own distribution, on the CPU."""
     p = pred.exp()
@@ -502,7 +515,7 @@ def read_texts(model: LanguageModel, texts: Sequence[str], **kw) -> list[Reading
     return read_ids(model, model.encode_batch(list(texts)), **kw)
 
 
-def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
     """Naive reference: every text encoded and run in full from the initial state, batched by length.
 
     What a user writes by hand (run, log-softmax, gather, sum from the second
