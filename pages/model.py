@@ -13,7 +13,7 @@ from ssviz.plots.tokens import secret_units, visible
 from ssviz.plots.training import training_progress
 from ssviz.templates import MAX_TEMPLATE_CHARS, Template, parse_template
 from ssviz.train import Canary, TrainConfig
-from ui import state
+from ui import placement, state
 from ui.jobs import Job, Snapshot, train_and_save
 from ui.widgets import (
     cached_job,
@@ -291,6 +291,7 @@ def body() -> None:
                 "choice carries over to every page.")
     current = model_section()
     upload_section()
+    placement.server_section()
     corpus_section(current)
     scan_section(current)
     train_section()

@@ -97,8 +97,10 @@ def fetch(blob: Blob) -> bytes:
     return data
 
 
-def shared_model(blob: Blob, name: str):
-    """The model :meth:`Executor.share_model` shared, loaded once per process (errors name it ``name``)."""
+def shared_model(blob: Blob, name: str, dtype: str = "auto"):
+    """The model :meth:`Executor.share_model` shared, loaded once per process (errors name it ``name``) on
+    the device this worker was given (``auto``: the GPU Ray or the machine gives it), in ``dtype`` (the
+    sharing process's, so every worker computes in the same precision)."""
     if blob.obj is not None:
         return blob.obj
 
@@ -108,8 +110,8 @@ def shared_model(blob: Blob, name: str):
         from ssviz.models import load_model
         named = io.BytesIO(data)
         named.name = name
-        return load_model(named)
-    return cached(blob, "model", load)
+        return load_model(named, dtype=dtype)
+    return cached(blob, f"model-{dtype}", load)
 
 
 def cached(blob: Blob, kind: str, build: Callable[[bytes], Any]) -> Any:

@@ -30,6 +30,30 @@ def available_bytes() -> int:
         return 8 << 30
 
 
+def free_bytes(device=None) -> int:
+    """Memory free for new tensors on ``device`` now: a CUDA GPU's free memory (``mem_get_info``), else the
+    RAM available to this process (the CPU, and Apple's MPS, whose memory is the machine's)."""
+    kind = getattr(device, "type", None) or str(device or "cpu").split(":")[0]
+    if kind == "cuda":
+        import torch
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError, ValueError):
+            return 0
+    return available_bytes()
+
+
+def device_budget(device=None) -> int:
+    """Bytes a computation on ``device`` may plan to hold at once (a share of :func:`free_bytes`): scorers
+    and searches size their batches from it and a model's bytes per row."""
+    return int(free_bytes(device) * BUDGET_FRACTION)
+
+
+def gigabytes(n: float) -> str:
+    """``16.1 GB`` (decimal, as disks and GPU specifications count)."""
+    return f"{n / 1e9:.1f} GB"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if n < 1024 or unit == "PB":

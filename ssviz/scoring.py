@@ -102,17 +102,29 @@ def node_starts(units: np.ndarray) -> np.ndarray:
     return new
 
 
+def chunk_memory(model: LanguageModel) -> int:
+    """Bytes one chunk's states and log-probabilities may hold on ``model``'s device: a share of its free
+    memory (a GPU's from ``mem_get_info``), at most :data:`DEFAULT_MEMORY` on the CPU, where larger
+    chunks only leave the caches."""
+    from ssviz.memory import device_budget
+    device = model.device
+    budget = device_budget(device) // 2  # half the budget: the weights' activations and the caller's arrays
+    if device.type == "cpu":
+        return int(max(32 << 20, min(DEFAULT_MEMORY, budget)))
+    return int(max(32 << 20, budget))
+
+
 class TrieScorer:
     """One template on one model: its unit rows, a stepper, and prefix contexts memoized across chunks."""
 
     def __init__(self, model: LanguageModel, template: Template, *, chunk_size: int | None = None,
-                 memory: int = DEFAULT_MEMORY):
+                 memory: int | None = None):
         self.model = model
         self.template = template
         self.units = model.template_units(template)
         self.units.check()
         self.stepper = model.trie_stepper()
-        self.memory = memory
+        self.memory = chunk_memory(model) if memory is None else memory
         self.memo: list[Context] = []
         comp = self.units.composition
         if comp is not None:
@@ -167,12 +179,12 @@ class TrieScorer:
         best = self.context(units[:shared]) if 0 < shared < len(units) else None
         model = self.model
         if best is None:
-            ids = torch.tensor([units])
+            ids = torch.tensor([units], device=model.device)
             lp, state = model.run(ids, model.initial_state(1))
             check_finite(lp, model)
             bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).double().sum()) / LN2
         else:
-            rest = torch.tensor([units[len(best.units):]])
+            rest = torch.tensor([units[len(best.units):]], device=model.device)
             lp, state = model.run(rest, best.state)
             check_finite(lp, model)
             seen = torch.cat([best.log_probs[:, None], lp[:, :-1]], dim=1)
@@ -236,7 +248,7 @@ class TrieScorer:
                 local = torch.from_numpy(parents[c0:c1] - b.lo)
                 child_cost[c0:c1] = cost[b.lo:b.hi][local.numpy()]
                 if b.log_probs is not None:  # a text's first unit is context: it costs nothing
-                    child_cost[c0:c1] -= b.log_probs[local, tok[c0:c1]].double().numpy() / LN2
+                    child_cost[c0:c1] -= b.log_probs[local, tok[c0:c1]].double().cpu().numpy() / LN2
                 if not stepping:
                     continue
                 for s0, s1 in _splits(c0, c1, step_rows):
@@ -276,7 +288,8 @@ class TrieScorer:
                 (torch.arange(lo, hi) if sel is None else sel[lo:hi])
             lp = self.stepper.run(state, part, rest[lo:hi, :-1])
             check_finite(lp, self.model)
-            cost[s0 + lo:s0 + hi] -= lp.gather(2, rest[lo:hi, 1:, None])[..., 0].double().sum(1).numpy() / LN2
+            picked = lp.gather(2, rest[lo:hi, 1:, None].to(lp.device))[..., 0]
+            cost[s0 + lo:s0 + hi] -= picked.double().sum(1).cpu().numpy() / LN2
 
     # --- fillers ---------------------------------------------------------------------------
     def score_digits(self, digits: np.ndarray) -> np.ndarray:
@@ -351,11 +364,11 @@ def _finite_bits(model: LanguageModel, bits: np.ndarray) -> np.ndarray:
 
 # --- public API --------------------------------------------------------------------------------------
 def score_digits(model: LanguageModel, template: Template, digits: np.ndarray, *, chunk_size: int | None = None,
-                 memory: int = DEFAULT_MEMORY, scorer: TrieScorer | None = None, progress: Progress | None = None,
+                 memory: int | None = None, scorer: TrieScorer | None = None, progress: Progress | None = None,
                  stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity (bits) of the full text of each filler given as alphabet offsets ``[N, F]``."""
     digits = np.asarray(digits, dtype=np.int64)
-    ensure_memory(digits.size * 8 + len(digits) * 24 + memory, f"scoring {len(digits):,} fillers")
+    ensure_memory(digits.size * 8 + len(digits) * 24 + (memory or DEFAULT_MEMORY), f"scoring {len(digits):,} fillers")
     scorer = scorer or TrieScorer(model, template, chunk_size=chunk_size, memory=memory)
     n = len(digits)
     order = np.lexsort(digits.T[::-1]) if n > 1 and digits.shape[1] else np.arange(n)
@@ -391,13 +404,13 @@ def score_range(model: LanguageModel, template: Template, lo: int, hi: int, *, c
 
 
 def score_space(model: LanguageModel, template: Template, *, limit: int = EXHAUSTIVE_LIMIT,
-                chunk_size: int = SPACE_CHUNK, memory: int = DEFAULT_MEMORY, progress: Progress | None = None,
+                chunk_size: int = SPACE_CHUNK, memory: int | None = None, progress: Progress | None = None,
                 stop: StopFlag | None = None) -> np.ndarray:
     """Log-perplexity of every filler, indexed by filler number (refuses spaces beyond ``limit``)."""
     check_exhaustive(template, limit)
     chunk_size = chunk_size or SPACE_CHUNK
     total = template.space_size
-    ensure_memory(total * 8 + memory, f"scoring all {total:,} fillers", "use sampling / skew-normal or search instead")
+    ensure_memory(total * 8 + (memory or DEFAULT_MEMORY), f"scoring all {total:,} fillers", "use sampling / skew-normal or search instead")
     scorer = TrieScorer(model, template, chunk_size=chunk_size, memory=memory)
     out = np.empty(total, dtype=np.float64)
     for lo, bits in score_range(model, template, 0, total, chunk_size=chunk_size, scorer=scorer, stop=stop):
@@ -431,11 +444,13 @@ class Reading:
 
 
 def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool = False, last: bool = False,
-             batch_size: int = 256, progress: Progress | None = None, stop: StopFlag | None = None) -> list[Reading]:
+             batch_size: int | None = None, progress: Progress | None = None,
+             stop: StopFlag | None = None) -> list[Reading]:
     """Read rows of unit ids in full from the initial state, batched by length (no cache, no sharing).
 
     The one per-text reader: naive scoring, membership attacks, verbatim and counterfactual metrics
-    all take their numbers from it."""
+    all take their numbers from it. ``batch_size`` (default: as many rows as a chunk's memory holds on the
+    model's device, from its bytes per row at that length, at most :data:`READ_ROWS`) bounds each run."""
     out: list[Reading | None] = [None] * len(rows)
     by_len: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
@@ -443,9 +458,10 @@ def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool
     done = 0
     with torch.inference_mode():
         for length, idx in sorted(by_len.items()):
-            for lo in range(0, len(idx), batch_size):
+            rows_at = batch_size or _read_rows(model, length)
+            for lo in range(0, len(idx), rows_at):
                 check_stop(stop)
-                part = idx[lo:lo + batch_size]
+                part = idx[lo:lo + rows_at]
                 ids = torch.tensor([list(rows[i]) for i in part], dtype=torch.long).reshape(len(part), length)
                 if length == 0 or (length == 1 and not last):
                     for j, i in enumerate(part):
@@ -458,13 +474,13 @@ def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool
                 check_finite(lp, model)
                 lp = lp.float()
                 pred = lp[:, :length - 1]
-                target = ids[:, 1:, None]
+                on = ids.to(lp.device)
+                target = on[:, 1:, None]
                 got = pred.gather(2, target)[..., 0].double()
-                correct = pred.argmax(2) == ids[:, 1:]
+                correct = (pred.argmax(2) == on[:, 1:]).cpu()
+                got, lp = got.cpu(), lp.cpu() if last else lp
                 if stats:
-                    p = pred.exp()
-                    mu = (p * pred).sum(2)
-                    sigma = ((p * pred.square()).sum(2) - mu.square()).clamp_min(0).sqrt()
+                    mu, sigma = _moments(pred)
                 for j, i in enumerate(part):
                     out[i] = Reading(ids[j].numpy(), got[j].numpy(), correct[j].numpy(),
                                      mu[j].double().numpy() if stats else None,
@@ -476,12 +492,30 @@ def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool
     return out  # type: ignore[return-value]
 
 
+READ_ROWS = 256  # texts per forward pass at most, when memory allows
+
+
+def _read_rows(model: LanguageModel, length: int) -> int:
+    """Texts of ``length`` units one forward pass may read: their states and ``length`` rows of
+    log-probabilities within a chunk's memory (a 50k-token vocabulary costs 200 KB per position)."""
+    per_row = max(1, model.row_bytes(length, max(length, 1)))
+    return int(max(1, min(READ_ROWS, chunk_memory(model) // per_row)))
+
+
+def _moments(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of ``log p(v)`` under each row's own distribution, on the CPU."""
+    p = pred.exp()
+    mu = (p * pred).sum(2)
+    sigma = ((p * pred.square()).sum(2) - mu.square()).clamp_min(0).sqrt()
+    return mu.cpu(), sigma.cpu()
+
+
 def read_texts(model: LanguageModel, texts: Sequence[str], **kw) -> list[Reading]:
     """:func:`read_ids` over texts encoded as the model encodes them."""
     return read_ids(model, model.encode_batch(list(texts)), **kw)
 
 
-def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+def score_texts(model: LanguageModel, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
     """Naive reference: every text encoded and run in full from the initial state, batched by length.
 
     What a user writes by hand (run, log-softmax, gather, sum from the second
@@ -504,8 +538,8 @@ def unit_costs(model: LanguageModel, text: str) -> list[tuple[int, str, float | 
     if not ids:
         return []
     with torch.inference_mode():
-        t = torch.tensor([ids])
+        t = torch.tensor([ids], device=model.device)
         lp, _ = model.run(t, model.initial_state(1))
         check_finite(lp, model)
-        bits = (-lp[0, :-1].gather(1, t[0, 1:, None])[:, 0].double() / LN2).tolist()
+        bits = (-lp[0, :-1].gather(1, t[0, 1:, None].to(lp.device))[:, 0].double() / LN2).tolist()
     return list(zip(ids, [model.unit_text(i) for i in ids], [None] + bits))

@@ -329,6 +329,8 @@ class TrainResult:
     final: dict | None = None             # exposure of the returned model (best epoch when restored)
     quantization: dict | None = None      # before/after figures when config.quantize is set
     diverged: dict | None = None          # {"epoch", "batch", "loss", "kept_epoch"} when the loss stopped being finite
+    device: str = "cpu"                   # where it trained
+    dtype: str = "float32"                # the compute precision (autocast's in 16 bits; weights float32)
 
     @property
     def warning(self) -> str | None:
@@ -342,7 +344,8 @@ class TrainResult:
         training = {"config": asdict(self.config), "epochs": self.epochs,
                     "canary": self.canary.to_json() if self.canary else None,
                     "epsilon": self.epsilon if self.epsilon is None or math.isfinite(self.epsilon) else None,
-                    "dp_noise": self.dp_noise, "test_loss": self.test_loss, "quantization": self.quantization}
+                    "dp_noise": self.dp_noise, "test_loss": self.test_loss, "quantization": self.quantization,
+                    "device": self.device, "dtype": self.dtype}
         if self.diverged is not None:
             training["diverged"] = self.diverged
         return {"training": training}
@@ -536,7 +539,7 @@ def _finite_weights(model: LanguageModel) -> bool:
 # --- the loop ----------------------------------------------------------------------------------------------
 def train(text: str | Split, config: TrainConfig | None = None, canary: Canary | None = None, *,
           on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
-          stop=None, model: LanguageModel | None = None, backend=None) -> TrainResult:
+          stop=None, model: LanguageModel | None = None, backend=None, device=None, dtype=None) -> TrainResult:
     """Train a language model on ``text`` (with ``canary`` inserted); stoppable via ``stop`` (Event or callable).
 
     The model is ``model`` or :func:`new_model` of ``config`` (a char RNN, or a transformer
@@ -552,16 +555,25 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
     privacy spent; with ``config.quantize`` the returned model's weights are quantized
     (a post-training hook) and ``result.quantization`` holds test loss and exposure before
     and after.
+
+    ``device`` and ``dtype`` (default: :func:`ssviz.models.placement.default_placement`) say where it
+    trains: the weights stay float32 there (optimizer states need it) and a 16-bit ``dtype`` is the
+    compute precision of ``torch.autocast``; ``result.device`` and ``result.dtype`` record them.
     """
+    from ssviz.models.placement import autocast, default_placement, dtype_name, resolve
     config = (config or TrainConfig()).validate()
+    dev, dt = resolve(*(default_placement() if device is None and dtype is None else
+                        (device or "auto", dtype or "auto")))
     data = prepare(text, config, canary, model=model)
     canary, vocab, model = data.canary, data.vocab, data.model
     if len(windows(data.train_ids, config.seq_len)) == 0:
         raise SsvizError("corpus too short for the sequence length")
+    model.place(dev, torch.float32)
+    data.train_ids, data.val_ids, data.test_ids = (t.to(dev) for t in (data.train_ids, data.val_ids, data.test_ids))
     rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(_stream_seed(config.seed, 1))
+    generator = torch.Generator(device=dev).manual_seed(_stream_seed(config.seed, 1))
     backend = (backend or default_backend(config))(model, config, data.train_ids, rng, generator)
-    result = TrainResult(model=model, config=config, canary=canary)
+    result = TrainResult(model=model, config=config, canary=canary, device=str(dev), dtype=dtype_name(dt))
     best_val, best_state, best_record, bad_epochs = math.inf, None, None, 0
     last_state, last_record = None, None
     t0 = time.perf_counter()
@@ -576,8 +588,9 @@ def train(text: str | Split, config: TrainConfig | None = None, canary: Canary |
                 break
             if len(batch) == 0:  # Poisson sampling can draw an empty batch
                 continue
-            logits = backend.logits(batch[:, :-1])
-            loss = nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), batch[:, 1:].reshape(-1))
+            with autocast(dev, dt):
+                logits = backend.logits(batch[:, :-1])
+                loss = nn.functional.cross_entropy(logits.float().reshape(-1, len(vocab)), batch[:, 1:].reshape(-1))
             value = loss.item()
             if not math.isfinite(value):
                 result.diverged = {"epoch": epoch, "batch": b + 1, "loss": str(value)}

@@ -60,14 +60,15 @@ def refused(argv, capsys, *needles) -> str:
 
 def no_work(monkeypatch):
     """Loading a model or measuring anything fails the test: refusals come before any work."""
-    import ssviz.cli.core as cli_core  # imported first: they bind load_model at import
+    import ssviz.cli.core as cli_core  # imported first: they bind load_from_args at import
     import ssviz.cli.extract as cli_extract
     import ssviz.models as models
 
     def boom(*a, **k):
         pytest.fail("work started before the output was checked")
-    for module in (models, cli_extract, cli_core):
-        monkeypatch.setattr(module, "load_model", boom)
+    monkeypatch.setattr(models, "load_model", boom)
+    for module in (cli_extract, cli_core):
+        monkeypatch.setattr(module, "load_from_args", boom)
 
 
 # --- an output that is an input -----------------------------------------------------------------------------

@@ -51,17 +51,25 @@ def file_hash(path: Path) -> str:
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
-def _model_from_file(path: str, sha256: str):
-    """Read-only model shared by all sessions (``sha256`` is only the cache key)."""
-    return load_model(path)
+def _model_from_file(path: str, sha256: str, device: str = "auto", dtype: str = "auto", adapter: str | None = None,
+                     adapter_sha256: str | None = None):
+    """Read-only model shared by all sessions (the hashes are only cache keys)."""
+    return load_model(path, device=device, dtype=dtype, adapter=adapter)
 
 
-def model_from_file(path) -> object:
-    """The model in a checkpoint file or model folder, loaded once per content."""
+def model_from_file(path, adapter=None) -> object:
+    """The model in a checkpoint file or model folder (with a LoRA ``adapter`` folder merged over it), loaded
+    once per content and placement (the sidebar's device and precision)."""
+    from ui.placement import chosen
     path = Path(path)
     if not (path.is_file() or path.is_dir()):
         raise CheckpointError(f"checkpoint not found: {path}")
-    return _model_from_file(str(path), file_hash(path))
+    device, dtype = chosen()
+    from ui.placement import folder_key, roots
+    key = folder_key(path) if path.is_dir() and any(path.resolve().is_relative_to(r) for r in roots()) \
+        else file_hash(path)  # a server folder of gigabytes is not read through on every page run
+    return _model_from_file(str(path), key, device, dtype, None if adapter is None else str(adapter),
+                            None if adapter is None else file_hash(Path(adapter)))
 
 
 def model_from_upload(data: bytes) -> tuple[str, object]:
@@ -77,7 +85,9 @@ def model_from_upload(data: bytes) -> tuple[str, object]:
     uploads = st.session_state.setdefault(UPLOADS, {})
     model = _used(uploads, sha)
     if model is None:
-        model = load_model(bytes(data), max_bytes=MAX_UNZIPPED_UPLOAD)
+        from ui.placement import chosen
+        device, dtype = chosen()
+        model = load_model(bytes(data), max_bytes=MAX_UNZIPPED_UPLOAD, device=device, dtype=dtype)
         _keep_recent(uploads, sha, model, MAX_UPLOADS)
     return sha, model
 

@@ -243,7 +243,7 @@ def current_model() -> CurrentModel:
             raise SsvizError(f"the uploaded model is no longer kept (a session keeps the last {cache.MAX_UPLOADS} "
                              "uploads): upload it again on the Model page")
     else:
-        model = cache.model_from_file(Path(entry["source"]))
+        model = cache.model_from_file(Path(entry["source"]), adapter=entry.get("adapter"))
     return CurrentModel(key, entry["name"], model)
 
 

@@ -144,6 +144,8 @@ def chrome(tour_reminder: bool = True) -> None:
     with c[1].popover("Glossary", icon=":material/menu_book:", width="stretch"):
         glossary.glossary()
     c[2].toggle("Presenter mode", help="Large type and high contrast for a projector (charts too)", **switch)
+    from ui import placement
+    placement.sidebar()
     # always one style element, empty when off: it replaces the previous run's (Streamlit keeps style-only
     # HTML in its event container, which a run that draws none would not clear)
     st.html(PRESENTER_CSS if state.presenter() else "<style></style>")

@@ -50,10 +50,18 @@ def register(sub, parent) -> None:
     add_executor_options(p, "repeated audits (--seeds: one CPU per seed; --out is written by this process only)",
                          "seeds at once (default: 1 here, one after another; all CPUs with --executor)")
     add_training_options(p)
+    from ssviz.cli.placement import add_placement_options
+    add_placement_options(p)
     p.set_defaults(run=run_audit)
 
 
 def run_audit(args) -> int:
+    from ssviz.cli.placement import training_placement
+    with training_placement(args):
+        return _run_audit(args)
+
+
+def _run_audit(args) -> int:
     from ssviz.audit.run import AuditSettings, load_audit, run_audit as audit
     from ssviz.audit.seeds import started as seeds_started
     from ssviz.train import read_corpus
@@ -84,7 +92,8 @@ def run_audit(args) -> int:
         f"epoch {r['epoch']}: train {r['train_loss']:.4f} val {r['val_loss']:.4f}"
         + (f" epsilon {r['epsilon']:.3g}" if r.get("epsilon") is not None else ""), flush=True))
     result = audit(text, settings, config, out_dir=out, on_epoch=on_epoch)
-    payload = result.to_json()
+    from ssviz.cli.placement import resolved_json
+    payload = {**result.to_json(), **resolved_json(args)}
     emit(args, payload, _summary(payload) + f"\nwrote {out}")
     return 0
 
@@ -99,7 +108,8 @@ def _run_seeds(args, text: str, settings, config, out: Path) -> int:
     with executor_or_inline(args) as executor:
         summary = run_audits(text, settings, config, args.seeds, out, executor=executor,
                              progress=progress_printer("seeds", not args.json))
-    payload = summary.to_json()
+    from ssviz.cli.placement import resolved_json
+    payload = {**summary.to_json(), **resolved_json(args)}
     lines = [f"seed {r['seed']}: " + _summary(r) for r in payload["results"]]
     eps = payload["spread"]["epsilon_lower"]
     if eps.get("n"):

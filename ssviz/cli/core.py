@@ -11,9 +11,9 @@ import torch
 from ssviz import exposure as exposure_mod
 from ssviz.cli import count, emit, nonnegative_int, positive_int, progress_printer
 from ssviz.cli.cluster import add_executor_options, executor_from_args
+from ssviz.cli.placement import add_placement_options, load_from_args, placement_json
 from ssviz.errors import MissingFileError, SettingsError, SsvizError
 from ssviz.memory import ensure_memory
-from ssviz.models import load_model
 from ssviz.paths import check_outputs, data_path, ensure_writable
 from ssviz.scoring import human_seconds, score_fillers
 from ssviz.templates import parse_template
@@ -42,6 +42,7 @@ def register(sub, parent) -> None:
                    help="finished shards, to resume a stopped run (default: exact-shards.duckdb in the data folder)")
     p.set_defaults(run=run_exposure)
     for name in ("score", "exposure"):
+        add_placement_options(sub.choices[name], adapter=True)
         sub.choices[name].add_argument("--threads", type=count(1_000_000), default=None,
                                        help="torch CPU threads (1 is often fastest on a shared machine)")
 
@@ -54,7 +55,7 @@ def _set_threads(args) -> None:
 
 def run_score(args) -> int:
     _set_threads(args)
-    model = load_model(args.checkpoint)
+    model = load_from_args(args)
     template = parse_template(args.template)
     template.check_vocab(model.vocab)
     if args.fillers:
@@ -71,7 +72,7 @@ def run_score(args) -> int:
     fillers = [template.normalize(f) for f in fillers]
     lps = score_fillers(model, template, fillers)
     results = [{"filler": f, "log_perplexity": float(x)} for f, x in zip(fillers, lps)]
-    emit(args, {"results": results}, "\n".join(f"{r['filler']}\t{r['log_perplexity']:.4f}" for r in results))
+    emit(args, {"results": results, **placement_json(model)}, "\n".join(f"{r['filler']}\t{r['log_perplexity']:.4f}" for r in results))
     return 0
 
 
@@ -111,7 +112,7 @@ def run_exposure(args) -> int:
     _set_threads(args)
     store = args.shards_db or data_path("exact-shards.duckdb")
     check_outputs({"--shards-db": store}, {"--checkpoint": args.checkpoint})  # before loading anything
-    model = load_model(args.checkpoint)
+    model = load_from_args(args)
     template = parse_template(args.template)
     progress = progress_printer("scoring", not args.json)
     if _sharded(args, template):
@@ -125,7 +126,7 @@ def run_exposure(args) -> int:
         res = exposure_mod.measure(model, template, args.secret, args.method, samples=args.samples,
                                    seed=args.seed, max_nodes=args.max_nodes, progress=progress,
                                    announce=None if args.json else _announce)
-    payload = res.to_json()
+    payload = {**res.to_json(), **placement_json(model)}
     run = (f"; {res.shards['shards']:,} shards on {res.shards['executor']['kind']}, "
            f"{res.shards['fillers_per_second'] or 0:,.0f} fillers/s") if res.shards else ""
     emit(args, payload, f"exposure {res.exposure:.2f} bits ({res.method}; log2|R| = {payload['log2_space_size']:.1f}"

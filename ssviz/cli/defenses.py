@@ -40,6 +40,8 @@ def register(sub, parent) -> None:
     add_executor_options(s, "parallel runs (one CPU each; the database is written by this process only)",
                          "runs at once (default: 1 here, one after another; all CPUs with --executor)")
     add_training_options(s)
+    from ssviz.cli.placement import add_placement_options
+    add_placement_options(s)
     s.set_defaults(run=run_sweep_cmd)
 
 
@@ -81,12 +83,13 @@ def run_sweep_cmd(args) -> int:
     if len(grid) != len(args.grid):
         raise SsvizError("each --grid must name a different setting")
     db = check_output(args.db or DEFAULT_SWEEP_DB, inputs=[args.corpus], what="--db")
-    with executor_or_inline(args) as executor:
+    from ssviz.cli.placement import resolved_json, training_placement
+    with executor_or_inline(args) as executor, training_placement(args):
         summary = run_sweep(text, canary, base, grid, args.seeds, db=db, sweep=args.name, executor=executor,
                             progress=progress_printer("sweep runs", not args.json))
     table = summarize(load_runs(db, summary.sweep))
     cells = table.astype(object).where(table.notna(), None).to_dict(orient="records")  # NaN is not JSON
-    payload = {**summary.to_json(), "db": str(db), "cells": cells}
+    payload = {**summary.to_json(), "db": str(db), "cells": cells, **resolved_json(args)}
     emit(args, payload, f"{summary.sweep}: {summary.computed} run(s) computed, {summary.skipped} already stored "
                         f"({summary.seconds:.1f}s){' - stopped' if summary.stopped else ''}\n"
                         + table.to_string(index=False))

@@ -56,6 +56,8 @@ def register(sub, parent) -> None:
     p.add_argument("--extraction-nodes", type=count(100_000_000), default=d.extraction_nodes,
                    help="node budget of shortest-path extraction")
     add_training_options(p)
+    from ssviz.cli.placement import add_placement_options
+    add_placement_options(p)
     p.set_defaults(run=run_enron)
 
     s = sub.add_parser("enron-synth", parents=[parent], help="write a synthetic Enron-style maildir with known secrets")
@@ -88,13 +90,14 @@ def run_enron(args) -> int:
     from ssviz.paths import check_outputs, ensure_writable
     check_outputs({"--db": args.db, "--cache-dir": args.cache_dir}, {"maildir": args.maildir})
     ensure_writable(args.db, "--db")
-    with executor_or_inline(args) as executor:
+    from ssviz.cli.placement import resolved_json, training_placement
+    with executor_or_inline(args) as executor, training_placement(args):
         rows = run_study(args.maildir, args.db, settings=settings, users=users, min_secrets=args.min_secrets,
                          executor=executor, cache_dir=args.cache_dir,
                          log=lambda msg: print(msg, file=sys.stderr, flush=True),
                          progress=progress_printer("users", not args.json))
     rows = result_rows(rows)
-    emit(args, {"secrets": rows}, _table(rows))
+    emit(args, {"secrets": rows, **resolved_json(args)}, _table(rows))
     return 0
 
 

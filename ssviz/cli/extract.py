@@ -15,7 +15,7 @@ from ssviz.cli import (
     progress_printer,
 )
 from ssviz.extraction import ALGORITHMS, extract, save_trace
-from ssviz.models import load_model
+from ssviz.cli.placement import add_placement_options, load_from_args, placement_json
 from ssviz.paths import check_outputs, ensure_writable
 from ssviz.scoring import EXHAUSTIVE_LIMIT
 from ssviz.templates import parse_template
@@ -43,6 +43,7 @@ def register(sub, parent) -> None:
                    help="torch CPU threads (default 1: search steps small batches, which extra threads slow down "
                         "on a busy CPU)")
     p.add_argument("--trace", metavar="FILE", help="write the search trace (JSON, see docs/trace.md)")
+    add_placement_options(p, adapter=True)
     p.set_defaults(run=run_extract)
 
 
@@ -63,7 +64,7 @@ def run_extract(args) -> int:
     if args.trace:  # before loading and searching, not after: never over the checkpoint
         check_outputs({"--trace": args.trace}, {"--checkpoint": args.checkpoint})
         ensure_writable(args.trace, "trace")
-    model = load_model(args.checkpoint)
+    model = load_from_args(args)
     template = parse_template(args.template)
     progress = progress_printer(args.algorithm, not args.json)
     res = extract(model, template, args.algorithm, progress=progress, **options_from_args(args))
@@ -71,7 +72,7 @@ def run_extract(args) -> int:
         sys.stderr.write("\n")  # end the progress line even when the run ended before its total
     if args.trace:
         save_trace(res.trace, args.trace)
-    payload = res.to_json()
+    payload = {**res.to_json(), **placement_json(model)}
     if args.secret is not None:
         where = res.against(template.normalize(args.secret))
         payload["secret"] = where

@@ -38,12 +38,14 @@ def register(sub, parent) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--max-nodes", type=positive_int, default=100_000, help="extraction search node budget")
     add_budget_options(p)  # of the --corpus scan
+    from ssviz.cli.placement import add_placement_options
+    add_placement_options(p, adapter=True)
     p.set_defaults(run=run_report)
 
 
 def run_report(args) -> int:
     from ssviz.corpus import read_corpus
-    from ssviz.models import load_model
+    from ssviz.cli.placement import load_from_args, placement_json
     from ssviz.report import Report, measure, model_summary, print_pdf, render
     from ssviz.scan import scan_corpus
     from ssviz.templates import parse_template
@@ -56,7 +58,7 @@ def run_report(args) -> int:
                    "--unique-features": args.unique_features})
     out = ensure_writable(args.out, "report")
     pdf = ensure_writable(pdf, "PDF") if pdf is not None else None
-    model = load_model(args.checkpoint)
+    model = load_from_args(args)
     template = parse_template(args.template)
     template.check_vocab(model.vocab)
     if not args.secret and not args.corpus:
@@ -95,7 +97,7 @@ def run_report(args) -> int:
                "secrets": [{"secret": report.shown(f.secret), "verdict": f.verdict, "exposure": f.exposure.exposure,
                             "rank": f.exposure.rank, "extracted": f.extracted} for f in findings],
                "scan": None if scanned is None else [x.to_json() for x in scanned],
-               **({} if scanned is None else budget_summary(scanned, args)[0])}
+               **({} if scanned is None else budget_summary(scanned, args)[0]), **placement_json(model)}
     emit(args, payload, f"wrote {out}" + (f" and {pdf}" if pdf else "") + ": " +
          "; ".join([f"{s['secret']} {s['verdict']} ({s['exposure']:.1f} bits)" for s in payload["secrets"]]
                    + ([f"{len(scanned)} secret(s) found in the training data"] if scanned is not None else [])

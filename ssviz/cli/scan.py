@@ -19,6 +19,8 @@ def register(sub, parent) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0)
     add_budget_options(p)
     p.add_argument("--reveal", action="store_true", help="also print each secret in full (never stored)")
+    from ssviz.cli.placement import add_placement_options
+    add_placement_options(p, adapter=True)
     p.set_defaults(run=run_scan)
 
 
@@ -47,14 +49,14 @@ def budget_summary(rows, args) -> tuple[dict, str]:
 
 def run_scan(args) -> int:
     from ssviz.corpus import read_corpus
-    from ssviz.models import load_model
+    from ssviz.cli.placement import load_from_args, placement_json
     from ssviz.scan import KINDS, scan_corpus
 
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise SettingsError(f"--kinds: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(KINDS)}")
-    model = load_model(args.checkpoint)
+    model = load_from_args(args)
     text = read_corpus(args.corpus)
     rows = scan_corpus(model, text, kinds=kinds, samples=args.samples, search_nodes=args.max_nodes,
                        extraction_nodes=args.max_nodes, seed=args.seed, reveal=args.reveal,
@@ -63,7 +65,7 @@ def run_scan(args) -> int:
     budget, budget_line = budget_summary(rows, args)
     payload = {"corpus": args.corpus, "corpus_chars": len(text), "checkpoint": args.checkpoint,
                "kinds": list(kinds), "reveal": args.reveal, "secrets": [r.to_json(args.reveal) for r in rows],
-               **budget}
+               **budget, **placement_json(model)}
     lines = [f"{len(rows)} distinct secret(s) in {len(text):,} characters"] + ([budget_line] if budget_line else [])
     lines += [f"  {r.label:<18} …{r.last4}  x{r.times_present:<3} "
               + (f"exposure {r.exposure:5.1f} bits ({r.exposure_method})" if r.exposure is not None else r.note)

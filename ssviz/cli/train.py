@@ -125,6 +125,8 @@ def register(sub, parent) -> None:
     p.add_argument("--secret", metavar="FILLER", help="the canary's filler (default: a random one)")
     p.add_argument("--insertions", type=_whole_number, default=1, help="times the canary is inserted (default: 1)")
     add_training_options(p)
+    from ssviz.cli.placement import add_placement_options
+    add_placement_options(p)
     p.set_defaults(run=run_train)
 
 
@@ -147,7 +149,9 @@ def run_train(args) -> int:
         f"epoch {r['epoch']}: train {r['train_loss']:.4f} val {r['val_loss']:.4f}"
         + (f" exposure {r['exposure']:.2f}" if r.get("exposure") is not None else "")
         + (f" epsilon {r['epsilon']:.3g}" if r.get("epsilon") is not None else ""), flush=True))
-    result = train(text, config, canary, on_epoch=on_epoch)
+    from ssviz.cli.placement import training_placement
+    with training_placement(args):
+        result = train(text, config, canary, on_epoch=on_epoch)
     path = result.save(args.out)
     # JSON has no infinity: clipping-only DP (noise 0) reports epsilon null with dp.noise_multiplier 0
     epsilon = result.epsilon if result.epsilon is not None and math.isfinite(result.epsilon) else None
@@ -159,7 +163,8 @@ def run_train(args) -> int:
     payload = {"checkpoint": str(path), "epochs": result.epochs, "test_loss": result.test_loss,
                "epsilon": epsilon, "dp": dp,
                "exposure": (result.final or {}).get("exposure"), "quantization": result.quantization,
-               "seconds": result.seconds, "canary": result.canary.to_json() if result.canary else None}
+               "seconds": result.seconds, "canary": result.canary.to_json() if result.canary else None,
+               "device": result.device, "dtype": result.dtype}
     summary = f"saved {path}: test loss {result.test_loss:.4f}"
     if payload["exposure"] is not None:
         summary += f", canary exposure {payload['exposure']:.2f} bits"

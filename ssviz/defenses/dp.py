@@ -163,7 +163,7 @@ class DPBackend:
         optimizer = model.make_optimizer(net.parameters(), config)
         mode = "no_op" if self.per_sample else "hooks" if covered else self.uncovered_grad_sample_mode
         common = dict(module=net, optimizer=optimizer, data_loader=loader, max_grad_norm=config.dp_clip,
-                      noise_generator=torch.Generator().manual_seed(config.seed + 1),
+                      noise_generator=torch.Generator(device=model.device).manual_seed(config.seed + 1),
                       grad_sample_mode=mode)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "secure RNG turned off": fine for experiments

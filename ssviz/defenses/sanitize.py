@@ -157,9 +157,9 @@ def windowed_token_bits(model, texts: list[str], window: int, batch_size: int = 
         for group in pieces.values():
             for lo in range(0, len(group), batch_size):
                 part = group[lo:lo + batch_size]
-                ids = torch.tensor([p for _, p in part])
+                ids = torch.tensor([p for _, p in part], device=model.device)
                 lp = check_finite(torch.log_softmax(model.logits(ids).float(), dim=-1), model)
-                bits = -lp[:, :-1].gather(2, ids[:, 1:, None])[..., 0].double().sum(1).numpy() / np.log(2)
+                bits = -lp[:, :-1].gather(2, ids[:, 1:, None])[..., 0].double().sum(1).cpu().numpy() / np.log(2)
                 np.add.at(out, [i for i, _ in part], bits)
     return out
 

@@ -103,7 +103,8 @@ def user_model(text: str, templates, config: TrainConfig, cache_dir, user: str, 
 
     path = checkpoint_path(cache_dir, user, text_sha256(text), asdict(config))
     if path.exists():
-        model = load_model(path)
+        from ssviz.models.placement import default_placement
+        model = load_model(path, device=default_placement()[0], dtype="float32")  # as a fresh one is trained
         extra = read_training(path) if config.transformer else model.extra_config
         return model, extra.get("test_loss"), 0.0, True, ""
     result = train(text, config, model=new_model(config, text, *templates), stop=stop)

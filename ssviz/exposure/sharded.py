@@ -57,7 +57,7 @@ def count_range(model: LanguageModel, template: Template, lo: int, hi: int, thre
 # --- executor tasks: plain data in, plain data out -----------------------------------------------
 def _worker_model(task: dict) -> LanguageModel:
     from ssviz.executor import shared_model
-    return shared_model(task["model"], task["model_name"])
+    return shared_model(task["model"], task["model_name"], task.get("dtype", "auto"))
 
 
 def shard_task(task: dict) -> dict:
@@ -199,7 +199,9 @@ def sharded_exact(model: LanguageModel, template: Template, secret: str, executo
     idx = template.index_of(secret)
     chunk, shard = shard_plan(size, chunk_size, shard_size)
     blob = executor.share_model(model)
-    base = {"model": blob, "model_name": model_name(model), "template": template.text, "chunk": chunk}
+    from ssviz.models.placement import dtype_name
+    base = {"model": blob, "model_name": model_name(model), "template": template.text, "chunk": chunk,
+            "dtype": dtype_name(model.dtype)}
 
     def run(fn, tasks, on_result):
         report = executor.map(fn, tasks, on_result=on_result, stop=stop, fail_fast=True)

@@ -53,6 +53,14 @@ class CountingModel(LanguageModel):
 
     # --- everything else: the wrapped model's own ------------------------------------------------
     @property
+    def device(self):
+        return self.inner.device
+
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
+    @property
     def description(self) -> dict:
         return self.inner.description
 

@@ -201,7 +201,8 @@ class Lattice:
             with torch.inference_mode():
                 return self.scorer.context(root)
         # an empty root: the first unit is context, so every first unit costs nothing
-        return Context((), self.model.initial_state(1), torch.zeros(1, len(self.model.vocab)), 0.0)
+        return Context((), self.model.initial_state(1), torch.zeros(1, len(self.model.vocab), device=self.model.device),
+                       0.0)
 
     def _check_paths(self) -> bool:
         """Whether every sampled filler's canonical units are a root-to-terminal path of this lattice
@@ -286,8 +287,9 @@ class Lattice:
         return Edges(ids.astype(np.int64), nxt.astype(np.int64), nxt > self.last_slot, chars)
 
     def edge_bits(self, log_probs: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
-        """``[n, E]`` float64 edge weights -log2 P(unit | node) of units ``ids``."""
-        return -log_probs[:, torch.from_numpy(ids)].double() / LN2
+        """``[n, E]`` float64 edge weights -log2 P(unit | node) of units ``ids``, on the CPU (where searches keep
+        their costs) whatever device the model runs on."""
+        return -log_probs[:, torch.from_numpy(ids).to(log_probs.device)].double().cpu() / LN2
 
     # --- canonical scores -------------------------------------------------------------------
     def score(self, digits: np.ndarray) -> np.ndarray:

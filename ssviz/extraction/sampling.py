@@ -66,7 +66,7 @@ def draw(counter: CountingModel, lat: Lattice, n: int, gen: torch.Generator, sho
                 pick = np.zeros(len(sel), dtype=np.int64)
                 edge = bits[:, 0]
             else:
-                restricted = torch.log_softmax(lp[:, torch.from_numpy(e.ids)].double(), dim=1)
+                restricted = torch.log_softmax(lp[:, torch.from_numpy(e.ids).to(lp.device)].double().cpu(), dim=1)
                 choice = torch.multinomial(restricted.exp(), 1, generator=gen)[:, 0]
                 edge = bits.gather(1, choice[:, None])[:, 0]
                 pick = choice.numpy()

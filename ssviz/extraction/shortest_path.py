@@ -122,7 +122,7 @@ class BestFirstSearch:
         recording = self.recording
         while lat.forced[pos]:  # a literal: read it now (no frontier entry)
             tok = lat.ids_of[pos][0]
-            costs = costs - log_probs[:, tok].double() / LN2
+            costs = costs - log_probs[:, tok].double().cpu() / LN2
             if recording:
                 names = [lat.name(n, pos, 0) for n in names]
             if lat.terminal(lat.next_of[pos][0]):  # the last unit of the text: complete, no read needed

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ssviz.errors import NonFiniteError, VocabularyError
+from ssviz.errors import NonFiniteError, SsvizError, VocabularyError
 from ssviz.messages import clip
 
 State = Any  # opaque to callers; only the model that made it reads it
@@ -136,6 +136,45 @@ class LanguageModel(ABC):
             lp, state = self.step(tokens[:, t], state)
             outs.append(lp)
         return torch.stack(outs, dim=1), state
+
+    # --- placement: where the weights live and in which precision ------------------------------------
+    def _weights(self) -> "torch.nn.Module | None":
+        """The module holding the weights (None for a model that keeps them where ssviz cannot see)."""
+        try:
+            return self.training_module()
+        except SsvizError:
+            return None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live: every tensor a computation makes for this model goes there."""
+        from ssviz.models.placement import module_placement
+        w = self._weights()
+        return module_placement(w)[0] if w is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' precision (log-probabilities are float32 whatever it is)."""
+        from ssviz.models.placement import module_placement
+        w = self._weights()
+        return module_placement(w)[1] if w is not None else torch.float32
+
+    def place(self, device="auto", dtype="auto") -> "LanguageModel":
+        """Move the weights to ``device`` in ``dtype`` (names as :mod:`ssviz.models.placement` resolves them),
+        in place; returns the model."""
+        from ssviz.models.placement import PlacementError, resolve
+        dev, dt = resolve(device, dtype)
+        w = self._weights()
+        if w is None:
+            if (dev.type, dt) != ("cpu", torch.float32):
+                raise PlacementError(f"{clip(model_name(self), 100)} cannot be moved: it runs on the CPU in float32")
+            return self
+        w.to(device=dev, dtype=dt)
+        self.placed()
+        return self
+
+    def placed(self) -> None:
+        """The weights moved: forget what was derived from them (a stepper's tables, a cached placement)."""
 
     @property
     def description(self) -> dict:

@@ -192,7 +192,8 @@ class KVStatePool:
         group = self.groups_by_length[length]
         if group["proto"] is None:
             return KVState(None, len(rows_l), length)
-        local = torch.tensor([self.row_local[r] for r in rows_l], dtype=torch.long)
+        local = torch.tensor([self.row_local[r] for r in rows_l], dtype=torch.long,
+                             device=group["buffers"][0].device if group["buffers"] else None)
         cache = _branch(group["proto"])
         tensors = iter([buf.index_select(0, local) for buf in group["buffers"]])
         for layer in cache.layers:
@@ -245,7 +246,7 @@ class HFLanguageModel(LanguageModel):
             raise TemplateError(f"a text of {length} tokens is longer than the context of {self.name} "
                                 f"({self.max_positions} positions)")
         cache = self._new_cache() if state.cache is None else _branch(state.cache)
-        out = self.model(input_ids=tokens.long(), cache=cache, use_cache=True)
+        out = self.model(input_ids=tokens.long().to(self.device), cache=cache, use_cache=True)
         lp = torch.log_softmax(out.logits.float(), dim=-1)
         return lp, KVState(out.cache, tokens.shape[0], length)
 
@@ -281,7 +282,7 @@ class HFLanguageModel(LanguageModel):
         if state.cache is None:
             return KVState(None, len(index), 0)
         cache = _branch(state.cache)
-        cache.batch_select_indices(index.long())
+        cache.batch_select_indices(index.long().to(self.device))
         return KVState(cache, len(index), state.length)
 
     # --- building and saving ---------------------------------------------------------------
@@ -405,8 +406,9 @@ class HFLanguageModel(LanguageModel):
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 64)
         head_dim = getattr(cfg, "head_dim", None) or width // heads
-        cache = 2 * layers * kv_heads * head_dim * length * 4
-        activations = 8 * width * 4 * steps
+        size = torch.finfo(self.dtype).bits // 8  # the cache and activations are in the weights' precision
+        cache = 2 * layers * kv_heads * head_dim * length * size
+        activations = 8 * width * size * steps
         return cache + activations + 3 * len(self.vocab) * 4 * steps
 
     @property
@@ -443,6 +445,14 @@ class HFLanguageModel(LanguageModel):
     def training_module(self) -> nn.Module:
         return self.model
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
     def encode_corpus(self, text: str) -> list[int]:
         return self.encode_text(text)
 
@@ -454,7 +464,7 @@ class HFLanguageModel(LanguageModel):
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=tokens, use_cache=False).logits
+        return self.model(input_ids=tokens.to(self.device), use_cache=False).logits
 
     def begin_training(self) -> None:
         self.model.requires_grad_(True)  # loaded or built for inference: frozen

@@ -505,10 +505,23 @@ _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportEr
                 json.JSONDecodeError, RecursionError, zlib.error)
 
 
-def load_directory(folder: Path, name: str | None = None):
-    """A checked model directory as an :class:`~ssviz.models.hf.HFLanguageModel`."""
+def load_directory(folder: Path, name: str | None = None, device="cpu", dtype="float32"):
+    """A checked model directory as an :class:`~ssviz.models.hf.HFLanguageModel` on ``device`` in ``dtype``.
+
+    Refused first, in one line, when its weights plus a batch cannot fit the device's free memory
+    (:func:`ssviz.models.sizing.check_fits`); the weights are read memory-mapped in ``dtype`` and, on a GPU,
+    placed there as they are read, never held twice."""
+    from ssviz.models.placement import resolve
+    from ssviz.models.sizing import check_fits
     name = clip(name or str(folder), 200)
+    device, dtype = resolve(device, dtype)
+    weightless = not any((folder / f).is_file() for f in (SAFE_WEIGHTS, SAFE_INDEX))
+    if weightless:  # sized from config.json alone (a refusal about the weights follows if it fits)
+        check_fits(folder, device, dtype, name)
     check_directory(folder, name)
+    if not weightless:  # parameters counted from the headers, once they are known to match the config
+        held = sum(_numel(shape) for _, shape in read_weight_headers(folder, name).values())
+        check_fits(folder, device, dtype, name, parameters=held)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ssviz.models.hf import HFLanguageModel
@@ -522,7 +535,7 @@ def load_directory(folder: Path, name: str | None = None):
         try:
             model, info = AutoModelForCausalLM.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=False, use_safetensors=True,
-                dtype=torch.float32, output_loading_info=True)
+                dtype=dtype, output_loading_info=True, **({} if device.type == "cpu" else {"device_map": str(device)}))
         except _LOAD_ERRORS as e:
             raise CheckpointError(f"{name}: the model cannot be loaded ({_first_line(e)})") from None
         except Exception as e:  # safetensors' own error types, and whatever a config makes transformers raise
@@ -581,11 +594,11 @@ def _first_line(e: BaseException) -> str:
     return clip(text[0] if text else type(e).__name__, 160)
 
 
-def load_hf(source: Source, max_bytes: int = MAX_UNZIPPED):
+def load_hf(source: Source, max_bytes: int = MAX_UNZIPPED, device="cpu", dtype="float32"):
     """Load a model directory, a ``.zip`` of one (path, bytes or file object), refusing anything unsafe."""
     data, path, name = _read_source(source)
     if path is not None and path.is_dir():
-        return load_directory(path, name)
+        return load_directory(path, name, device, dtype)
     from ssviz.tempfiles import private_dir
     with _open_zip(data, path, name) as zf, private_dir("hfmodel") as work:
         dest = work / "model"
@@ -601,4 +614,4 @@ def load_hf(source: Source, max_bytes: int = MAX_UNZIPPED):
         except OSError as e:  # names too long or too deep for the file system, a full disk
             raise CheckpointError(f"{clip(name, 200)}: the zip cannot be unpacked ({clip(e.strerror or str(e), 80)})"
                                   ) from None
-        return load_directory(folder, name)
+        return load_directory(folder, name, device, dtype)

@@ -4,7 +4,11 @@
   :func:`ssviz.models.checkpoint.load_checkpoint`;
 * a Hugging Face model directory, or a ``.zip`` of one ->
   :func:`ssviz.models.hf_loading.load_hf` (a torch ``.pt`` file is also a zip:
-  it is told apart by the model directory's ``config.json``).
+  it is told apart by the model directory's ``config.json``);
+* ``hf:NAME`` -> that model's folder in the local Hugging Face cache (:mod:`ssviz.models.hub`);
+* with ``adapter=``, a PEFT LoRA adapter folder merged over the model (:mod:`ssviz.models.adapters`).
+
+Every model comes back on the device and in the precision asked for (:meth:`LanguageModel.place`).
 
 :func:`model_bytes` is the way back: the bytes ``load_model`` reads into the same
 model, for shipping a model to workers.
@@ -24,6 +28,7 @@ from ssviz.errors import CheckpointNotFoundError, SettingsError
 from ssviz.messages import clip
 from ssviz.models.base import LanguageModel
 from ssviz.models.checkpoint import checkpoint_bytes, load_checkpoint
+from ssviz.models.hub import is_hub_name, resolve_hub
 
 Source = Union[str, os.PathLike, bytes, BinaryIO]
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -54,25 +59,43 @@ def is_transformer_source(source: Source) -> bool:
     return path.is_file() and path.suffix.lower() not in CHECKPOINT_SUFFIXES and _zip_of_model(path)
 
 
-def load_model(source: Source, max_bytes: int | None = None) -> LanguageModel:
-    """Load any model ssviz understands from a path, bytes or a file object, refusing anything unsafe.
+def load_model(source: Source, max_bytes: int | None = None, *, device="auto", dtype="auto",
+               adapter=None) -> LanguageModel:
+    """Load any model ssviz understands from a path, ``hf:NAME`` (the local Hugging Face cache), bytes or a
+    file object, refusing anything unsafe, on ``device`` in ``dtype`` (:mod:`ssviz.models.placement`:
+    ``auto`` is CUDA in bfloat16 where present, else MPS, else the CPU in float32).
 
+    ``adapter``: a PEFT LoRA adapter folder merged over this base (:mod:`ssviz.models.adapters`).
     ``max_bytes`` caps what a zipped model folder may unpack to (an upload's limit; default the loader's own).
     """
+    from ssviz.models.placement import resolve
+    dev, dt = resolve(device, dtype)  # an unknown or absent device: refused before reading anything
     limit = {} if max_bytes is None else {"max_bytes": max_bytes}
+    if adapter is not None:
+        from ssviz.models.adapters import check_adapter
+        check_adapter(Path(adapter))
+    if is_hub_name(source):
+        source = resolve_hub(source)
     if hasattr(source, "read"):
         named = io.BytesIO(source.read())
         named.name = str(getattr(source, "name", None) or "uploaded file")
         if is_transformer_source(named.getvalue()):
             from ssviz.models.hf_loading import load_hf
-            return load_hf(named, **limit)
-        return load_checkpoint(named)
+            return _adapted(load_hf(named, **limit, device=dev, dtype=dt), adapter)
+        return _adapted(load_checkpoint(named).place(dev, dt), adapter)
     if not isinstance(source, (bytes, bytearray, memoryview)) and not Path(source).exists():
         raise CheckpointNotFoundError(f"checkpoint not found: {clip(str(source), 200)}")
     if is_transformer_source(source):
         from ssviz.models.hf_loading import load_hf
-        return load_hf(source, **limit)
-    return load_checkpoint(source)
+        return _adapted(load_hf(source, **limit, device=dev, dtype=dt), adapter)
+    return _adapted(load_checkpoint(source).place(dev, dt), adapter)
+
+
+def _adapted(model: LanguageModel, adapter) -> LanguageModel:
+    if adapter is None:
+        return model
+    from ssviz.models.adapters import apply_adapter
+    return apply_adapter(model, Path(adapter))
 
 
 def model_bytes(model: LanguageModel) -> bytes:

@@ -73,7 +73,7 @@ class CharRNN(nn.Module, LanguageModel):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits ``[B, T, V]`` for training; ``state`` defaults to zeros."""
-        out, state = self.rnn(self.embedding(tokens), state)
+        out, state = self.rnn(self.embedding(tokens.to(self.embedding.weight.device)), state)
         return self.head(out), state
 
     # --- LanguageModel -------------------------------------------------------------
@@ -84,13 +84,14 @@ class CharRNN(nn.Module, LanguageModel):
 
     def run(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         logits, state = self.forward(tokens, state)
-        return torch.log_softmax(logits, dim=-1), state
+        return torch.log_softmax(logits.float(), dim=-1), state  # float32 whatever the weights' precision
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         lp, state = self.run(tokens[:, None], state)
         return lp[:, 0], state
 
     def select_state(self, state: State, index: torch.Tensor) -> State:
+        index = index.to(self.head.weight.device)
         if isinstance(state, tuple):
             return tuple(s.index_select(1, index) for s in state)
         return state.index_select(1, index)

@@ -84,13 +84,13 @@ def test_module_entry_point(ckpt):
 def test_with_json_stdout_holds_the_json_alone(capsys, ckpt, monkeypatch):
     """What a library prints while a command runs (Ray prints its notices on stdout) goes to stderr."""
     import ssviz.cli.core as core
-    real = core.load_model
+    real = core.load_from_args
 
-    def noisy(path):
+    def noisy(args):
         print("(raylet) a notice")
-        return real(path)
+        return real(args)
 
-    monkeypatch.setattr(core, "load_model", noisy)
+    monkeypatch.setattr(core, "load_from_args", noisy)
     assert main(["exposure", "--checkpoint", ckpt, "--template", "My PIN is {d:3}", "--secret", "123", "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["space_size"] == 1000 and "(raylet) a notice" in err

@@ -298,7 +298,7 @@ def test_cli_extract_json(checkpoint, tmp_path, capsys, algorithm):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"algorithm", "found", "log_perplexity", "top", "nodes_expanded", "model_steps",
-                        "seconds", "complete", "message"}
+                        "seconds", "complete", "message", "device", "dtype"}
     assert out["algorithm"] == algorithm and len(out["top"]) == 3 and len(out["found"]) == 3
     assert load_trace(trace)["result"]["found"] == out["found"]
 

@@ -210,7 +210,7 @@ def test_cli_trains_a_transformer_and_reports_the_same_keys_as_for_rnns(corpus_f
     captured = capsys.readouterr()
     payload = json.loads(captured.out)
     rnn_keys = {"checkpoint", "epochs", "test_loss", "epsilon", "dp", "exposure", "quantization", "seconds",
-                "canary"}
+                "canary", "device", "dtype"}
     assert set(payload) == rnn_keys and payload["checkpoint"] == str(out)
     assert payload["epochs"][0]["exposure_method"] == "exact" and payload["exposure"] is not None
     assert captured.err == ""  # no progress bars or warnings around the JSON
