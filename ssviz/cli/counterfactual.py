@@ -57,6 +57,8 @@ def register(sub, parent) -> None:
     add_executor_options(p, "parallel models (one CPU each; the folder is written by this process only)",
                          "models at once (default: 1 here; all CPUs with --executor)")
     add_training_options(p)
+    from ssviz.cli.placement import add_placement_options
+    add_placement_options(p)
     p.set_defaults(run=run_counterfactual)
 
 
@@ -75,12 +77,13 @@ def run_counterfactual(args) -> int:
     check_outputs({"--out": out}, inputs)
     if out.exists() and not out.is_dir():
         raise SsvizError(f"--out {out} is a file: the pool is a folder")
-    with executor_or_inline(args) as executor:
+    from ssviz.cli.placement import resolved_json, training_placement
+    with executor_or_inline(args) as executor, training_placement(args):
         result = run_pool(text, config, out, models=args.models, subset=args.subset, unit=args.unit,
                           validation=validation, executor=executor, bootstrap=args.bootstrap, top=args.top,
                           progress=progress_printer("models", not args.json),
                           log=None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True)))
-    payload = result.to_json()
+    payload = {**result.to_json(), **resolved_json(args)}
     lines = [f"{result.models} models ({result.trained} trained, {result.reused} reused) on {result.examples} "
              f"examples in {result.seconds:.1f} s; wrote {out}", "most memorized (accuracy, log-likelihood bits):"]
     for r in payload["top"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssviz.cli import emit, nonnegative_int, progress_printer
+from ssviz.cli.placement import add_placement_options, load_from_args, placement_json
 
 HELP = "membership attacks (loss, zlib, lowercase, Min-K, Min-K++, reference, LiRA) with a blind baseline"
 
@@ -37,6 +38,7 @@ def register(sub, parent) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the bootstrap and the blind baseline's "
                                                                    "folds")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for scores.csv, texts.csv and mia.json")
+    add_placement_options(p, adapter=True)
     p.set_defaults(run=run_mia)
 
 
@@ -57,14 +59,14 @@ def run_mia(args) -> int:
     names = parse_attacks(args.attacks, reference=args.reference is not None, pool=args.pool is not None)
     members = read_lines(args.members, "members")
     nonmembers = read_lines(args.nonmembers, "non-members")
-    model = load_model(args.checkpoint)
-    reference = load_model(args.reference) if args.reference else None
+    model = load_from_args(args)
+    reference = load_model(args.reference, device=args.device, dtype=args.dtype) if args.reference else None
     out.mkdir(parents=True, exist_ok=True)
     for n in (SCORES_CSV, MIA_JSON, TEXTS_CSV):
         ensure_writable(out / n, "--out")
     result = mia(model, members, nonmembers, attacks=names, k=args.k, reference=reference, pool=args.pool,
                  seed=args.seed, progress=progress_printer("reading texts", not args.json))
-    extra = {"checkpoint": str(args.checkpoint), "reference": args.reference, "members_file": str(args.members),
+    extra = {"checkpoint": str(args.checkpoint), **placement_json(model), "reference": args.reference, "members_file": str(args.members),
              "nonmembers_file": str(args.nonmembers)}
     save_mia(result, out, extra)
     payload = {**result.to_json(), **extra, "out": str(out)}

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ssviz.cli import count, emit, finite_float, nonnegative_int, positive_int, progress_printer
+from ssviz.cli.placement import add_placement_options, load_from_args, placement_json
 from ssviz.cli.cluster import add_executor_options, executor_or_inline
 from ssviz.errors import SsvizError
 
@@ -74,6 +75,7 @@ def register(sub, parent) -> None:
     tx.add_argument("--max-contexts", type=positive_int, default=50, help="contexts used at most (default 50)")
     tx.add_argument("--out", required=True, help="folder for per_input.csv and unique_features.json")
     tx.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
+    add_placement_options(tx, adapter=True)
     tx.set_defaults(run=run_text)
 
 
@@ -117,12 +119,11 @@ def run_image(args) -> int:
 
 def run_text(args) -> int:
     from ssviz.corpus import read_corpus
-    from ssviz.models import load_model
     from ssviz.unique_features.run import run_text as measure
     from ssviz.unique_features.text import read_contexts, shipped_contexts
 
     out = _check_out(args, [args.checkpoint, args.contexts, args.corpus])
-    model = load_model(args.checkpoint)
+    model = load_from_args(args)
     if args.contexts:
         contexts, source = read_contexts(_text_file(args.contexts, "--contexts"), args.max_contexts), args.contexts
         corpus = read_corpus(args.corpus) if args.corpus else None
@@ -132,7 +133,7 @@ def run_text(args) -> int:
         corpus = read_corpus(args.corpus) if args.corpus else shipped
     doc = measure(model, args.feature, contexts, controls=args.controls, seed=args.seed, next_units=args.next_units,
                   corpus=corpus, out_dir=out, progress=progress_printer("texts read", not args.json),
-                  extra={"checkpoint": str(args.checkpoint), "context_source": source})
+                  extra={"checkpoint": str(args.checkpoint), **placement_json(model), "context_source": source})
     emit(args, doc, _summary(doc) + f"\nwrote {out}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ssviz.cli import count, emit, nonnegative_int, progress_printer
+from ssviz.cli.placement import add_placement_options, load_from_args, placement_json
 from ssviz.errors import SettingsError
 
 MAX_UNITS = 100_000  # a prefix or suffix beyond any context a model here reads: a typo, refused at once
@@ -28,6 +29,7 @@ def register(sub, parent) -> None:
                    help="test at most N lines per duplicate count, a seeded random choice (default: every line)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the --max-per-count choice")
     p.add_argument("--batch-size", type=count(65_536), default=DEFAULT_BATCH, help="prompts decoded together")
+    add_placement_options(p, adapter=True)
     p.set_defaults(run=run_verbatim)
 
 
@@ -52,7 +54,6 @@ def run_verbatim(args) -> int:
 
     from ssviz.corpus import read_corpus
     from ssviz.longtail.verbatim import save, verbatim
-    from ssviz.models import load_model
     from ssviz.paths import check_outputs, ensure_writable
 
     prefixes = parse_prefixes(args.prefixes)
@@ -62,12 +63,13 @@ def run_verbatim(args) -> int:
     for _what, path in outputs:
         ensure_writable(path, "--out")
     text = read_corpus(args.corpus)
-    model = load_model(args.checkpoint)
+    model = load_from_args(args)
     progress = progress_printer("decoding", not args.json)
     result = verbatim(model, text, prefix=args.prefix, suffix=args.suffix, prefixes=prefixes,
                       max_per_count=args.max_per_count, seed=args.seed, batch_size=args.batch_size,
                       progress=progress)
-    payload = save(result, out, {"corpus": args.corpus, "checkpoint": args.checkpoint, "out": str(out)})
+    payload = save(result, out, {"corpus": args.corpus, "checkpoint": args.checkpoint, **placement_json(model),
+                                       "out": str(out)})
     lines = [f"{result.tested:,} of {result.distinct:,} distinct lines tested ({result.short:,} shorter than "
              f"{args.prefix} + {args.suffix} units" + (f", {result.unencodable:,} unreadable by the model"
                                                         if result.unencodable else "")

@@ -9,8 +9,9 @@ import pytest
 from ssviz.cli import build_parser, main
 from ssviz.demo import DEMO_CANARY, DEMO_CHECKPOINT
 
-MODEL_COMMANDS = ("train", "score", "exposure", "extract", "enron", "sweep", "audit", "report", "scan")
-CHECKPOINT_COMMANDS = ("score", "exposure", "extract", "report", "scan")
+MODEL_COMMANDS = ("train", "score", "exposure", "extract", "enron", "sweep", "audit", "report", "scan", "mia",
+                  "verbatim", "counterfactual")
+CHECKPOINT_COMMANDS = ("score", "exposure", "extract", "report", "scan", "mia", "verbatim")
 TEMPLATE = DEMO_CANARY["template"].replace("{d:6}", DEMO_CANARY["secret"][:3] + "{d:3}")
 SECRET = DEMO_CANARY["secret"][3:]
 
@@ -26,6 +27,14 @@ def test_every_command_that_runs_a_model_has_device_and_dtype(command):
     assert opts["--device"].default == "auto" and opts["--dtype"].default == "auto"
     assert list(opts["--dtype"].choices) == ["auto", "float32", "bfloat16", "float16"]
     assert ("--adapter" in opts) == (command in CHECKPOINT_COMMANDS)
+
+
+def test_the_unique_features_text_command_has_device_dtype_and_adapter():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    group = next(a for a in sub.choices["unique-features"]._actions if getattr(a, "choices", None)
+                 and "text" in (a.choices or {}))
+    opts = {o for a in group.choices["text"]._actions for o in a.option_strings}
+    assert {"--device", "--dtype", "--adapter"} <= opts
 
 
 def test_a_device_name_is_checked_while_parsing(capsys):
