@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ssviz.demo import demo_corpus  # noqa: E402
-from ssviz.longtail import demo  # noqa: E402
-from ssviz.longtail.counterfactual import MEMORIZATION, run_pool  # noqa: E402
-from ssviz.tempfiles import atomic_write  # noqa: E402
+from ssviz.demo import demo_corpus
+from ssviz.longtail import demo
+from ssviz.longtail.counterfactual import MEMORIZATION, run_pool
+from ssviz.tempfiles import atomic_write
 
 
 def main() -> None:
