@@ -47,7 +47,8 @@ EXHAUSTIVE_LIMIT = 10 ** 7
 SPACE_CHUNK = 1 << 16
 DEFAULT_MEMORY = 512 << 20  # bytes of states and log-probabilities one chunk may hold (a bound: tries share most)
 MIN_CHUNK = 64
-RATE_SECONDS = 0.25          # how long a rate probe may take before its answer is taken
+RATE_SECONDS = 1.0           # how long a rate probe may take: small probes share little of the trie, so they
+                             # undercount a whole enumeration's rate (a quarter second said 5 minutes for 8 s)
 MEMO = 4                    # prefix contexts kept (chunks of one template share one or two)
 
 def check_exhaustive(template: Template, limit: int = EXHAUSTIVE_LIMIT, rate: float = 1e6,

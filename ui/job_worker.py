@@ -20,6 +20,7 @@ from ssviz.errors import SsvizError, StoppedError
 from ssviz.messages import clip
 
 PRELOAD = ["ui.job_worker", "torch", "numpy", "ssviz.scoring", "ssviz.exposure", "ssviz.extraction", "ssviz.train"]
+NICE = 10         # added to the job process's niceness
 SEND_EVERY = 0.1  # seconds between progress messages (the panel redraws twice a second)
 
 
@@ -86,7 +87,14 @@ def _orphan_watch(parent: int) -> None:
 
 
 def main(payload: bytes, conn, stop) -> None:
-    """The child process: unpickle, run, send every message, exit."""
+    """The child process: unpickle, run, send every message, exit.
+
+    It runs at a lower priority than the server, so on a busy machine the pages stay quick and the job
+    takes what the server leaves (on an idle one, everything)."""
+    try:
+        os.nice(NICE)
+    except OSError:
+        pass
     threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
 
     def send(message: tuple) -> None:

@@ -67,10 +67,8 @@ def search_exposure(model: LanguageModel, template, secret: str, *, options: Sea
 
     def describe() -> str:
         """The frontier's cost against the secret's: the search is certain once it has passed it."""
-        front = search.frontier_min
-        ahead = sum(1 for c, _ in search.finished if c <= min(front, target))
-        return (f"{search.nodes_expanded:,} nodes expanded, {ahead:,} filler(s) certified more likely than the "
-                f"secret; frontier at {front:.2f} bits of the secret's {target:.2f}")
+        return (f"{search.nodes_expanded:,} nodes expanded, {len(search.finished):,} filler(s) complete; frontier "
+                f"at {search.frontier_min:.2f} bits of the secret's {target:.2f}")
 
     why = search.drive(done, max_nodes=opts.max_nodes, deadline=deadline, progress=opts.progress,
                        describe=describe if target is not None else None)

@@ -278,8 +278,8 @@ def shortest_path(model: LanguageModel, template, *, top_k: int = 1, options: Se
         return len(best) >= min(top_k, space_size) and -best[0] <= search.frontier_min
 
     def describe() -> str:
-        found = (f"{len(search.finished):,} filler(s) complete, best {min(c for c, _ in search.finished):.2f} bits; "
-                 if search.finished else "")
+        found = (f"{len(search.finished):,} filler(s) complete, best {-max(best):.2f} bits; "
+                 if best else "")
         return (f"{search.nodes_expanded:,} nodes expanded; {found}"
                 f"frontier at {search.frontier_min:.2f} bits (no filler left to find is more likely)")
 

@@ -93,7 +93,7 @@ def test_auto_chooses_exact_for_a_fast_model_and_skewnorm_for_a_slow_one(tiny_mo
 @pytest.mark.slow
 def test_the_cli_says_what_auto_chose_and_why_the_number_holds(tmp_path, capsys, monkeypatch):
     from ssviz.cli import core
-    monkeypatch.setattr(core, "load_model", lambda _: Memorizer())
+    monkeypatch.setattr(core, "load_from_args", lambda _: Memorizer())
     assert main(["exposure", "--checkpoint", "x", "--template", TEMPLATE.text, "--secret", SECRET,
                  "--samples", "2000"]) == 0
     out = capsys.readouterr()
