@@ -212,8 +212,9 @@ class HFLanguageModel(LanguageModel):
 
     unit_name = "token"
 
-    def __init__(self, model, tokenizer, name: str = "model"):
-        self.model = model.eval().requires_grad_(False)
+    def __init__(self, model, tokenizer, name: str = "model", *, freeze: bool = True):
+        # freeze=False wraps a model that is being trained (its mode and gradients stay the trainer's)
+        self.model = model.eval().requires_grad_(False) if freeze else model
         self.tokenizer = tokenizer
         self.name = name
         self.config = model.config
