@@ -131,7 +131,7 @@ class TrieScorer:
             self.base = tuple(int(x) for x in rows[0, :min(int(same[0]) if len(same) else rows.shape[1],
                                                              int(lengths.min()))])
         self.check_length(self.length)
-        self.chunk = self.rows_for(1, chunk_size or DEFAULT_CHUNK)
+        self.chunk = self.trie_rows(chunk_size or DEFAULT_CHUNK)
         self.step_rows = min(self.stepper.rows or self.chunk, self.chunk)
 
     # --- sizes ---------------------------------------------------------------------------
@@ -139,6 +139,35 @@ class TrieScorer:
         """Rows whose states and ``steps`` rows of log-probabilities fit the memory budget (at most ``cap``)."""
         per_row = max(1, self.model.row_bytes(self.length + 8, steps))  # slack for texts a few units longer
         return int(max(MIN_CHUNK, min(cap, self.memory // per_row)))
+
+    def trie_rows(self, cap: int) -> int:
+        """Rows per chunk. A stepper that keeps only each node's own units (``node_bytes``) is sized by the
+        trie it will hold: nodes at each level of a chunk of the space times their bytes, summed over the
+        levels whose states are kept; others by every row's full state (:meth:`rows_for`)."""
+        node_bytes = getattr(self.stepper, "node_bytes", None)
+        if node_bytes is None:
+            return self.rows_for(1, cap)
+        comp = self.units.composition
+        if comp is None:
+            per_row = node_bytes(self.length + 8 - len(self.base))
+            return int(max(MIN_CHUNK, min(cap, self.memory // max(per_row, 1))))
+        k0 = int(comp.slot_index[0]) if len(comp.slot_index) else len(comp.skeleton)
+        width = len(comp.skeleton) - k0
+        fan = np.ones(width)
+        for k, i in enumerate(comp.slot_index):
+            fan[int(i) - k0] = len(comp.luts[k])
+        prefixes = np.cumprod(fan)
+
+        def need(rows: int) -> float:
+            nodes = np.minimum(prefixes, rows)
+            kept = np.arange(width) + 2 < width
+            return float(sum(n * (node_bytes(p + 1) if keep else node_bytes(0))
+                             for p, (n, keep) in enumerate(zip(nodes, kept))))
+
+        rows = int(cap)
+        while rows > MIN_CHUNK and need(rows) > self.memory:
+            rows //= 2
+        return max(MIN_CHUNK, rows)
 
     def check_length(self, length: int) -> None:
         limit = self.model.max_positions
@@ -207,6 +236,7 @@ class TrieScorer:
         blocks = [_Block(0, 1, stepper.root(ctx.state), ctx.log_probs)]
         node_of_row = np.zeros(n, dtype=np.int64)
         width = int(lengths[0])
+        longest = int(lengths.max())
         # rows with a unit at the current position: None while that is every row (all the same length)
         act = None if bool((lengths == width).all()) else np.flatnonzero(lengths > c)
         for d in range(c, units.shape[1]):
@@ -224,6 +254,7 @@ class TrieScorer:
                 fused = len(starts) == len(act) and d + 1 < child_lengths[0] and \
                     bool((child_lengths == child_lengths[0]).all())
                 stepping = bool((lengths[act] > d + 1).any())
+            keep = d + 2 < longest  # the children's states are stepped again (or read on, fused) below
             parents = node_of_row[starts]
             tok = all_units[starts, d]
             end = int(lengths[starts[0]])
@@ -246,7 +277,7 @@ class TrieScorer:
                     if fused:  # rows s0..s1 of ``starts`` are the last nodes: read the rest of their texts at once
                         self._fused(b.state, sel, all_units[starts[s0:s1], d:end], child_cost, s0, s1)
                     else:
-                        log_probs, state = stepper.children(b.state, sel, tok[s0:s1])
+                        log_probs, state = stepper.children(b.state, sel, tok[s0:s1], keep)
                         next_blocks.append(_Block(s0, s1, state, log_probs))
             node_here = np.cumsum(fresh) - 1
             if act is None:

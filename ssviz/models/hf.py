@@ -276,7 +276,12 @@ class HFLanguageModel(LanguageModel):
         return TokenTemplate(template, self)
 
     def trie_stepper(self) -> TrieStepper:
-        return TrieStepper(self, rows=None)  # whole levels: batched matrix products, bounded by the chunk's memory
+        """Whole levels as batched matrix products over the template's shared prefix (``models/tree.py``);
+        the generic stepper (one cache per node) for a model that stepper cannot drive."""
+        from ssviz.models.tree import TransformerTrieStepper, usable
+        if usable(self.model):
+            return TransformerTrieStepper(self)
+        return TrieStepper(self, rows=None)
 
     def select_state(self, state: State, index: torch.Tensor) -> State:
         if state.cache is None:
