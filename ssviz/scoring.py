@@ -199,13 +199,13 @@ class TrieScorer:
             ids = torch.tensor([units])
             lp, state = model.run(ids, model.initial_state(1))
             check_finite(lp, model)
-            bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).double().sum()) / LN2
+            bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None].to(lp.device)).double().sum()) / LN2
         else:
             rest = torch.tensor([units[len(best.units):]])
             lp, state = model.run(rest, best.state)
             check_finite(lp, model)
             seen = torch.cat([best.log_probs[:, None], lp[:, :-1]], dim=1)
-            bits = best.bits - float(seen[0].gather(1, rest[0, :, None]).double().sum()) / LN2
+            bits = best.bits - float(seen[0].gather(1, rest[0, :, None].to(seen.device)).double().sum()) / LN2
         ctx = Context(units, state, lp[:, -1], bits)
         self.memo = [ctx] + self.memo[:MEMO - 1]
         return ctx
@@ -267,7 +267,7 @@ class TrieScorer:
                 local = torch.from_numpy(parents[c0:c1] - b.lo)
                 child_cost[c0:c1] = cost[b.lo:b.hi][local.numpy()]
                 if b.log_probs is not None:  # a text's first unit is context: it costs nothing
-                    child_cost[c0:c1] -= b.log_probs[local, tok[c0:c1]].double().numpy() / LN2
+                    child_cost[c0:c1] -= _pick(b.log_probs, local, tok[c0:c1]) / LN2
                 if not stepping:
                     continue
                 for s0, s1 in _splits(c0, c1, step_rows):
@@ -307,7 +307,8 @@ class TrieScorer:
                 (torch.arange(lo, hi) if sel is None else sel[lo:hi])
             lp = self.stepper.run(state, part, rest[lo:hi, :-1])
             check_finite(lp, self.model)
-            cost[s0 + lo:s0 + hi] -= lp.gather(2, rest[lo:hi, 1:, None])[..., 0].double().sum(1).numpy() / LN2
+            got = lp.gather(2, rest[lo:hi, 1:, None].to(lp.device))[..., 0].double().sum(1)
+            cost[s0 + lo:s0 + hi] -= got.cpu().numpy() / LN2
 
     # --- fillers ---------------------------------------------------------------------------
     def score_digits(self, digits: np.ndarray) -> np.ndarray:
@@ -371,6 +372,15 @@ class TrieScorer:
         new[0] = True
         head = tuple(int(t) for t in comp.skeleton[:k0])
         return _finite_bits(self.model, self.score_rows(units, np.full(n, units.shape[1], dtype=np.int64), new, head))
+
+
+def _pick(log_probs, rows: torch.Tensor, units: torch.Tensor) -> np.ndarray:
+    """``log_probs[rows[i], units[i]]`` as float64 on the CPU, wherever the log-probabilities live (a tensor
+    on any device, or a stepper's lazy :class:`~ssviz.models.tree.NodeLogProbs`)."""
+    if isinstance(log_probs, torch.Tensor):
+        dev = log_probs.device
+        return log_probs[rows.to(dev), units.to(dev)].double().cpu().numpy()
+    return log_probs[rows, units].double().numpy()
 
 
 def _finite_bits(model: LanguageModel, bits: np.ndarray) -> np.ndarray:
