@@ -279,7 +279,7 @@ class HFLanguageModel(LanguageModel):
         """Whole levels as batched matrix products over the template's shared prefix (``models/tree.py``);
         the generic stepper (one cache per node) for a model that stepper cannot drive."""
         from ssviz.models.tree import TransformerTrieStepper, usable
-        if usable(self.model):
+        if usable(self):
             return TransformerTrieStepper(self)
         return TrieStepper(self, rows=None)
 

@@ -172,9 +172,13 @@ class NodeLogProbs:
         return len(self.lse)
 
 
-def usable(model) -> bool:
-    """Whether ``model`` (a transformers causal LM) can be stepped here: a plain linear output head, no logit
+def usable(lm) -> bool:
+    """Whether ``lm`` (ssviz's wrapper of a transformers causal LM) can be stepped here: full attention at
+    every layer (no sliding window: its cache drops old positions), a plain linear output head with no logit
     transform after it, and attention layers that dispatch through transformers' registry."""
+    if {type(layer).__name__ for layer in lm._new_cache().layers} != {"DynamicLayer"}:
+        return False
+    model = lm.model
     cfg = model.config.get_text_config(decoder=True)
     if any(getattr(cfg, a, None) for a in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")):
         return False
