@@ -26,7 +26,7 @@ import torch
 from ssviz.models.base import TrieStepper
 
 ATTENTION = "ssviz_shared_prefix"
-HEAD_ELEMENTS = 1 << 23      # logits computed at once when a block's log-normalizers are taken (32 MB in float32)
+HEAD_ELEMENTS = 1 << 25      # logits computed at once for a block's log-normalizers (128 MB in float32): big products
 _LOCAL = threading.local()   # the shared prefix of the call running in this thread (None: attend as usual)
 _SWAP = threading.Lock()
 _ACTIVE: dict[int, list] = {}  # id(config) -> [calls in flight, the implementation to restore]
@@ -79,19 +79,35 @@ def _register() -> None:
         AttentionInterface.register(ATTENTION, _attention)
 
 
-class _Swapped:
-    """The model's attention implementation set to the shared-prefix one for the duration of a call (counted,
-    so overlapping calls from several threads restore it once, after the last)."""
+def fused_activations(model) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
+    """``(parent, attribute, fused)`` for every tanh-approximated GELU written out in Python ops (GPT-2's
+    ``gelu_new``): the same function as torch's one-kernel ``gelu(approximate="tanh")`` up to float rounding,
+    which on a CPU costs a sixth of a step's time in six passes over the MLP's activations."""
+    try:
+        from transformers.activations import GELUTanh, NewGELUActivation
+    except ImportError:  # pragma: no cover - an older transformers: nothing is swapped
+        return []
+    return [(parent, name, GELUTanh()) for parent in model.modules() for name, child in parent.named_children()
+            if type(child) is NewGELUActivation]
 
-    def __init__(self, config, shared):
-        self.config, self.shared = config, shared
+
+class _Swapped:
+    """The model's attention implementation set to the shared-prefix one (and ``acts``, from
+    :func:`fused_activations`, swapped in) for the duration of a call; counted, so overlapping calls from
+    several threads restore them once, after the last."""
+
+    def __init__(self, config, shared, acts=()):
+        self.config, self.shared, self.acts = config, shared, acts
 
     def __enter__(self):
         with _SWAP:
-            entry = _ACTIVE.setdefault(id(self.config), [0, None])
+            entry = _ACTIVE.setdefault(id(self.config), [0, None, []])
             if entry[0] == 0:
                 entry[1] = self.config._attn_implementation
                 self.config._attn_implementation = ATTENTION
+                entry[2] = [(parent, name, getattr(parent, name)) for parent, name, _ in self.acts]
+                for parent, name, fused in self.acts:
+                    setattr(parent, name, fused)
             entry[0] += 1
         _LOCAL.shared = self.shared
 
@@ -102,6 +118,8 @@ class _Swapped:
             entry[0] -= 1
             if entry[0] == 0:
                 self.config._attn_implementation = entry[1]
+                for parent, name, original in entry[2]:
+                    setattr(parent, name, original)
                 del _ACTIVE[id(self.config)]
 
 
@@ -208,6 +226,7 @@ class TransformerTrieStepper(TrieStepper):
         size = self.head.weight.element_size()
         self.token_bytes = 2 * layers * kv_heads * head_dim * size  # keys and values of one token, all layers
         self.hidden_bytes = width * size + 4
+        self.acts = fused_activations(lm.model)
 
     def node_bytes(self, private_tokens: int) -> int:
         """Bytes one node keeps: its private tokens' keys and values and its lazy log-probabilities."""
@@ -230,7 +249,7 @@ class TransformerTrieStepper(TrieStepper):
         cache = _TreeCache(private, state.length, keep)
         pos = torch.arange(state.length, state.length + t, device=dev).expand(n, t)
         shared = state.shared if state.shared is not None else _Nones()
-        with _Swapped(self.hf.config, shared):
+        with _Swapped(self.hf.config, shared, self.acts):
             out = self.base(input_ids=tokens, position_ids=pos, cache=cache, use_cache=True)
         hidden = out.last_hidden_state
         new = TreeNodes(state.shared, cache.new, state.length + t, n) if keep else None
