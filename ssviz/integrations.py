@@ -307,6 +307,8 @@ class ExposureCallback(_Base):
 
     def on_train_begin(self, args, state, control, **kw):
         self.trainer = self.trainer or _calling_trainer()
+        if self.trainer is not None:
+            self._go_first(self.trainer.callback_handler)
         if not self.check:
             return
         if self.trainer is not None:
@@ -317,17 +319,29 @@ class ExposureCallback(_Base):
                            self.canaries)
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
+        if not state.is_world_process_zero:
+            return  # one process measures (every rank holds the same weights)
         values = self._measure(state, kw)
         if metrics is not None:
             metrics.update(values)  # what trainer.evaluate() returns
         self._log(state, values)
 
     def on_train_end(self, args, state, control, **kw):
+        if not state.is_world_process_zero:
+            return
         if self.curve and self.curve[-1]["step"] == state.global_step:
             return  # measured at this very step already (an evaluation at the end)
         self._log(state, self._measure(state, kw))
 
     # --- helpers ---
+    def _go_first(self, handler) -> None:
+        """Run right after the Trainer's own flow callback: the train-end measurement is logged before the
+        reporting callbacks close their runs. A new list (the handler may be iterating the old one)."""
+        from transformers.trainer_callback import DefaultFlowCallback
+        rest = [c for c in handler.callbacks if c is not self]
+        at = sum(1 for c in rest[:1] if isinstance(c, DefaultFlowCallback))
+        handler.callbacks = rest[:at] + [self] + rest[at:]
+
     def _measure(self, state, kw) -> dict[str, float]:
         model = kw.get("model") if kw.get("model") is not None else getattr(self.trainer, "model", None)
         tokenizer = self.tokenizer or kw.get("processing_class")

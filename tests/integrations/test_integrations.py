@@ -119,6 +119,8 @@ def test_trainer_logs_exposure_and_writes_the_curve(gpt2, tok, tmp_path):
     assert [r["step"] for r in curve] == [h["step"] for h in logged]
     assert curve[-1]["exposure"] == pytest.approx(measure_canaries(gpt2, tok, CANARY, method="exact")["pin"]["exposure"])
     assert json.loads(out.read_text())["records"][0]["name"] == "pin"
+    names = [type(c).__name__ for c in trainer.callback_handler.callbacks]
+    assert names.index("ExposureCallback") == 1  # right after the flow callback, before any reporter
     metrics = trainer.evaluate()
     assert "exposure/pin" in metrics
     args.eval_strategy = "no"
