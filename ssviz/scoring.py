@@ -16,8 +16,10 @@ rows (``model.template_units(template).rows``), sorted lexicographically:
 3. once every row is its own node and the rows have the same length, the rest
    of each text runs as one fused multi-step call per block.
 
-Chunks are sized from the model's per-row memory (``row_bytes``), so memory is
-bounded by the chunk, not by the number of fillers. Results equal naive
+Chunks are sized from the model's per-row memory (``row_bytes``), or, for a stepper
+that keeps only each node's own units over a shared prefix (a transformer's), from
+the nodes a chunk's trie holds, so memory is bounded by the chunk, not by the number
+of fillers. Results equal naive
 full-sequence scoring (:func:`score_texts`) to float rounding.
 """
 
