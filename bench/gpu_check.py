@@ -18,17 +18,25 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_real_size import TEMPLATE, build  # noqa: E402
+def _sibling(name: str):
+    """A module of this folder by its file (bench scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_real_size = _sibling("bench_real_size")
+TEMPLATE, build = _real_size.TEMPLATE, _real_size.build
 
 
 def place(lm, device: str, dtype: torch.dtype):
