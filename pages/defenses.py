@@ -19,7 +19,8 @@ from ssviz.records import DEFENSE_LABELS
 from ssviz.demo import DEMO_CANARY, DEMO_CORPUS
 from ssviz.errors import SsvizError
 from ssviz.paths import bundled
-from ssviz.plots.defenses import defense_comparison, sweep_heatmap, training_dynamics
+from ssviz.integrations import read_curve
+from ssviz.plots.defenses import defense_comparison, exposure_during_training, sweep_heatmap, training_dynamics
 from ssviz.records import DefenseResult
 from ssviz.sweeps import DEFAULT_SWEEP_DB, list_sweeps, load_runs, summarize
 from ssviz.templates import Template
@@ -38,6 +39,7 @@ LIVE_CHARS = 40_000
 LIVE_CONFIG = TrainConfig(layers=1, hidden=64, embedding_dim=32, epochs=4, batch_size=64, lr=0.005, seed=0,
                           patience=None, exposure_method="exact")
 JOB = "def_job"
+CURVE = "def_curve_data"  # an exposure curve's bytes already opened in this session
 RESULTS = "def_results"  # this session's runs as the results file's JSON records (the Report page reads them so)
 BUNDLED, TRAINED = "bundled", "trained here"
 Shown = tuple[DefenseResult, str]  # a record and where it comes from (the table's "source")
@@ -165,6 +167,26 @@ def dynamics_section(records: list[Shown]) -> None:
                "memorization is not overfitting.")
 
 
+def curve_section() -> None:
+    """A curve written by ``ssviz.integrations.ExposureCallback(out=...)`` in the user's own training run."""
+    st.subheader("Exposure during training")
+    st.caption("Open the JSON an `ExposureCallback(canaries, out=\"curve.json\")` wrote while your own "
+               "Trainer ran: each canary's exposure at every evaluation.")
+    upload = st.file_uploader("Exposure curve (JSON)", type=["json"], key="def_curve_file")
+    data = upload.getvalue() if upload is not None else st.session_state.get(CURVE)
+    if data is None:
+        return
+    try:
+        records = read_curve(data)
+    except SsvizError as e:
+        st.error(message(e))
+        return
+    chart(exposure_during_training(records), "exposure-during-training", key="def_curve")
+    last = {r["name"]: r for r in records}
+    st.dataframe(pd.DataFrame([{"canary": n, "step": r["step"], "exposure (bits)": round(r["exposure"], 2),
+                                "rank": r["rank"]} for n, r in last.items()]), hide_index=True, width="stretch")
+
+
 def sweep_section() -> None:
     st.subheader("Sweeps")
     st.caption("Grids over one or two settings x seeds, made with `python -m ssviz sweep` "
@@ -198,6 +220,7 @@ def body() -> None:
     compare_section(records)
     train_section()
     dynamics_section(records)
+    curve_section()
     sweep_section()
 
 

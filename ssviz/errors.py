@@ -55,3 +55,7 @@ class CheckpointNotFoundError(CheckpointError, MissingFileError):
 class StoppedError(SsvizError):
     """Long work was stopped by the user before it finished."""
 
+
+
+class CanaryError(InvalidValueError):
+    """A canary would get no training loss under the user's data pipeline: an audit of it would mean nothing."""

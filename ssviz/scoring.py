@@ -16,8 +16,10 @@ rows (``model.template_units(template).rows``), sorted lexicographically:
 3. once every row is its own node and the rows have the same length, the rest
    of each text runs as one fused multi-step call per block.
 
-Chunks are sized from the model's per-row memory (``row_bytes``), so memory is
-bounded by the chunk, not by the number of fillers. Results equal naive
+Chunks are sized from the model's per-row memory (``row_bytes``), or, for a stepper
+that keeps only each node's own units over a shared prefix (a transformer's), from
+the nodes a chunk's trie holds, so memory is bounded by the chunk, not by the number
+of fillers. Results equal naive
 full-sequence scoring (:func:`score_texts`) to float rounding.
 """
 
@@ -144,7 +146,7 @@ class TrieScorer:
             self.base = tuple(int(x) for x in rows[0, :min(int(same[0]) if len(same) else rows.shape[1],
                                                              int(lengths.min()))])
         self.check_length(self.length)
-        self.chunk = self.rows_for(1, chunk_size or DEFAULT_CHUNK)
+        self.chunk = self.trie_rows(chunk_size or DEFAULT_CHUNK)
         self.step_rows = min(self.stepper.rows or self.chunk, self.chunk)
 
     # --- sizes ---------------------------------------------------------------------------
@@ -152,6 +154,35 @@ class TrieScorer:
         """Rows whose states and ``steps`` rows of log-probabilities fit the memory budget (at most ``cap``)."""
         per_row = max(1, self.model.row_bytes(self.length + 8, steps))  # slack for texts a few units longer
         return int(max(MIN_CHUNK, min(cap, self.memory // per_row)))
+
+    def trie_rows(self, cap: int) -> int:
+        """Rows per chunk. A stepper that keeps only each node's own units (``node_bytes``) is sized by the
+        trie it will hold: nodes at each level of a chunk of the space times their bytes, summed over the
+        levels whose states are kept; others by every row's full state (:meth:`rows_for`)."""
+        node_bytes = getattr(self.stepper, "node_bytes", None)
+        if node_bytes is None:
+            return self.rows_for(1, cap)
+        comp = self.units.composition
+        if comp is None:
+            per_row = node_bytes(self.length + 8 - len(self.base))
+            return int(max(MIN_CHUNK, min(cap, self.memory // max(per_row, 1))))
+        k0 = int(comp.slot_index[0]) if len(comp.slot_index) else len(comp.skeleton)
+        width = len(comp.skeleton) - k0
+        fan = np.ones(width)
+        for k, i in enumerate(comp.slot_index):
+            fan[int(i) - k0] = len(comp.luts[k])
+        prefixes = np.cumprod(fan)
+
+        def need(rows: int) -> float:
+            nodes = np.minimum(prefixes, rows)
+            kept = np.arange(width) + 2 < width
+            return float(sum(n * (node_bytes(p + 1) if keep else node_bytes(0))
+                             for p, (n, keep) in enumerate(zip(nodes, kept))))
+
+        rows = int(cap)
+        while rows > MIN_CHUNK and need(rows) > self.memory:
+            rows //= 2
+        return max(MIN_CHUNK, rows)
 
     def check_length(self, length: int) -> None:
         limit = self.model.max_positions
@@ -183,13 +214,13 @@ class TrieScorer:
             ids = torch.tensor([units], device=model.device)
             lp, state = model.run(ids, model.initial_state(1))
             check_finite(lp, model)
-            bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None]).double().sum()) / LN2
+            bits = -float(lp[0, :-1].gather(1, ids[0, 1:, None].to(lp.device)).double().sum()) / LN2
         else:
             rest = torch.tensor([units[len(best.units):]], device=model.device)
             lp, state = model.run(rest, best.state)
             check_finite(lp, model)
             seen = torch.cat([best.log_probs[:, None], lp[:, :-1]], dim=1)
-            bits = best.bits - float(seen[0].gather(1, rest[0, :, None]).double().sum()) / LN2
+            bits = best.bits - float(seen[0].gather(1, rest[0, :, None].to(seen.device)).double().sum()) / LN2
         ctx = Context(units, state, lp[:, -1], bits)
         self.memo = [ctx] + self.memo[:MEMO - 1]
         return ctx
@@ -220,6 +251,7 @@ class TrieScorer:
         blocks = [_Block(0, 1, stepper.root(ctx.state), ctx.log_probs)]
         node_of_row = np.zeros(n, dtype=np.int64)
         width = int(lengths[0])
+        longest = int(lengths.max())
         # rows with a unit at the current position: None while that is every row (all the same length)
         act = None if bool((lengths == width).all()) else np.flatnonzero(lengths > c)
         for d in range(c, units.shape[1]):
@@ -237,6 +269,7 @@ class TrieScorer:
                 fused = len(starts) == len(act) and d + 1 < child_lengths[0] and \
                     bool((child_lengths == child_lengths[0]).all())
                 stepping = bool((lengths[act] > d + 1).any())
+            keep = d + 2 < longest  # the children's states are stepped again (or read on, fused) below
             parents = node_of_row[starts]
             tok = all_units[starts, d]
             end = int(lengths[starts[0]])
@@ -249,7 +282,7 @@ class TrieScorer:
                 local = torch.from_numpy(parents[c0:c1] - b.lo)
                 child_cost[c0:c1] = cost[b.lo:b.hi][local.numpy()]
                 if b.log_probs is not None:  # a text's first unit is context: it costs nothing
-                    child_cost[c0:c1] -= b.log_probs[local, tok[c0:c1]].double().cpu().numpy() / LN2
+                    child_cost[c0:c1] -= _pick(b.log_probs, local, tok[c0:c1]) / LN2
                 if not stepping:
                     continue
                 for s0, s1 in _splits(c0, c1, step_rows):
@@ -259,7 +292,7 @@ class TrieScorer:
                     if fused:  # rows s0..s1 of ``starts`` are the last nodes: read the rest of their texts at once
                         self._fused(b.state, sel, all_units[starts[s0:s1], d:end], child_cost, s0, s1)
                     else:
-                        log_probs, state = stepper.children(b.state, sel, tok[s0:s1])
+                        log_probs, state = stepper.children(b.state, sel, tok[s0:s1], keep)
                         next_blocks.append(_Block(s0, s1, state, log_probs))
             node_here = np.cumsum(fresh) - 1
             if act is None:
@@ -289,8 +322,8 @@ class TrieScorer:
                 (torch.arange(lo, hi) if sel is None else sel[lo:hi])
             lp = self.stepper.run(state, part, rest[lo:hi, :-1])
             check_finite(lp, self.model)
-            picked = lp.gather(2, rest[lo:hi, 1:, None].to(lp.device))[..., 0]
-            cost[s0 + lo:s0 + hi] -= picked.double().sum(1).cpu().numpy() / LN2
+            got = lp.gather(2, rest[lo:hi, 1:, None].to(lp.device))[..., 0].double().sum(1)
+            cost[s0 + lo:s0 + hi] -= got.cpu().numpy() / LN2
 
     # --- fillers ---------------------------------------------------------------------------
     def score_digits(self, digits: np.ndarray) -> np.ndarray:
@@ -354,6 +387,15 @@ class TrieScorer:
         new[0] = True
         head = tuple(int(t) for t in comp.skeleton[:k0])
         return _finite_bits(self.model, self.score_rows(units, np.full(n, units.shape[1], dtype=np.int64), new, head))
+
+
+def _pick(log_probs, rows: torch.Tensor, units: torch.Tensor) -> np.ndarray:
+    """``log_probs[rows[i], units[i]]`` as float64 on the CPU, wherever the log-probabilities live (a tensor
+    on any device, or a stepper's lazy :class:`~ssviz.models.tree.NodeLogProbs`)."""
+    if isinstance(log_probs, torch.Tensor):
+        dev = log_probs.device
+        return log_probs[rows.to(dev), units.to(dev)].double().cpu().numpy()
+    return log_probs[rows, units].double().numpy()
 
 
 def _finite_bits(model: LanguageModel, bits: np.ndarray) -> np.ndarray:

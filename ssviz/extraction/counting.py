@@ -115,10 +115,10 @@ class CountingStepper(TrieStepper):
     def root(self, state: State):
         return self.inner.root(state)
 
-    def children(self, state, local: torch.Tensor | None, tok: torch.Tensor):
+    def children(self, state, local: torch.Tensor | None, tok: torch.Tensor, keep: bool = True):
         self.model.reads += int(tok.numel())
         self.model.calls += 1
-        log_probs, state = self.inner.children(state, local, tok)
+        log_probs, state = self.inner.children(state, local, tok, keep)
         return check_finite(log_probs, self.model.inner), state
 
     def run(self, state, local: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:

@@ -79,7 +79,8 @@ def check_finite(log_probs: torch.Tensor, model) -> torch.Tensor:
     A model whose outputs are NaN or infinite (e.g. finite but huge weights) would
     otherwise give NaN scores, arbitrary extraction results and a broken fit.
     """
-    if not bool(torch.isfinite(log_probs).all()):
+    finite = log_probs.all_finite() if hasattr(log_probs, "all_finite") else bool(torch.isfinite(log_probs).all())
+    if not finite:
         raise NonFiniteError(f"model {clip(model_name(model), 100)} gives NaN or infinite log-probabilities: "
                              "its weights are unusable (retrain it, or check the file)")
     return log_probs
@@ -322,8 +323,11 @@ class TrieStepper:
     def root(self, state: State):
         return state
 
-    def children(self, state, local: torch.Tensor | None, tok: torch.Tensor) -> tuple[torch.Tensor, object]:
-        """Log-probabilities and state after each child reads ``tok``."""
+    def children(self, state, local: torch.Tensor | None, tok: torch.Tensor,
+                 keep: bool = True) -> tuple[torch.Tensor, object]:
+        """Log-probabilities and state after each child reads ``tok`` (``keep=False``: the state will not be
+        stepped again, a stepper may return None for it). The log-probabilities may be any object that
+        answers ``[rows, units]`` (and ``all_finite()`` when it is not a tensor)."""
         if local is not None:
             state = self.model.select_state(state, local)
         return self.model.step(tok, state)

@@ -213,8 +213,9 @@ class HFLanguageModel(LanguageModel):
 
     unit_name = "token"
 
-    def __init__(self, model, tokenizer, name: str = "model"):
-        self.model = model.eval().requires_grad_(False)
+    def __init__(self, model, tokenizer, name: str = "model", *, freeze: bool = True):
+        # freeze=False wraps a model that is being trained (its mode and gradients stay the trainer's)
+        self.model = model.eval().requires_grad_(False) if freeze else model
         self.tokenizer = tokenizer
         self.name = name
         self.config = model.config
@@ -276,7 +277,12 @@ class HFLanguageModel(LanguageModel):
         return TokenTemplate(template, self)
 
     def trie_stepper(self) -> TrieStepper:
-        return TrieStepper(self, rows=None)  # whole levels: batched matrix products, bounded by the chunk's memory
+        """Whole levels as batched matrix products over the template's shared prefix (``models/tree.py``);
+        the generic stepper (one cache per node) for a model that stepper cannot drive."""
+        from ssviz.models.tree import TransformerTrieStepper, usable
+        if usable(self):
+            return TransformerTrieStepper(self)
+        return TrieStepper(self, rows=None)
 
     def select_state(self, state: State, index: torch.Tensor) -> State:
         if state.cache is None:

@@ -203,7 +203,7 @@ class LSTMTrieStepper(TrieStepper):
         h.mul_(gates[:, 2 * H:3 * H])
         return h, c
 
-    def children(self, state: LSTMNodes, local: torch.Tensor | None, tok: torch.Tensor):
+    def children(self, state: LSTMNodes, local: torch.Tensor | None, tok: torch.Tensor, keep: bool = True):
         pre = self._pre(state)
         hs, cs = [], []
         x = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -104,4 +105,29 @@ def sweep_heatmap(summary: pd.DataFrame, metric: str = "exposure") -> go.Figure:
                                colorbar={"title": "bits" if metric == "exposure" else "nats"}))
     fig.update_layout(xaxis_title=p1, yaxis_title=p2 or None, xaxis_type="category", yaxis_type="category",
                       title=f"mean {metric.replace('_', ' ')} over seeds", margin={"t": 40, "b": 40}, height=420)
+    return fig
+
+
+def exposure_during_training(records: Sequence[dict]) -> go.Figure:
+    """Exposure of each canary (one line per name) at every measurement of a training run: the curve an
+    :class:`ssviz.integrations.ExposureCallback` writes. The dotted ceiling is log2 |R| (ranked first)."""
+    fig = go.Figure()
+    df = pd.DataFrame(list(records))
+    if df.empty:
+        fig.update_layout(title="no measurements yet")
+        return fig
+    for name, g in df.sort_values("step").groupby("name", sort=False):
+        ranks = ["—" if r is None or pd.isna(r) else f"{int(r):,}" for r in g.get("rank", [None] * len(g))]
+        epochs = ["—" if e is None or pd.isna(e) else f"{e:.2f}" for e in g.get("epoch", [None] * len(g))]
+        fig.add_trace(go.Scatter(x=g["step"], y=g["exposure"], mode="lines+markers", name=str(name),
+                                 customdata=list(zip(epochs, ranks)),
+                                 hovertemplate="step %{x}<br>epoch %{customdata[0]}<br>exposure %{y:.2f} bits<br>"
+                                               "rank %{customdata[1]}<extra>%{fullData.name}</extra>"))
+    sizes = {int(s) for s in df.get("space_size", pd.Series(dtype=float)).dropna()}
+    if len(sizes) == 1:
+        top = math.log2(sizes.pop())
+        fig.add_hline(y=top, line_dash="dot", line_color="gray", annotation_text=f"ranked first ({top:.1f} bits)")
+    fig.add_hline(y=0, line_color="lightgray")
+    fig.update_layout(xaxis_title="training step", yaxis_title="canary exposure (bits)", legend_title="canary",
+                      margin={"t": 30, "b": 40}, height=420)
     return fig

@@ -197,3 +197,23 @@ def test_a_huge_error_from_a_run_is_one_short_line(monkeypatch, tmp_path):
     at.button(key="def_train").click().run()
     wait_for_job(at)
     assert len(at.error) == 1 and len(at.error[0].value) < 500
+
+
+@pytest.mark.slow
+def test_page_opens_an_exposure_curve(monkeypatch, tmp_path):
+    from ssviz.plots.defenses import exposure_during_training
+    monkeypatch.setattr(sweeps, "DEFAULT_SWEEP_DB", tmp_path / "missing.duckdb")
+    records = [{"step": s, "epoch": s / 10, "name": n, "exposure": e, "rank": 2 ** (10 - e), "space_size": 1024}
+               for s in (10, 20) for n, e in (("pin", 3.0 + s / 10), ("ssn", 1.0))]
+    fig = exposure_during_training(records)
+    assert [t.name for t in fig.data] == ["pin", "ssn"] and list(fig.data[0].y) == [4.0, 5.0]
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["def_curve_data"] = json.dumps({"records": records}).encode()
+    at.run()
+    assert not at.exception, at.exception
+    assert "Exposure during training" in [h.value for h in at.subheader]
+    table = next(d.value for d in at.dataframe if "canary" in d.value.columns)
+    assert list(table["canary"]) == ["pin", "ssn"] and list(table["exposure (bits)"]) == [5.0, 1.0]
+    at.session_state["def_curve_data"] = b"not json"
+    at.run()
+    assert not at.exception and any("not an exposure curve" in e.value for e in at.error)
