@@ -45,7 +45,9 @@ def exposure_histogram(reference_lps, secrets: dict[str, float] | None = None, s
         fig.add_trace(go.Scatter(x=x, y=density * counts.sum() * widths.mean(), mode="lines",
                                  name="skew-normal fit", line=dict(color="#1b2631", width=2.5)))
     ymax = float(counts.max()) if len(counts) else 1.0
+    top = ymax * 1.05
     for i, (label, lp) in enumerate((secrets or {}).items()):
+        top = max(top, ymax * (1.08 + 0.07 * (i % 4)) * 1.12)  # room for the label above the line's top
         color = SECRET_COLORS[i % len(SECRET_COLORS)]
         fig.add_trace(go.Scatter(x=[lp, lp], y=[0, ymax * (1.08 + 0.07 * (i % 4))], mode="lines+text",
                                  name=label, text=["", label], textposition="top center",
@@ -54,7 +56,7 @@ def exposure_histogram(reference_lps, secrets: dict[str, float] | None = None, s
     fig.update_layout(title=title, xaxis_title="log-perplexity (bits; lower = the model finds it more likely)",
                       yaxis_title="number of fillers", bargap=0, height=430, margin=dict(t=50 if title else 20, b=40),
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
-                      font=dict(size=15))
+                      font=dict(size=15), yaxis_range=[0, top])
     return fig
 
 

@@ -71,7 +71,8 @@ def test_cli_seeds_json_and_resume(small_corpus, tmp_path, capsys):
             "--embedding-dim", "8", "--epochs", "1", "--patience", "0"]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
-    assert list(first) == ["out", "seeds", "computed", "reused", "stopped", "seconds", "results", "spread"]
+    assert list(first) == ["out", "seeds", "computed", "reused", "stopped", "seconds", "results", "spread", "device",
+                           "dtype"]
     assert first["seeds"] == [0, 1] and first["computed"] == 2 and len(first["results"]) == 2
     assert main(argv) == 0  # the same folder again: resumed, not refused
     assert json.loads(capsys.readouterr().out)["reused"] == 2

@@ -175,10 +175,11 @@ def test_the_matrices_on_disk_recompute_the_reported_numbers(pool_dir):
 
 @pytest.mark.slow
 def test_a_run_killed_midway_resumes_with_the_models_it_trained(tmp_path, capsys):
+    MODELS = 12  # enough that the kill after the second lands while later ones are still to train
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(LINES * 4) + "\n")
     out = tmp_path / "pool"
-    argv = [sys.executable, "-m", "ssviz", "counterfactual", str(corpus), "--models", "4", "--out", str(out),
+    argv = [sys.executable, "-m", "ssviz", "counterfactual", str(corpus), "--models", str(MODELS), "--out", str(out),
             "--layers", "1", "--hidden", "16", "--embedding-dim", "8", "--epochs", "2", "--batch-size", "16",
             "--seq-len", "10", "--patience", "0", "--bootstrap", "50", "--json"]
     env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT), "OMP_NUM_THREADS": "1"}
@@ -188,16 +189,16 @@ def test_a_run_killed_midway_resumes_with_the_models_it_trained(tmp_path, capsys
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    kept = [m for m in range(4) if model_path(out, m) is not None]
-    assert 2 <= len(kept) < 4
+    kept = [m for m in range(MODELS) if model_path(out, m) is not None]
+    assert 2 <= len(kept) < MODELS
     stamps = {m: model_path(out, m).stat().st_mtime_ns for m in kept}
     from ssviz.cli import main
     assert main(argv[3:]) == 0  # the same command again, here
     payload = json.loads(capsys.readouterr().out)
-    assert payload["reused"] == len(kept) and payload["trained"] == 4 - len(kept) and payload["models"] == 4
+    assert payload["reused"] == len(kept) and payload["trained"] == MODELS - len(kept) and payload["models"] == MODELS
     assert all(model_path(out, m).stat().st_mtime_ns == stamps[m] for m in kept)  # never retrained
     met = pd.read_parquet(out / METRICS)
-    assert sorted(met["model"].unique()) == list(range(4))
+    assert sorted(met["model"].unique()) == list(range(MODELS))
 
 
 @pytest.mark.slow
