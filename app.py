@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.widgets import mark_navigation
+from ui.widgets import freeze_startup_heap, mark_navigation
 
 
 def pages() -> dict[str, list]:
@@ -38,3 +38,4 @@ st.set_page_config(page_title="ssviz: The Secret Sharer", page_icon="🔑", layo
 page = st.navigation(pages())
 mark_navigation()
 page.run()
+freeze_startup_heap()

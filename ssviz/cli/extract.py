@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from ssviz.cli import (
     count,
     emit,
@@ -60,14 +58,14 @@ def options_from_args(args) -> dict:
 
 def run_extract(args) -> int:
     from ssviz.memory import cap_to_cpus
-    torch.set_num_threads(cap_to_cpus(args.threads, "--threads"))  # 10^4 threads hang, 10^5 panic
+    threads = cap_to_cpus(args.threads, "--threads")  # 10^4 threads hang, 10^5 panic
     if args.trace:  # before loading and searching, not after: never over the checkpoint
         check_outputs({"--trace": args.trace}, {"--checkpoint": args.checkpoint})
         ensure_writable(args.trace, "trace")
     model = load_from_args(args)
     template = parse_template(args.template)
     progress = progress_printer(args.algorithm, not args.json)
-    res = extract(model, template, args.algorithm, progress=progress, **options_from_args(args))
+    res = extract(model, template, args.algorithm, progress=progress, threads=threads, **options_from_args(args))
     if progress is not None:
         sys.stderr.write("\n")  # end the progress line even when the run ended before its total
     if args.trace:

@@ -29,14 +29,25 @@ from ssviz.extraction.trace import load_trace, save_trace, validate_trace
 ALGORITHMS = {"dijkstra": shortest_path, "beam": beam_search, "sampling": sample, "brute": brute_force}
 
 
-def extract(model, template, algorithm: str = "dijkstra", **options) -> ExtractionResult:
-    """Run one extraction algorithm by name (``top_k``, and options as keywords or ``options=SearchOptions``)."""
+SEARCH_THREADS = 1  # a search steps small batches, which a second torch thread only slows down
+
+
+def extract(model, template, algorithm: str = "dijkstra", *, threads: int = SEARCH_THREADS,
+            **options) -> ExtractionResult:
+    """Run one extraction algorithm by name (``top_k``, and options as keywords or ``options=SearchOptions``)
+    on ``threads`` torch threads (the caller's setting is restored afterwards)."""
+    import torch
     try:
         run = ALGORITHMS[algorithm]
     except KeyError:
         raise SettingsError(f"unknown extraction algorithm {algorithm!r}: expected one of "
                          f"{', '.join(ALGORITHMS)}") from None
-    return run(model, template, **options)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return run(model, template, **options)
+    finally:
+        torch.set_num_threads(before)
 
 
 __all__ = ["ALGORITHMS", "ExtractionResult", "SearchBudgetError", "SearchOptions", "beam_search", "brute_force",

@@ -337,3 +337,16 @@ def test_a_search_describes_its_frontier_against_the_secrets_cost_to_a_callback_
     said = []
     tell(lambda d, t: said.append((d, t)), 1, 2, "ignored")
     assert said == [(1, 2)]
+
+
+def test_a_search_runs_on_its_own_thread_count_and_restores_the_callers(tiny_model):
+    import torch
+    from ssviz.extraction import extract
+    seen = []
+
+    def progress(done, total):
+        seen.append(torch.get_num_threads())
+    before = torch.get_num_threads()
+    extract(tiny_model, Template("My PIN is {d:4}"), "dijkstra", max_nodes=2000, batch_size=1, progress=progress,
+            threads=1)
+    assert seen and set(seen) == {1} and torch.get_num_threads() == before
