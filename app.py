@@ -35,7 +35,7 @@ def pages() -> dict[str, list]:
 
 
 st.set_page_config(page_title="ssviz: The Secret Sharer", page_icon="🔑", layout="wide")
-page = st.navigation(pages())
+page = st.navigation(pages(), expanded=True)  # every page listed: none hidden behind "View more"
 mark_navigation()
 page.run()
 freeze_startup_heap()
