@@ -5,7 +5,8 @@ take the interpreter lock from it, and a session that is gone can end it by forc
 from a fork server that imported torch but never ran it (a process forked after torch's thread pool
 started would hang in its first parallel operation). Messages to the server, each one pickled tuple:
 ``("progress", done, total, status)``, ``("record", dict)``, then ``("result", value)`` or
-``("error", line, stopped)``. Imports no streamlit.
+``("error", line, stopped)``. Imports no streamlit. Both ends of the pipe are this server: the payload is
+its own pickle of its own objects (models were loaded safely before), never bytes from a file or a user.
 """
 
 from __future__ import annotations
