@@ -22,7 +22,8 @@ from ssviz.paths import claim_unique
 from ssviz.plots.audit import epsilon_bars, plain_reading, roc_figure, score_histograms
 from ui import audits, cache, state
 from ui.jobs import Job, training_job
-from ui.widgets import chart, download_table, job_panel, message, page_header, run_page, shown, start_job
+from ui.widgets import (chart, download_table, message, newly_finished, page_header, run_page, saved_run_outcome, shown,
+                        start_job)
 
 JOB = "ssviz_audit_job"
 SOURCE = "w_aud_source"          # the selectbox; its value is a folder (as text), "other" or "upload"
@@ -85,14 +86,7 @@ def _chosen() -> None:
 
 def audit_results(folder: Path) -> dict:
     """:func:`load_audit` once per folder content in this session."""
-    stamp = tuple((folder / n).stat().st_mtime_ns if (folder / n).is_file() else 0
-                  for n in ("canaries.csv", "audit.json"))
-    key = ("audit", str(folder), stamp)
-    res = cache.result(key)
-    if res is None:
-        res = load_audit(folder)
-        cache.remember(key, res)
-    return res
+    return cache.of_files("audit", folder, ("canaries.csv", "audit.json"), lambda: load_audit(folder))
 
 
 # --- showing one --------------------------------------------------------------------------------------
@@ -124,7 +118,7 @@ def show_audit(res: dict, folder: Path) -> None:
                      "Jagielski's one-run bound): holds for any (epsilon, delta)-DP training")
     c[1].metric("Audited epsilon, f-DP", "–" if fdp is None else f"{fdp:.2f}",
                 help="Mahloujifar, Melis and Chaudhuri's one-run f-DP bound on the same guesses, same confidence "
-                     f"and delta: it rules out the Gaussian trade-off curve of (epsilon, delta), so it is a bound on "
+                     "and delta: it rules out the Gaussian trade-off curve of (epsilon, delta), so it is a bound on "
                      "epsilon only if the training's privacy curve is Gaussian, as DP-SGD's accounting assumes")
     c[2].metric("Claimed epsilon per canary", fmt_eps(per_canary),
                 help="The DP guarantee for a group of K lines (group privacy): what the audit is compared with")
@@ -253,23 +247,14 @@ def run_section() -> None:
     if go:
         start_job(JOB, start_audit(int(canaries), int(insertions), training, int(seed), kind))
         st.rerun()
-    if job is None:
-        return
-    if job.running:
-        job_panel(JOB, every=1.0)
-    elif job.error:
-        (st.warning if job.stopped else st.error)(f"{job.label}: {'stopped: ' if job.stopped else ''}{job.error}")
-    else:
-        st.success(f"{job.label}: finished in {job.seconds:.0f} s, saved in `{shown(job.result['path'])}` "
-                   "(shown above).")
+    saved_run_outcome(JOB, " (shown above)")
 
 
 def collect_finished() -> None:
     """Show a just-finished run's audit, once (before the selectbox is drawn)."""
-    job: Job | None = st.session_state.get(JOB)
-    if job is not None and not job.running and job.result is not None and not job.meta.get("collected"):
+    job = newly_finished(JOB)
+    if job is not None:
         st.session_state[CHOSEN] = str(job.result["path"])
-        job.meta["collected"] = True
 
 
 def body() -> None:

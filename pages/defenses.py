@@ -27,7 +27,7 @@ from ssviz.templates import Template
 from ssviz.train import Canary, TrainConfig
 from ui.audits import audited_epsilon
 from ui.jobs import Job, Snapshot, training_job
-from ui.widgets import chart, job_panel, message, page_header, run_page, shown, start_job
+from ui.widgets import chart, job_panel, message, newly_finished, page_header, run_page, shown, start_job
 
 BUNDLED_RESULTS = bundled("defenses/demo-results.json")
 BUNDLED_SWEEP = bundled("defenses/demo-sweep.duckdb")
@@ -59,10 +59,9 @@ def start_training(defense: str, strength: str) -> Job:
 
 def collect_finished() -> None:
     """Add a finished on-the-spot run to this session's results, once (before the table is drawn)."""
-    job: Job | None = st.session_state.get(JOB)
-    if job is not None and not job.running and job.result is not None and not job.meta.get("collected"):
+    job = newly_finished(JOB)
+    if job is not None:
         st.session_state.setdefault(RESULTS, []).append(job.result.to_json())
-        job.meta["collected"] = True
 
 
 def bundled_records() -> list[Shown]:

@@ -21,7 +21,8 @@ from ssviz.plots.longtail import gain_chips, mem_histogram, mem_vs_novelty
 from ssviz.plots.verbatim import extraction_probability, rate_by_duplicates, rate_by_prefix
 from ui import cache, longtail, state
 from ui.jobs import Job
-from ui.widgets import chart, download_table, job_panel, message, page_header, run_page, shown, start_job
+from ui.widgets import (chart, download_table, message, newly_finished, page_header, run_page, saved_run_outcome, shown,
+                        start_job)
 
 JOB = "ssviz_longtail_job"
 SOURCE = "w_lt_source"
@@ -61,13 +62,9 @@ def _chosen() -> None:
 
 
 def view_of(folder: Path, metric: str) -> dict:
-    stamp = tuple((folder / n).stat().st_mtime_ns for n in ("inclusion.parquet", "metrics.parquet"))
-    key = ("longtail", str(folder), stamp, metric)
-    res = cache.result(key)
-    if res is None:
-        res = longtail.pool_view(folder, metric)
-        cache.remember(key, res)
-    return res
+    """The pool's view for ``metric``, once per content of its matrices in this session."""
+    return cache.of_files("longtail", folder, ("inclusion.parquet", "metrics.parquet"),
+                          lambda: longtail.pool_view(folder, metric), metric)
 
 
 def show_pool(view: dict, folder: Path, reveal: bool) -> None:
@@ -189,22 +186,14 @@ def run_section() -> None:
     if go:
         start_job(JOB, longtail.start_live_pool(text, name, int(models), int(epochs)))
         st.rerun()
-    if job is None:
-        return
-    if job.running:
-        job_panel(JOB, every=1.0)
-    elif job.error:
-        (st.warning if job.stopped else st.error)(f"{job.label}: {'stopped: ' if job.stopped else ''}{job.error}")
-    else:
-        st.success(f"{job.label}: finished in {job.seconds:.0f} s, saved in `{shown(job.result['path'])}` "
-                   "(shown above).")
+    saved_run_outcome(JOB, " (shown above)")
 
 
 def collect_finished() -> None:
-    job: Job | None = st.session_state.get(JOB)
-    if job is not None and not job.running and job.result is not None and not job.meta.get("collected"):
+    """Show a just-finished pool, once (before the folder is chosen)."""
+    job = newly_finished(JOB)
+    if job is not None:
         st.session_state[CHOSEN] = str(job.result["path"])
-        job.meta["collected"] = True
 
 
 def body() -> None:

@@ -19,7 +19,7 @@ from ssviz.plots.unique_features import control_histogram, image_pairs, insertio
 from ssviz.unique_features import demo
 from ssviz.unique_features.run import load
 from ui.jobs import Job
-from ui.widgets import chart, download_table, job_panel, page_header, run_page, shown, start_job
+from ui.widgets import chart, download_table, newly_finished, page_header, run_page, saved_run_outcome, start_job
 
 JOB = "ssviz_uf_job"
 CHOSEN = "ssviz_uf_source"
@@ -124,14 +124,7 @@ def run_section() -> None:
     if go:
         start_job(JOB, start_run(arch, int(insertions), int(seeds), int(controls), int(epochs), regularizer))
         st.rerun()
-    if job is None:
-        return
-    if job.running:
-        job_panel(JOB, every=1.0)
-    elif job.error:
-        (st.warning if job.stopped else st.error)(f"{job.label}: {'stopped: ' if job.stopped else ''}{job.error}")
-    else:
-        st.success(f"{job.label}: finished in {job.seconds:.0f} s, saved in `{shown(job.result['path'])}`.")
+    saved_run_outcome(JOB)
 
 
 def body() -> None:
@@ -144,11 +137,10 @@ def body() -> None:
     chart(image_pairs(examples()), "uf-images", key="uf_images")
     runs = dict(bundled())
     job: Job | None = st.session_state.get(JOB)
+    if newly_finished(JOB) is not None:  # a run just finished: show it, once
+        st.session_state[CHOSEN] = LIVE
     if job is not None and not job.running and job.result is not None:
         runs[LIVE] = load(job.result["path"])
-        if not job.meta.get("collected"):  # a run just finished: show it, once
-            st.session_state[CHOSEN] = LIVE
-            job.meta["collected"] = True
     if not runs:
         st.info("No bundled demo here: run one below.")
     else:

@@ -119,6 +119,19 @@ def _used(entries: dict, key):
     return value
 
 
+def of_files(kind: str, folder, names, load, *extra):
+    """``load()``, once per content of ``folder``'s files ``names`` (their modification times; a missing file
+    counts as 0) and ``extra`` inputs, in this session."""
+    folder = Path(folder)
+    stamp = tuple((folder / n).stat().st_mtime_ns if (folder / n).is_file() else 0 for n in names)
+    key = (kind, str(folder), stamp, *extra)
+    res = result(key)
+    if res is None:
+        res = load()
+        remember(key, res)
+    return res
+
+
 def result(key: tuple):
     """A result computed earlier in this session for the same inputs, or None."""
     return _used(st.session_state.get(RESULTS, {}), key)

@@ -20,13 +20,8 @@ def demo_result():
     """The bundled result (``models/membership/demo``), loaded once per content; None when not shipped."""
     if not is_result(DEMO_DIR):
         return None
-    stamp = tuple((DEMO_DIR / n).stat().st_mtime_ns for n in sorted(p.name for p in DEMO_DIR.iterdir()))
-    key = ("membership-demo", str(DEMO_DIR), stamp)
-    res = cache.result(key)
-    if res is None:
-        res = load_mia(DEMO_DIR)
-        cache.remember(key, res)
-    return res
+    return cache.of_files("membership-demo", DEMO_DIR, sorted(p.name for p in DEMO_DIR.iterdir()),
+                          lambda: load_mia(DEMO_DIR))
 
 
 def demo_sets() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:

@@ -305,6 +305,30 @@ def cached_job(slot: str, key: tuple, label: str, fn, *, start: bool, auto: bool
     return job.result
 
 
+def saved_run_outcome(slot: str, after: str = "") -> None:
+    """An on-the-spot run that saves a folder: its progress panel while it runs, then one line, its error or
+    where it was saved (``after``: what the page adds, e.g. " (shown above)")."""
+    job: jobs.Job | None = st.session_state.get(slot)
+    if job is None:
+        return
+    if job.running:
+        job_panel(slot)
+    elif job.error:
+        (st.warning if job.stopped else st.error)(f"{job.label}: {'stopped: ' if job.stopped else ''}{job.error}")
+    else:
+        st.success(f"{job.label}: finished in {job.seconds:.0f} s, saved in `{shown(job.result['path'])}`{after}.")
+
+
+def newly_finished(slot: str) -> jobs.Job | None:
+    """The job in ``slot`` if it ended with a result the page has not taken yet, marked taken: a page shows a
+    just-finished run once, then leaves the user's choice alone."""
+    job: jobs.Job | None = st.session_state.get(slot)
+    if job is not None and not job.running and job.result is not None and not job.meta.get("collected"):
+        job.meta["collected"] = True
+        return job
+    return None
+
+
 def job_panel(slot: str, live=None, every: float = 1.0) -> None:
     """The one progress panel: the job in ``slot``'s progress bar and Stop button, and ``live(snapshot)``
     (e.g. a chart of the records so far) under them, redrawn every ``every`` seconds while it runs;
