@@ -11,7 +11,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ssviz.audit import roc_curve
 from ssviz.demo import DEMO_TRANSFORMER
 from ssviz.membership.attacks import ATTACKS, DEFAULT_K
 from ssviz.membership.blind import SHIFT_RULE, best_attack, shift_message
@@ -50,18 +49,7 @@ def show_result(res, model, where: str) -> None:
     c1, c2 = st.columns([3, 2])
     with c1:
         st.subheader("ROC (log-log)")
-        curves = {}
-        for name, scores in res.scores.items():
-            a = doc["attacks"][name]
-            ok = pd.notna(scores)
-            if a.get("auc") is not None:
-                fpr, tpr, _ = roc_curve(scores[ok], res.member[ok])
-                curves[f"{ATTACKS[name].title} ({a['auc']:.3f})"] = (fpr, tpr)
-        blind_curve = None
-        if pd.notna(res.blind_scores).all():
-            fpr, tpr, _ = roc_curve(res.blind_scores, res.member)
-            blind_curve = (fpr, tpr)
-        chart(attack_rocs(curves, blind_curve), "membership-roc", key="mia_roc")
+        chart(attack_rocs(*res.rocs()), "membership-roc", key="mia_roc")
     with c2:
         st.subheader("Attacks and the blind baseline")
         table = pd.DataFrame(metrics_rows(doc))

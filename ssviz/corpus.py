@@ -21,27 +21,41 @@ from ssviz.models.base import Vocab
 MAX_INSERTED_CHARS = 50_000_000
 
 
-def read_corpus(source) -> str:
-    """Text from a path or bytes; non-UTF-8 input is refused with the offending byte's position."""
+def source_name(source, uploaded: str = "uploaded corpus") -> str:
+    """How messages name a text's source: its path, or ``uploaded`` for bytes."""
+    return uploaded if isinstance(source, (bytes, bytearray)) else str(source)
+
+
+def read_text(source, what: str = "corpus", *, uploaded: str = "uploaded corpus", expected: str = "a text corpus",
+              error: type[SsvizError] = SsvizError) -> str:
+    """UTF-8 text from a path or bytes, line ends as written: a missing file (named as ``what``), bytes that
+    are not UTF-8 (with the offending byte's position) and a binary file (not ``expected``) are each refused
+    in one line."""
     from pathlib import Path
 
+    name = source_name(source, uploaded)
     if isinstance(source, (bytes, bytearray)):
-        data, name = bytes(source), "uploaded corpus"
+        data = bytes(source)
     else:
         path = Path(source)
         if not path.is_file():
-            raise MissingFileError(f"corpus not found: {path}")
-        data, name = path.read_bytes(), str(path)
+            raise MissingFileError(f"{what} not found: {path}")
+        data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SsvizError(f"{name} is not UTF-8 text (invalid byte 0x{data[e.start]:02x} at offset {e.start}); "
-                         f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
+        raise error(f"{name} is not UTF-8 text (invalid byte 0x{data[e.start]:02x} at offset {e.start}); "
+                    f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
     if "\x00" in text:
-        raise SsvizError(f"{name} looks binary (contains NUL bytes), not a text corpus")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+        raise error(f"{name} looks binary (contains NUL bytes), not {expected}")
+    return text
+
+
+def read_corpus(source) -> str:
+    """Text from a path or bytes, long enough to train on, with line ends made ``\\n``."""
+    text = read_text(source).replace("\r\n", "\n").replace("\r", "\n")
     if len(text) < 100:
-        raise SsvizError(f"{name} is too short to train on ({len(text)} characters)")
+        raise SsvizError(f"{source_name(source)} is too short to train on ({len(text)} characters)")
     return text
 
 

@@ -88,7 +88,8 @@ def progress_printer(label: str, enabled: bool):
     return report
 
 
-def _number(kind, low: float | None, low_open: bool, what: str, high: float | None = None):
+def bounded_number(kind, low: float | None, low_open: bool, what: str, high: float | None = None,
+                   high_open: bool = False):
     """An argparse type: parsed, finite, and within range where the option is declared."""
     def parse(text: str):
         try:
@@ -99,24 +100,25 @@ def _number(kind, low: float | None, low_open: bool, what: str, high: float | No
             raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
         if low is not None and (value <= low if low_open else value < low):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
-        if high is not None and value > high:
+        if high is not None and (value >= high if high_open else value > high):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
         return value
     parse.__name__ = what  # argparse names the type in its messages
     return parse
 
 
-positive_int = _number(int, 0, True, "a whole number >= 1")
-nonnegative_int = _number(int, 0, False, "a whole number >= 0")
-positive_float = _number(float, 0, True, "a finite number > 0")
-nonnegative_float = _number(float, 0, False, "a finite number >= 0")
-finite_float = _number(float, None, False, "a finite number")
+positive_int = bounded_number(int, 0, True, "a whole number >= 1")
+nonnegative_int = bounded_number(int, 0, False, "a whole number >= 0")
+positive_float = bounded_number(float, 0, True, "a finite number > 0")
+nonnegative_float = bounded_number(float, 0, False, "a finite number >= 0")
+finite_float = bounded_number(float, None, False, "a finite number")
+probability = bounded_number(float, 0, True, "a number strictly between 0 and 1", 1, high_open=True)
 
 
 def count(high: int, low: int = 1):
     """An argparse type for a count option with an upper bound the machine can hold (a typo such as 10^9
     users, seeds or results is refused at once, not after it filled the memory or the disk)."""
-    return _number(int, low, False, f"a whole number from {low:,} to {high:,}", high)
+    return bounded_number(int, low, False, f"a whole number from {low:,} to {high:,}", high)
 
 
 def build_parser(only: str | None = "") -> argparse.ArgumentParser:

@@ -4,24 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssviz.cli import count, emit, positive_int, progress_printer
+from ssviz.cli import count, emit, positive_int, probability, progress_printer
 from ssviz.cli.cluster import add_executor_options, executor_given, executor_or_inline
 from ssviz.cli.train import add_training_options, check_output, config_from_args
 from ssviz.errors import SsvizError
-
-
-def _probability(text: str) -> float:
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text[:40]!r}")
-    return value
-
-
-_probability.__name__ = "probability"
 
 
 def register(sub, parent) -> None:
@@ -37,11 +23,11 @@ def register(sub, parent) -> None:
                         "sampled from a character bigram model of the training data (see docs/audit.md)")
     p.add_argument("--canaries", type=positive_int, default=500, help="M: canaries drawn (default 500)")
     p.add_argument("--insertions", type=positive_int, default=8, help="K: times an included canary is inserted")
-    p.add_argument("--inclusion", type=_probability, default=0.5,
+    p.add_argument("--inclusion", type=probability, default=0.5,
                    help="probability each canary is included (the bound needs 0.5)")
-    p.add_argument("--delta", type=_probability, default=None,
+    p.add_argument("--delta", type=probability, default=None,
                    help="delta of the lower bound (default: --dp-delta, 1e-5)")
-    p.add_argument("--confidence", type=_probability, default=0.95, help="confidence of the lower bound")
+    p.add_argument("--confidence", type=probability, default=0.95, help="confidence of the lower bound")
     p.add_argument("--out", help="folder to write canaries.csv, audit.json and the checkpoint")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
     p.add_argument("--seeds", type=count(10_000), default=1,

@@ -10,24 +10,13 @@ from __future__ import annotations
 
 import sys
 
-from ssviz.cli import count, emit, progress_printer
+from ssviz.cli import bounded_number, count, emit, progress_printer
 from ssviz.cli.cluster import add_executor_options, executor_or_inline
 from ssviz.cli.train import add_training_options, config_from_args
 from ssviz.errors import SsvizError
 
 
-def _subset(text: str) -> float:
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (exclusive), got {text[:40]!r}")
-    return value
-
-
-_subset.__name__ = "fraction"
+subset_fraction = bounded_number(float, 0, True, "a fraction between 0 and 1 (exclusive)", 1, high_open=True)
 
 
 def register(sub, parent) -> None:
@@ -44,7 +33,7 @@ def register(sub, parent) -> None:
     p.add_argument("corpus", help="UTF-8 text file: one example per line (or paragraph, with --unit paragraph)")
     p.add_argument("--models", type=count(MAX_MODELS, low=2), default=16, metavar="M",
                    help="models in the pool (default: 16)")
-    p.add_argument("--subset", type=_subset, default=0.5, metavar="F",
+    p.add_argument("--subset", type=subset_fraction, default=0.5, metavar="F",
                    help="share of the examples each model trains on (default: 0.5)")
     p.add_argument("--unit", choices=UNITS, default="line", help="what one example is (default: line)")
     p.add_argument("--validation", metavar="FILE",

@@ -5,24 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssviz.cli import emit, nonnegative_int, progress_printer
+from ssviz.cli import bounded_number, emit, nonnegative_int, progress_printer
 from ssviz.cli.placement import add_placement_options, load_from_args, placement_json
 
 HELP = "membership attacks (loss, zlib, lowercase, Min-K, Min-K++, reference, LiRA) with a blind baseline"
 
 
-def _fraction(text: str) -> float:
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text[:40]!r}")
-    return value
-
-
-_fraction.__name__ = "fraction"
+# Min-K%'s k: a fraction of the units, at least one of them
+fraction = bounded_number(float, 0, True, "a fraction in (0, 1]", 1)
 
 
 def register(sub, parent) -> None:
@@ -34,7 +24,7 @@ def register(sub, parent) -> None:
     p.add_argument("--pool", metavar="DIR", help="a counterfactual pool folder (for the lira attack)")
     p.add_argument("--attacks", help="comma-separated, from loss,zlib,lowercase,mink,minkpp,ref,lira (default: "
                                      "every attack whose input is given)")
-    p.add_argument("--k", type=_fraction, default=0.2, help="fraction of lowest units for Min-K%% and Min-K%%++")
+    p.add_argument("--k", type=fraction, default=0.2, help="fraction of lowest units for Min-K%% and Min-K%%++")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the bootstrap and the blind baseline's "
                                                                    "folds")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for scores.csv, texts.csv and mia.json")
@@ -66,7 +56,8 @@ def run_mia(args) -> int:
         ensure_writable(out / n, "--out")
     result = mia(model, members, nonmembers, attacks=names, k=args.k, reference=reference, pool=args.pool,
                  seed=args.seed, progress=progress_printer("reading texts", not args.json))
-    extra = {"checkpoint": str(args.checkpoint), **placement_json(model), "reference": args.reference, "members_file": str(args.members),
+    extra = {"checkpoint": str(args.checkpoint), **placement_json(model), "reference": args.reference,
+             "members_file": str(args.members),
              "nonmembers_file": str(args.nonmembers)}
     save_mia(result, out, extra)
     payload = {**result.to_json(), **extra, "out": str(out)}

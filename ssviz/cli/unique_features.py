@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssviz.cli import count, emit, finite_float, nonnegative_int, positive_int, progress_printer
+from ssviz.cli import (bounded_number, count, emit, finite_float, nonnegative_int, positive_int,
+                       progress_printer)
 from ssviz.cli.placement import add_placement_options, load_from_args, placement_json
 from ssviz.cli.cluster import add_executor_options, executor_or_inline
 from ssviz.errors import SsvizError
@@ -18,17 +19,7 @@ from ssviz.errors import SsvizError
 HELP = "unique features: does the model react to a feature it saw once (images or text; Hartley & Tsaftaris)"
 
 
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text[:40]!r}")
-    return v
-
-
-_fraction.__name__ = "probability"
+dropout_rate = bounded_number(float, 0, False, "a number in [0, 1)", 1, high_open=True)
 
 
 def register(sub, parent) -> None:
@@ -49,7 +40,7 @@ def register(sub, parent) -> None:
     im.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=True,
                     help="stop when the validation loss has not improved for 10 epochs, keep the best weights")
     im.add_argument("--weight-decay", type=finite_float, default=0.0, help="Adam's L2 weight decay")
-    im.add_argument("--dropout", type=_fraction, default=0.0, help="dropout after each hidden layer")
+    im.add_argument("--dropout", type=dropout_rate, default=0.0, help="dropout after each hidden layer")
     im.add_argument("--batch-norm", action="store_true", help="batch normalization in every hidden block")
     im.add_argument("--epochs", type=count(10_000), default=200, help="most epochs (default 200)")
     im.add_argument("--lr", type=finite_float, default=3e-4, help="Adam's learning rate (default 3e-4)")
@@ -140,14 +131,8 @@ def run_text(args) -> int:
 
 def _text_file(path: str, what: str) -> str:
     """A UTF-8 text file of any length (a contexts file may be a few lines)."""
-    try:
-        return Path(path).read_bytes().decode("utf-8").replace("\r\n", "\n")
-    except FileNotFoundError:
-        raise SsvizError(f"{what} {path}: no such file") from None
-    except OSError as e:
-        raise SsvizError(f"{what} {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise SsvizError(f"{what} {path} is not UTF-8 text") from None
+    from ssviz.corpus import read_text
+    return read_text(path, what, expected="a text file").replace("\r\n", "\n")
 
 
 def _summary(doc: dict) -> str:

@@ -38,19 +38,9 @@ class MembershipError(SsvizError, ValueError):
 
 def read_lines(source, what: str = "texts") -> list[tuple[int, str]]:
     """``(0-based line number, line)`` of every non-blank line of a UTF-8 file (a path or bytes)."""
-    if isinstance(source, (bytes, bytearray)):
-        data, name = bytes(source), f"the {what}"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise MissingFileError(f"{what} file not found: {path}")
-        data, name = path.read_bytes(), str(path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MembershipError(f"{name} is not UTF-8 text (invalid byte at offset {e.start})") from None
-    if "\x00" in text:
-        raise MembershipError(f"{name} looks binary (contains NUL bytes), not one text per line")
+    from ssviz.corpus import read_text, source_name
+    name = source_name(source, f"the {what}")
+    text = read_text(source, f"{what} file", uploaded=name, expected="one text per line", error=MembershipError)
     lines = [(i, line.rstrip("\r")) for i, line in enumerate(text.split("\n")) if line.strip()]
     if not lines:
         raise MembershipError(f"{name} has no text (one text per line)")
@@ -90,6 +80,19 @@ class MiaResult:
         """``scores.csv``: ``index``, ``member``, one column per attack (empty where an attack has no score)."""
         import pandas as pd
         return pd.DataFrame({"index": self.index, "member": self.member, **self.scores})
+
+    def rocs(self) -> tuple[dict, tuple | None]:
+        """``({"<attack title> (<AUC>)": (fpr, tpr)}, (fpr, tpr) of the blind baseline or None)``: what the ROC
+        figure draws, over the texts each attack scored."""
+        from ssviz.audit.metrics import roc_curve
+        curves = {}
+        for name, scores in self.scores.items():
+            auc = self.attacks[name].get("auc")
+            ok = np.isfinite(scores)
+            if auc is not None:
+                curves[f"{ATTACKS[name].title} ({auc:.3f})"] = roc_curve(scores[ok], self.member[ok])[:2]
+        blind = roc_curve(self.blind_scores, self.member)[:2] if np.isfinite(self.blind_scores).all() else None
+        return curves, blind
 
     def ranks(self, row: int) -> dict[str, int | None]:
         """Rank of text ``row`` under each attack among all texts (1 = the most member-like)."""

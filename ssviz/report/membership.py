@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
-
 
 def _interval(ci) -> str:
     return "n/a" if not ci else f"{ci[0]:.3f}–{ci[1]:.3f}"
@@ -23,7 +21,6 @@ def membership_section(res, table, figure) -> str:
     ``figure(fig, name)`` are the report's own builders (passed in: the report imports this module)."""
     if res is None:
         return ""
-    from ssviz.audit import roc_curve
     from ssviz.membership.blind import shift_message
     from ssviz.membership.run import metrics_rows
     from ssviz.plots.membership import attack_rocs
@@ -32,17 +29,7 @@ def membership_section(res, table, figure) -> str:
     rows = [[r["attack"], "n/a" if r["AUC"] is None else f"{r['AUC']:.3f}", r["AUC 95% interval"],
              "n/a" if r["TPR at 1% FPR"] is None else f"{r['TPR at 1% FPR']:.3f}", r["TPR at 1% 95% interval"],
              r["texts scored"]] for r in metrics_rows(doc)]
-    curves = {}
-    for name, scores in res.scores.items():
-        a = doc["attacks"][name]
-        ok = np.isfinite(scores)
-        if a.get("auc") is not None:
-            fpr, tpr, _ = roc_curve(scores[ok], res.member[ok])
-            curves[f"{a.get('title', name)} ({a['auc']:.3f})"] = (fpr, tpr)
-    blind = None
-    if np.isfinite(res.blind_scores).all():
-        fpr, tpr, _ = roc_curve(res.blind_scores, res.member)
-        blind = (fpr, tpr)
+    curves, blind = res.rocs()
     cls = "warning" if doc["shift_warning"] else ""
     what = res.settings.get("description") or "the member and non-member texts given"
     return (f'<section id="membership"><h2>Membership inference</h2>'
