@@ -495,44 +495,50 @@ def read_ids(model: LanguageModel, rows: Sequence[Sequence[int]], *, stats: bool
     all take their numbers from it. ``batch_size`` (default: as many rows as a chunk's memory holds on the
     model's device, from its bytes per row at that length, at most :data:`READ_ROWS`) bounds each run."""
     out: list[Reading | None] = [None] * len(rows)
-    by_len: dict[int, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_len.setdefault(len(r), []).append(i)
     done = 0
     with torch.inference_mode():
-        for length, idx in sorted(by_len.items()):
-            rows_at = batch_size or _read_rows(model, length)
-            for lo in range(0, len(idx), rows_at):
-                check_stop(stop)
-                part = idx[lo:lo + rows_at]
-                ids = torch.tensor([list(rows[i]) for i in part], dtype=torch.long).reshape(len(part), length)
-                if length == 0 or (length == 1 and not last):
-                    for j, i in enumerate(part):
-                        out[i] = Reading(ids[j].numpy(), np.zeros(0),
-                                         np.zeros(0, bool), np.zeros(0) if stats else None,
-                                         np.zeros(0) if stats else None)
-                    continue
-                steps = ids if last else ids[:, :-1]
-                lp, _ = model.run(steps, model.initial_state(len(part)))
-                check_finite(lp, model)
-                lp = lp.float()
-                pred = lp[:, :length - 1]
-                on = ids.to(lp.device)
-                target = on[:, 1:, None]
-                got = pred.gather(2, target)[..., 0].double()
-                correct = (pred.argmax(2) == on[:, 1:]).cpu()
-                got, lp = got.cpu(), lp.cpu() if last else lp
-                if stats:
-                    mu, sigma = _moments(pred)
+        for length, part in batches_by_length(rows, lambda n: batch_size or _read_rows(model, n), stop):
+            ids = torch.tensor([list(rows[i]) for i in part], dtype=torch.long).reshape(len(part), length)
+            if length == 0 or (length == 1 and not last):
                 for j, i in enumerate(part):
-                    out[i] = Reading(ids[j].numpy(), got[j].numpy(), correct[j].numpy(),
-                                     mu[j].double().numpy() if stats else None,
-                                     sigma[j].double().numpy() if stats else None,
-                                     lp[j, -1].double().numpy() if last else None)
-                done += len(part)
-                if progress:
-                    progress(done, len(rows))
+                    out[i] = Reading(ids[j].numpy(), np.zeros(0),
+                                     np.zeros(0, bool), np.zeros(0) if stats else None,
+                                     np.zeros(0) if stats else None)
+                continue
+            steps = ids if last else ids[:, :-1]
+            lp, _ = model.run(steps, model.initial_state(len(part)))
+            check_finite(lp, model)
+            lp = lp.float()
+            pred = lp[:, :length - 1]
+            on = ids.to(lp.device)
+            target = on[:, 1:, None]
+            got = pred.gather(2, target)[..., 0].double()
+            correct = (pred.argmax(2) == on[:, 1:]).cpu()
+            got, lp = got.cpu(), lp.cpu() if last else lp
+            if stats:
+                mu, sigma = _moments(pred)
+            for j, i in enumerate(part):
+                out[i] = Reading(ids[j].numpy(), got[j].numpy(), correct[j].numpy(),
+                                 mu[j].double().numpy() if stats else None,
+                                 sigma[j].double().numpy() if stats else None,
+                                 lp[j, -1].double().numpy() if last else None)
+            done += len(part)
+            if progress:
+                progress(done, len(rows))
     return out  # type: ignore[return-value]
+
+
+def batches_by_length(rows: Sequence[Sequence[int]], batch_size, stop: StopFlag | None = None):
+    """``(length, indices)`` of ``rows`` in batches of one length, shortest first, at most ``batch_size(length)``
+    rows each: every batch is one run from the initial state, with no padding. Stops between batches."""
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(len(r), []).append(i)
+    for length, idx in sorted(groups.items()):
+        size = batch_size(length)
+        for lo in range(0, len(idx), size):
+            check_stop(stop)
+            yield length, idx[lo:lo + size]
 
 
 READ_ROWS = 256  # texts per forward pass at most, when memory allows

@@ -30,7 +30,8 @@ import torch
 
 from ssviz.errors import SettingsError, SsvizError, VocabularyError
 from ssviz.models.base import LanguageModel, check_finite
-from ssviz.progress import Progress, StopFlag, check_stop
+from ssviz.progress import Progress, StopFlag
+from ssviz.scoring import batches_by_length
 
 SAMPLES = (1, 10, 100, 1000)  # n of the (n, p)-extraction probabilities reported
 NP_LEVELS = (0.1, 0.5, 0.9)  # p of the (n, p)-extractable rates reported
@@ -69,41 +70,35 @@ def greedy_decode(model: LanguageModel, prompts: Sequence[Sequence[int]], steps:
         raise ValueError(f"targets must be {n} rows of {steps} units")  # a caller's bug
     tokens = np.zeros((n, steps), dtype=np.int64)
     target_logp = np.zeros((n, steps), dtype=np.float64) if targets is not None else None
-    by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(i)
     done = 0
     with torch.inference_mode():
-        for length, idx in sorted(by_len.items()):
-            for lo in range(0, len(idx), batch_size):
-                check_stop(stop)
-                part = idx[lo:lo + batch_size]
-                prompt = torch.tensor([list(prompts[i]) for i in part], dtype=torch.long).reshape(len(part), length)
-                lp, state = model.run(prompt, model.initial_state(len(part)))
-                check_finite(lp, model)
-                first = lp[:, -1].float()
-                if targets is not None:
-                    target = torch.tensor([list(targets[i]) for i in part], dtype=torch.long)
-                    pred = first[:, None]
-                    if steps > 1:  # on its own copy of the rows: the greedy steps below go on from ``state``
-                        tf, _ = model.run(target[:, :-1], model.select_state(state, torch.arange(len(part))))
-                        check_finite(tf, model)
-                        pred = torch.cat([pred, tf.float()], dim=1)
-                    target_logp[part] = pred.gather(2, target[:, :, None])[..., 0].double().numpy()
-                tok = first.argmax(-1)
-                out, best = [tok], []
-                for _ in range(steps - 1):
-                    lp, state = model.step(tok, state)
-                    lp = lp.float()
-                    tok = lp.argmax(-1)
-                    best.append(lp.gather(1, tok[:, None]))  # NaN wins argmax: a broken row shows here
-                    out.append(tok)
-                if best:  # one check per batch, not a pass over the vocabulary per step
-                    check_finite(torch.cat(best, dim=1), model)
-                tokens[part] = torch.stack(out, dim=1).numpy()
-                done += len(part)
-                if progress:
-                    progress(done, n)
+        for length, part in batches_by_length(prompts, lambda _: batch_size, stop):
+            prompt = torch.tensor([list(prompts[i]) for i in part], dtype=torch.long).reshape(len(part), length)
+            lp, state = model.run(prompt, model.initial_state(len(part)))
+            check_finite(lp, model)
+            first = lp[:, -1].float()
+            if targets is not None:
+                target = torch.tensor([list(targets[i]) for i in part], dtype=torch.long)
+                pred = first[:, None]
+                if steps > 1:  # on its own copy of the rows: the greedy steps below go on from ``state``
+                    tf, _ = model.run(target[:, :-1], model.select_state(state, torch.arange(len(part))))
+                    check_finite(tf, model)
+                    pred = torch.cat([pred, tf.float()], dim=1)
+                target_logp[part] = pred.gather(2, target[:, :, None].to(pred.device))[..., 0].double().cpu().numpy()
+            tok = first.argmax(-1)
+            out, best = [tok], []
+            for _ in range(steps - 1):
+                lp, state = model.step(tok, state)
+                lp = lp.float()
+                tok = lp.argmax(-1)
+                best.append(lp.gather(1, tok[:, None]))  # NaN wins argmax: a broken row shows here
+                out.append(tok)
+            if best:  # one check per batch, not a pass over the vocabulary per step
+                check_finite(torch.cat(best, dim=1), model)
+            tokens[part] = torch.stack(out, dim=1).cpu().numpy()
+            done += len(part)
+            if progress:
+                progress(done, n)
     return Decoded(tokens, target_logp)
 
 
