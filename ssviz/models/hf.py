@@ -401,17 +401,21 @@ class HFLanguageModel(LanguageModel):
         from transformers import DynamicCache
         return DynamicCache(config=self.config)
 
-    def row_bytes(self, length: int, steps: int = 1) -> int:
-        """Rough bytes one row needs: its KV cache at ``length`` tokens plus ``steps`` rows of log-probabilities.
-
-        Scorers size their chunks with it, so memory stays bounded whatever the vocabulary or depth.
-        """
+    def kv_layout(self) -> tuple[int, int, int, int]:
+        """``(layers, key-value heads, head size, width)`` from the config, whatever its family names them."""
         cfg = self.config.get_text_config(decoder=True)
         layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 1)
         heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 1)
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 64)
-        head_dim = getattr(cfg, "head_dim", None) or width // heads
+        return layers, kv_heads, getattr(cfg, "head_dim", None) or width // heads, width
+
+    def row_bytes(self, length: int, steps: int = 1) -> int:
+        """Rough bytes one row needs: its KV cache at ``length`` tokens plus ``steps`` rows of log-probabilities.
+
+        Scorers size their chunks with it, so memory stays bounded whatever the vocabulary or depth.
+        """
+        layers, kv_heads, head_dim, width = self.kv_layout()
         size = torch.finfo(self.dtype).bits // 8  # the cache and activations are in the weights' precision
         cache = 2 * layers * kv_heads * head_dim * length * size
         activations = 8 * width * size * steps

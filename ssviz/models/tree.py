@@ -217,12 +217,7 @@ class TransformerTrieStepper(TrieStepper):
         self.hf = lm.model
         self.base = lm.model.base_model
         self.head = lm.model.get_output_embeddings()
-        cfg = lm.config.get_text_config(decoder=True)
-        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 1)
-        heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 1)
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 64)
-        head_dim = getattr(cfg, "head_dim", None) or width // heads
+        layers, kv_heads, head_dim, width = lm.kv_layout()
         size = self.head.weight.element_size()
         self.token_bytes = 2 * layers * kv_heads * head_dim * size  # keys and values of one token, all layers
         self.hidden_bytes = width * size + 4
